@@ -1,0 +1,34 @@
+"""Backend-specific automatic differentiation, one small module per backend.
+
+Everything else in the package is written with `keras.ops` and NumPy; only
+gradients and Hessian-vector products need the backend's own autodiff. Each
+backend module exposes the same three functions:
+
+* `compile(fn)`: compile a pure function (`tf.function` / `jax.jit`).
+* `gradient(loss_fn)`: `(params, data) -> list of gradients`.
+* `hessian_vector_product(loss_fn, mode)`: `(params, vector, data) -> H v`,
+  for `mode` in `"forward_over_back"` and `"reverse_over_reverse"`.
+
+`loss_fn(params, data)` is a pure function of a list of tensors `params` and
+an arbitrary nest `data`, returning a scalar.
+"""
+
+import importlib
+
+import keras
+
+_MODULES = {
+    "tensorflow": "keras_lrphase.backend.tensorflow_autodiff",
+    "jax": "keras_lrphase.backend.jax_autodiff",
+}
+
+
+def autodiff():
+    """The autodiff module of the active Keras backend."""
+    name = keras.backend.backend()
+    if name not in _MODULES:
+        raise ValueError(
+            "keras_lrphase computes Hessian-vector products on the "
+            f"{sorted(_MODULES)} backends. Received: KERAS_BACKEND={name}"
+        )
+    return importlib.import_module(_MODULES[name])

@@ -1,0 +1,290 @@
+"""The largest Hessian eigenvalue of one layer, on one large batch."""
+
+import dataclasses
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_lrphase.backend import autodiff
+from keras_lrphase.hessian.batch import validate_batch
+from keras_lrphase.hessian.eigensolvers import SOLVERS
+from keras_lrphase.hessian.restriction import RestrictedLoss
+
+HVP_MODES = ("forward_over_back", "finite_difference", "reverse_over_reverse")
+FINITE_DIFFERENCE_STEP = float(np.sqrt(np.finfo(np.float32).eps))
+
+
+@dataclasses.dataclass(frozen=True)
+class HessianEigenvalueResult:
+    """The outcome of one eigenvalue estimate.
+
+    Attributes:
+        value: Float. The largest Hessian eigenvalue estimate.
+        vector: List of NumPy arrays shaped like the layer's trainable
+            weights: the unit-norm eigenvector estimate (pass it back as
+            `initial_vector` to warm-start the next estimate).
+        iterations: Int. Iterations of the eigensolver (one
+            Hessian-vector product each).
+        converged: Bool. Whether the tolerance was met within
+            `max_iterations`.
+        layer: Str. Name of the layer (or `"all"`).
+        restricted: Bool. Whether the products ran through the layer's head
+            only (False when they ran through the whole model).
+    """
+
+    value: float
+    vector: list
+    iterations: int
+    converged: bool
+    layer: str
+    restricted: bool
+
+
+class HessianEigenvalueEstimator:
+    """Reusable estimator of the largest Hessian eigenvalue of one layer.
+
+    Calls with the same model reuse the split of the model and the compiled
+    Hessian-vector product, so the per-epoch cost in a callback is one
+    forward pass over the batch plus the products on the layer's head.
+    `top_hessian_eigenvalue` is the one-shot form; the arguments are the
+    same.
+
+    Args:
+        layer: A layer, a layer name, `None` (the last layer with trainable
+            weights) or `"all"` (every trainable weight; slower).
+        loss: A Keras loss (object, name or callable); `None` uses the
+            model's compiled loss.
+        method: `"power"` (power iteration, as the paper) or `"lanczos"`.
+        max_iterations: Int >= 1. Most Hessian-vector products per estimate.
+        tolerance: Float > 0. Power iteration stops when the relative change
+            of the estimate falls below it; Lanczos when the Ritz residual
+            is below `tolerance * value`.
+        hvp: `"forward_over_back"`, `"finite_difference"` or
+            `"reverse_over_reverse"`. The finite difference is the paper's
+            equation 8, Hv = (grad(W + eps v) - grad(W)) / eps with unit v
+            and eps = sqrt(float32 machine epsilon) * max(1, ||W||).
+        training: Bool. Run BatchNormalization/Dropout in training mode.
+        seed: Int or None. Seed of the random initial vector.
+
+    Example:
+
+    >>> import numpy as np, keras
+    >>> from keras_lrphase.hessian.estimator import HessianEigenvalueEstimator
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    >>> model.compile(loss="mse")
+    >>> estimator = HessianEigenvalueEstimator(seed=0)
+    >>> x = np.eye(3, dtype="float32"); y = np.zeros((3, 2), "float32")
+    >>> round(estimator(model, x, y).value, 3)  # 2/(3*2) * eig(X^T X + bias)
+    1.333
+
+    References:
+        Paper 001, Section 3.2 (largest eigenvalue of the output-side layer
+        by power iteration on one large batch).
+    """
+
+    def __init__(
+        self,
+        layer=None,
+        loss=None,
+        method="power",
+        max_iterations=20,
+        tolerance=1e-3,
+        hvp="forward_over_back",
+        training=False,
+        seed=None,
+    ):
+        if method not in SOLVERS:
+            raise ValueError(
+                f"Argument `method` must be one of {sorted(SOLVERS)}. "
+                f"Received: method={method!r}"
+            )
+        if hvp not in HVP_MODES:
+            raise ValueError(
+                f"Argument `hvp` must be one of {list(HVP_MODES)}. "
+                f"Received: hvp={hvp!r}"
+            )
+        if (
+            isinstance(max_iterations, bool)
+            or not isinstance(max_iterations, (int, np.integer))
+            or max_iterations < 1
+        ):
+            raise ValueError(
+                "Argument `max_iterations` must be a positive integer. "
+                f"Received: max_iterations={max_iterations!r}"
+            )
+        if not (isinstance(tolerance, (int, float)) and tolerance > 0):
+            raise ValueError(
+                "Argument `tolerance` must be a positive number. "
+                f"Received: tolerance={tolerance!r}"
+            )
+        self.layer = layer
+        self.loss = loss
+        self.method = method
+        self.max_iterations = int(max_iterations)
+        self.tolerance = float(tolerance)
+        self.hvp = hvp
+        self.training = bool(training)
+        self.seed = seed
+        self._model = None
+
+    def _prepare(self, model):
+        if model is self._model:
+            return
+        restricted = RestrictedLoss(
+            model, layer=self.layer, loss=self.loss, training=self.training
+        )
+        backend = autodiff()
+        self._restricted = restricted
+        self._prefix = (
+            backend.compile(restricted.prefix_function())
+            if restricted.prefix is not None
+            else None
+        )
+        if self.hvp == "finite_difference":
+            self._product = backend.gradient(restricted.loss_fn)
+        else:
+            self._product = backend.hessian_vector_product(
+                restricted.loss_fn, self.hvp
+            )
+        self._model = model
+
+    def __call__(self, model, x, y, initial_vector=None):
+        """Estimates the largest eigenvalue on the batch `(x, y)`.
+
+        Args:
+            model: A built `keras.Model`.
+            x: Inputs of one batch (array or nest of arrays).
+            y: Targets of that batch.
+            initial_vector: None, or a list of arrays shaped like the layer's
+                trainable weights (e.g. the previous result's `vector`).
+
+        Returns:
+            A `HessianEigenvalueResult`.
+        """
+        validate_batch(x, y)
+        self._prepare(model)
+        restricted = self._restricted
+        shapes = [tuple(v.shape) for v in restricted.targets]
+        dtypes = [v.dtype for v in restricted.targets]
+        sizes = [int(np.prod(s)) for s in shapes]
+
+        def unflatten(flat):
+            parts = np.split(flat, np.cumsum(sizes)[:-1])
+            return [
+                ops.convert_to_tensor(p.reshape(s).astype(d))
+                for p, s, d in zip(parts, shapes, dtypes)
+            ]
+
+        def flatten(tensors):
+            return np.concatenate(
+                [np.ravel(ops.convert_to_numpy(t)).astype(np.float64) for t in tensors]
+            )
+
+        inputs = _to_tensors(x)
+        if self._prefix is not None:
+            inputs = self._prefix(*restricted.prefix_values(), inputs)
+        others, non_trainable = restricted.fixed_values()
+        data = (inputs, _to_tensors(y), others, non_trainable)
+        params = restricted.target_values()
+
+        if self.hvp == "finite_difference":
+            weights = flatten(params)
+            base_gradient = flatten(self._product(params, data))
+            step = FINITE_DIFFERENCE_STEP * max(1.0, float(np.linalg.norm(weights)))
+
+            def matvec(v):
+                shifted = unflatten(weights + step * v)
+                return (flatten(self._product(shifted, data)) - base_gradient) / step
+
+        else:
+
+            def matvec(v):
+                return flatten(self._product(params, unflatten(v), data))
+
+        start = self._initial_vector(initial_vector, shapes, sum(sizes))
+        solution = SOLVERS[self.method](
+            matvec, start, self.max_iterations, self.tolerance
+        )
+        vector = [
+            p.reshape(s).astype(np.float32)
+            for p, s in zip(np.split(solution.vector, np.cumsum(sizes)[:-1]), shapes)
+        ]
+        return HessianEigenvalueResult(
+            value=float(solution.value),
+            vector=vector,
+            iterations=solution.iterations,
+            converged=solution.converged,
+            layer=restricted.layer_name,
+            restricted=restricted.restricted,
+        )
+
+    def _initial_vector(self, initial_vector, shapes, size):
+        if initial_vector is None:
+            return np.random.default_rng(self.seed).standard_normal(size)
+        parts = list(initial_vector)
+        got = [tuple(np.shape(p)) for p in parts]
+        if got != shapes:
+            raise ValueError(
+                "Argument `initial_vector` must match the shapes of the "
+                f"layer's trainable weights {shapes}. Received shapes: {got}"
+            )
+        return np.concatenate([np.ravel(p).astype(np.float64) for p in parts])
+
+
+def _to_tensors(nest):
+    return keras.tree.map_structure(ops.convert_to_tensor, nest)
+
+
+def top_hessian_eigenvalue(
+    model,
+    x,
+    y,
+    *,
+    layer=None,
+    loss=None,
+    method="power",
+    max_iterations=20,
+    tolerance=1e-3,
+    hvp="forward_over_back",
+    training=False,
+    initial_vector=None,
+    seed=None,
+):
+    """The largest Hessian eigenvalue of one layer's weights, on one batch.
+
+    Restricting the Hessian to the output-side layer is the diagonal-block
+    approximation of paper 001: the model runs once up to the layer's input,
+    and each Hessian-vector product runs through the layer and what follows
+    it only. See `HessianEigenvalueEstimator` for the arguments; use that
+    class to reuse compiled products across calls (as the callbacks do).
+
+    Example:
+
+    >>> import numpy as np, keras
+    >>> from keras_lrphase import top_hessian_eigenvalue
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    >>> x = np.eye(3, dtype="float32"); y = np.zeros((3, 2), "float32")
+    >>> result = top_hessian_eigenvalue(model, x, y, loss="mse",
+    ...                                 method="lanczos", seed=0)
+    >>> round(result.value, 3), result.converged
+    (1.333, True)
+
+    Returns:
+        A `HessianEigenvalueResult` with `.value`, `.vector`,
+        `.iterations` and `.converged`.
+
+    References:
+        Paper 001, Section 3.2 and equations 8-10.
+    """
+    estimator = HessianEigenvalueEstimator(
+        layer=layer,
+        loss=loss,
+        method=method,
+        max_iterations=max_iterations,
+        tolerance=tolerance,
+        hvp=hvp,
+        training=training,
+        seed=seed,
+    )
+    return estimator(model, x, y, initial_vector=initial_vector)

@@ -1,0 +1,246 @@
+"""The training loss as a pure function of one layer's weights.
+
+For a graph (Functional or Sequential) model and a layer that is called once,
+the model splits at the layer's input: a *prefix* (the model up to the
+layer's input), run once per batch, and a *head* (the layer and everything
+after it), the only part each Hessian-vector product runs through. So k
+products cost one forward pass of the batch plus k small head computations.
+
+Where the layer's input cannot be computed once (a subclassed model, a
+shared layer, a layer nested in a sub-model, or a branch that bypasses the
+layer), products run through the whole model, with a warning.
+
+Everything runs through `stateless_call`, so no variable of the model is
+touched: BatchNormalization statistics and dropout seeds stay as they were,
+and the same dropout mask is used by every product of one estimate.
+"""
+
+import warnings
+
+import keras
+from keras import ops
+
+ALL_LAYERS = "all"
+
+
+class RestrictedLoss:
+    """The model's loss on a batch as a function of the target weights.
+
+    Args:
+        model: A built `keras.Model`.
+        layer: A layer, a layer name, `None` (the last layer of the model
+            with trainable weights) or `"all"` (every trainable weight).
+        loss: A Keras loss object, name or callable `loss(y_true, y_pred)`;
+            `None` uses the model's compiled loss.
+        training: Bool. Whether BatchNormalization and Dropout run in
+            training mode.
+    """
+
+    def __init__(self, model, layer=None, loss=None, training=False):
+        if not isinstance(model, keras.Model):
+            raise ValueError(
+                "Argument `model` must be a keras.Model. "
+                f"Received: model={model!r}"
+            )
+        if not model.built:
+            raise ValueError(
+                f"Model {model.name!r} is not built: call it on a batch or "
+                "call `model.build(input_shape)` before estimating its Hessian."
+            )
+        if not model.trainable_variables:
+            raise ValueError(
+                f"Model {model.name!r} has no trainable weights, so it has no "
+                "Hessian to estimate."
+            )
+        self.model = model
+        self.training = bool(training)
+        self.loss = _resolve_loss(model, loss)
+        self.layer = _resolve_layer(model, layer)
+        if self.layer is None:
+            self.targets = list(model.trainable_variables)
+        else:
+            self.targets = list(self.layer.trainable_variables)
+        self.prefix, self.head, reason = self._split()
+        self.restricted = self.head is not model
+        if reason is not None:
+            warnings.warn(
+                f"Hessian-vector products for layer {self.layer.name!r} run "
+                f"through the whole model {model.name!r} because {reason}. "
+                "Each product costs a full forward and backward pass.",
+                stacklevel=3,
+            )
+        target_ids = {id(v) for v in self.targets}
+        head_vars = self.head.trainable_variables
+        self._target_positions = [
+            i for i, v in enumerate(head_vars) if id(v) in target_ids
+        ]
+        self._other_positions = [
+            i for i, v in enumerate(head_vars) if id(v) not in target_ids
+        ]
+        self._num_head_vars = len(head_vars)
+
+    @property
+    def layer_name(self):
+        return ALL_LAYERS if self.layer is None else self.layer.name
+
+    def _split(self):
+        """Returns (prefix or None, head model, reason for no split or None)."""
+        model, layer = self.model, self.layer
+        if layer is None:
+            return None, model, None
+        graph = getattr(model, "_functional", None) or model
+        try:
+            model_input, model_output = graph.input, graph.output
+        except (AttributeError, ValueError):
+            return None, model, "it is not a graph (Functional) model"
+        if not any(candidate is layer for candidate in model.layers):
+            return None, model, "the layer is nested inside a sub-model"
+        calls = sum(
+            node.operation is layer
+            for nodes in graph._nodes_by_depth.values()
+            for node in nodes
+        )
+        if calls != 1:
+            return None, model, "the layer is shared (called more than once)"
+        layer_input = layer.input
+        try:
+            head = keras.Model(layer_input, model_output)
+        except ValueError as error:
+            return None, model, f"its output does not depend on the layer's input alone ({error})"
+        if _same_tensors(layer_input, model_input):
+            return None, head, None
+        prefix = keras.Model(model_input, layer_input)
+        return prefix, head, None
+
+    # -- values the pure functions take ------------------------------------
+    def target_values(self):
+        """Current values of the target weights, as backend tensors."""
+        return [ops.convert_to_tensor(v.value) for v in self.targets]
+
+    def fixed_values(self):
+        """Current values of everything else the head reads."""
+        head_vars = self.head.trainable_variables
+        others = [ops.convert_to_tensor(head_vars[i].value) for i in self._other_positions]
+        non_trainable = [
+            ops.convert_to_tensor(v.value) for v in self.head.non_trainable_variables
+        ]
+        return others, non_trainable
+
+    def prefix_function(self):
+        """A pure `(trainable, non_trainable, x) -> features` of the prefix."""
+        prefix, training = self.prefix, self.training
+
+        def forward(trainable, non_trainable, x):
+            outputs, _ = prefix.stateless_call(
+                trainable, non_trainable, x, **_training_kwargs(prefix, training)
+            )
+            return outputs
+
+        return forward
+
+    def prefix_values(self):
+        if self.prefix is None:
+            return [], []
+        return (
+            [ops.convert_to_tensor(v.value) for v in self.prefix.trainable_variables],
+            [ops.convert_to_tensor(v.value) for v in self.prefix.non_trainable_variables],
+        )
+
+    # -- the pure loss -------------------------------------------------------
+    def loss_fn(self, params, data):
+        """The mean loss with target weights `params`; `data` from the caller.
+
+        `data` is `(inputs, y, other_trainable_values, non_trainable_values)`
+        where `inputs` are the head's inputs (the prefix features, or the
+        model inputs when the products run through the whole model).
+        """
+        inputs, y, others, non_trainable = data
+        trainable = [None] * self._num_head_vars
+        for position, value in zip(self._target_positions, params):
+            trainable[position] = value
+        for position, value in zip(self._other_positions, others):
+            trainable[position] = value
+        predictions, _ = self.head.stateless_call(
+            trainable, non_trainable, inputs, **_training_kwargs(self.head, self.training)
+        )
+        predictions = keras.tree.map_structure(
+            lambda t: ops.cast(t, "float32"), predictions
+        )
+        return ops.mean(ops.cast(self.loss(y, predictions), "float32"))
+
+
+def _resolve_layer(model, layer):
+    """The target layer, or None for every trainable weight ("all")."""
+    if isinstance(layer, str) and layer == ALL_LAYERS:
+        return None
+    if layer is None:
+        for candidate in reversed(model.layers):
+            if candidate.trainable_weights:
+                return candidate
+        raise ValueError(
+            f"Model {model.name!r} has no layer with trainable weights."
+        )
+    if isinstance(layer, str):
+        names = [candidate.name for candidate in model.layers]
+        if layer not in names:
+            raise ValueError(
+                f"Argument `layer` names no layer of model {model.name!r}. "
+                f"Received: layer={layer!r}; layers are {names}"
+            )
+        layer = model.get_layer(layer)
+    if not isinstance(layer, keras.layers.Layer):
+        raise ValueError(
+            "Argument `layer` must be a layer, a layer name, None or 'all'. "
+            f"Received: layer={layer!r}"
+        )
+    if not layer.trainable_weights:
+        raise ValueError(
+            f"Argument `layer` has no trainable weights. Received: "
+            f"layer={layer.name!r}"
+        )
+    model_ids = {id(v) for v in model.trainable_variables}
+    if not all(id(v) in model_ids for v in layer.trainable_weights):
+        raise ValueError(
+            f"Argument `layer` is not part of model {model.name!r}. "
+            f"Received: layer={layer.name!r}"
+        )
+    return layer
+
+
+def _resolve_loss(model, loss):
+    if loss is None:
+        loss = getattr(model, "loss", None)
+        if loss is None:
+            raise ValueError(
+                "Argument `loss` is None and the model has no compiled loss. "
+                "Pass `loss=` (a Keras loss object, name or callable) or "
+                "compile the model with a loss."
+            )
+    if isinstance(loss, (list, tuple)) and len(loss) == 1:
+        loss = loss[0]
+    if isinstance(loss, (dict, list, tuple)):
+        raise ValueError(
+            "Argument `loss` must be a single loss (the Hessian is estimated "
+            f"for single-output models). Received: loss={loss!r}"
+        )
+    resolved = keras.losses.get(loss) if isinstance(loss, str) else loss
+    if not callable(resolved):
+        raise ValueError(
+            "Argument `loss` must be a Keras loss object, name or callable. "
+            f"Received: loss={loss!r}"
+        )
+    return resolved
+
+
+def _same_tensors(a, b):
+    flat_a, flat_b = keras.tree.flatten(a), keras.tree.flatten(b)
+    return len(flat_a) == len(flat_b) and all(
+        x is y for x, y in zip(flat_a, flat_b)
+    )
+
+
+def _training_kwargs(model, training):
+    """`training=` only for models whose `call` accepts it (as `__call__`)."""
+    if getattr(model, "_call_has_training_arg", True):
+        return {"training": training}
+    return {}
