@@ -1,6 +1,11 @@
 """keras-lrphase: large-batch training that reaches small-batch accuracy."""
 
+from keras_lrphase.callbacks.gradual_warmup import GradualWarmup
 from keras_lrphase.callbacks.hessian_monitor import HessianMonitor
+from keras_lrphase.callbacks.two_phase_lr import TwoPhaseLR
+from keras_lrphase.controllers.two_phase_controller import TwoPhaseController
+from keras_lrphase.distributed.reduction import LocalReducer
+from keras_lrphase.distributed.reduction import MetricReducer
 from keras_lrphase.hessian.estimator import HessianEigenvalueEstimator
 from keras_lrphase.hessian.estimator import HessianEigenvalueResult
 from keras_lrphase.hessian.estimator import top_hessian_eigenvalue

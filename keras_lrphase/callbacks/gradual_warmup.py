@@ -1,0 +1,173 @@
+"""Per-step linear learning rate warmup, with no per-batch callback work."""
+
+import math
+import numbers
+
+import keras
+
+from keras_lrphase.callbacks._learning_rate import install_on_model
+
+
+class GradualWarmup(keras.callbacks.Callback):
+    """Linear learning rate warmup over the first epochs (Goyal et al. 2017).
+
+    Use it when training with a large batch and a learning rate scaled up
+    with the batch size: the learning rate rises linearly, step by step,
+    from `initial_lr` to the target over `warmup_epochs` epochs, then stays
+    at whatever the optimizer's learning rate is (a float or any
+    `LearningRateSchedule`, times the decays of the package's other
+    controllers, e.g. `TwoPhaseLR`).
+
+    The ramp is computed inside the train step by the package's
+    `ControlledLearningRate` from the optimizer's step counter, so the
+    callback does no per-batch work: at optimizer step `s` (counted from 0)
+    the learning rate is
+    `base(s) * scale * (f0 + (1 - f0) * s / warmup_steps)` for
+    `s < warmup_steps`, and `base(s) * scale` after, with
+    `f0 = initial_lr / target_lr` and
+    `warmup_steps = warmup_epochs * steps_per_epoch`.
+
+    Steps are the optimizer's raw step counter, which Keras passes to
+    learning rate schedules: one per batch, including the micro-steps of
+    gradient accumulation (`gradient_accumulation_steps`), so that the ramp
+    spans `warmup_epochs` epochs in either case. The ramp starts at step 0
+    of the optimizer, not of each `fit` call: a resumed run (with
+    `keras.callbacks.BackupAndRestore`, which restores the counter)
+    continues the ramp where it stopped.
+
+    Args:
+        warmup_epochs: Int >= 0. Epochs of warmup; `0` disables it.
+        initial_lr: Float > 0 or None. Learning rate at step 0. Defaults to
+            `None`: `target_lr / warmup_steps` (the ramp reaches the target
+            one step after its end). With a schedule, the ramp is relative
+            to the schedule: `f0 = initial_lr / schedule(0)`.
+        target_lr: Float > 0 or None. Learning rate at the end of the ramp;
+            when given, the optimizer's (float) learning rate is set to it
+            at the start of training. Defaults to `None`: the optimizer's
+            learning rate. An error if the optimizer's learning rate is a
+            schedule.
+        steps_per_epoch: Int >= 1 or None. Batches per epoch. Defaults to
+            `None`: the `steps` Keras reports to callbacks (known for arrays
+            and datasets of known cardinality). Required when those are
+            unknown; when given it takes precedence.
+
+    Example:
+
+    >>> import numpy as np, keras
+    >>> from keras_lrphase.callbacks import GradualWarmup
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    >>> model.compile(keras.optimizers.SGD(0.4), loss="mse")
+    >>> x, y = np.ones((8, 2), "float32"), np.zeros((8, 1), "float32")
+    >>> _ = model.fit(x, y, batch_size=4, epochs=1, verbose=0,
+    ...               callbacks=[GradualWarmup(2)])  # 2 epochs = 4 steps
+    >>> round(float(model.optimizer.learning_rate), 6)  # step 2: 0.4 * 5/8
+    0.25
+
+    References:
+        Goyal et al. 2017, "Accurate, Large Minibatch SGD: Training ImageNet
+        in 1 Hour", Section 2.2 (gradual warmup); paper 001, Section 4
+        (warmup over the first 10 epochs).
+    """
+
+    def __init__(
+        self,
+        warmup_epochs,
+        *,
+        initial_lr=None,
+        target_lr=None,
+        steps_per_epoch=None,
+    ):
+        super().__init__()
+        if (
+            isinstance(warmup_epochs, bool)
+            or not isinstance(warmup_epochs, numbers.Integral)
+            or warmup_epochs < 0
+        ):
+            raise ValueError(
+                "Argument `warmup_epochs` must be an integer >= 0. "
+                f"Received: warmup_epochs={warmup_epochs!r}"
+            )
+        for name, value in (("initial_lr", initial_lr), ("target_lr", target_lr)):
+            if value is not None and not _positive(value):
+                raise ValueError(
+                    f"Argument `{name}` must be a positive finite number. "
+                    f"Received: {name}={value!r}"
+                )
+        if (
+            initial_lr is not None
+            and target_lr is not None
+            and float(initial_lr) > float(target_lr)
+        ):
+            raise ValueError(
+                "Argument `initial_lr` must not exceed `target_lr`. "
+                f"Received: initial_lr={initial_lr}, target_lr={target_lr}"
+            )
+        if steps_per_epoch is not None and (
+            isinstance(steps_per_epoch, bool)
+            or not isinstance(steps_per_epoch, numbers.Integral)
+            or steps_per_epoch < 1
+        ):
+            raise ValueError(
+                "Argument `steps_per_epoch` must be an integer >= 1. "
+                f"Received: steps_per_epoch={steps_per_epoch!r}"
+            )
+        self.warmup_epochs = int(warmup_epochs)
+        self.initial_lr = None if initial_lr is None else float(initial_lr)
+        self.target_lr = None if target_lr is None else float(target_lr)
+        self.steps_per_epoch = (
+            None if steps_per_epoch is None else int(steps_per_epoch)
+        )
+        self.warmup_steps = None
+        self._controlled = None
+
+    def set_model(self, model):
+        super().set_model(model)
+        self._controlled = install_on_model(model, "GradualWarmup")
+        if self.target_lr is not None and not isinstance(
+            self._controlled.base, keras.Variable
+        ):
+            raise ValueError(
+                "Argument `target_lr` can only be used with an optimizer "
+                "built with a float learning rate; this optimizer's learning "
+                f"rate is {self._controlled.base!r}. Leave `target_lr=None` "
+                "to warm up to the schedule."
+            )
+
+    def on_train_begin(self, logs=None):
+        steps = self.steps_per_epoch
+        if steps is None:
+            steps = (self.params or {}).get("steps")
+        if steps is None and self.warmup_epochs > 0:
+            raise ValueError(
+                "GradualWarmup cannot tell the number of steps per epoch "
+                "(the dataset's cardinality is unknown). Pass "
+                "`steps_per_epoch` to GradualWarmup (and to `fit`)."
+            )
+        controlled = self._controlled
+        if self.target_lr is not None:
+            controlled.set_base(self.target_lr)
+        if self.warmup_epochs == 0:
+            self.warmup_steps = 0
+            controlled.set_warmup(0, 1.0)
+            return
+        self.warmup_steps = self.warmup_epochs * int(steps)
+        if self.initial_lr is None:
+            fraction = 1.0 / self.warmup_steps
+        else:
+            target = self.target_lr if self.target_lr is not None else float(
+                keras.ops.convert_to_numpy(controlled.base_learning_rate(0))
+            )
+            fraction = self.initial_lr / target
+            if not 0.0 < fraction <= 1.0:
+                raise ValueError(
+                    "Argument `initial_lr` must not exceed the target "
+                    f"learning rate. Received: initial_lr={self.initial_lr}, "
+                    f"target learning rate={target}"
+                )
+        controlled.set_warmup(self.warmup_steps, fraction)
+
+
+def _positive(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    return math.isfinite(float(value)) and float(value) > 0
