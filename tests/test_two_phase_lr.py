@@ -486,3 +486,12 @@ def test_jax_backend_composition(tmp_path):
         bias = bias - lr * 2 * residual.mean(axis=0)
     np.testing.assert_allclose(result["weights"][0], kernel, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(result["weights"][1], bias, rtol=1e-5, atol=1e-6)
+
+
+def test_bad_eigen_kwargs_fail_at_construction():
+    x = np.zeros((4, 2), "float32")
+    y = np.zeros((4,), "int32")
+    with pytest.raises(ValueError, match="method='svd'"):
+        TwoPhaseLR((x, y), 10, eigen_kwargs={"method": "svd"})
+    with pytest.raises(ValueError, match="max_iterations=0"):
+        TwoPhaseLR((x, y), 10, eigen_kwargs={"max_iterations": 0})

@@ -17,6 +17,8 @@ from keras_lrphase.controllers.two_phase_controller import CONVERGENCE
 from keras_lrphase.controllers.two_phase_controller import TwoPhaseController
 from keras_lrphase.distributed.reduction import LocalReducer
 from keras_lrphase.distributed.reduction import MetricReducer
+from keras_lrphase.hessian.batch import first_batch
+from keras_lrphase.hessian.estimator import HessianEigenvalueEstimator
 
 FACTOR_NAME = "two_phase_lr"
 STATE_FILE_VERSION = 1
@@ -213,7 +215,10 @@ class TwoPhaseLR(keras.callbacks.Callback):
         self.verbose = verbose
         self.estimator = estimator
         self.reducer = reducer
-        self._estimator = None
+        # Built now so that bad eigenvalue arguments fail at construction.
+        self._estimator = (
+            estimator if estimator is not None else self._default_estimator()
+        )
         self._controlled = None
         self._batch = None
         self._vector = None
@@ -226,16 +231,8 @@ class TwoPhaseLR(keras.callbacks.Callback):
         self._controlled = install_on_model(model, "TwoPhaseLR")
 
     def on_train_begin(self, logs=None):
-        if self._estimator is None:
-            self._estimator = (
-                self.estimator
-                if self.estimator is not None
-                else self._default_estimator()
-            )
         if self._batch is None:
             # Read (and checked) now rather than at the switch epoch.
-            from keras_lrphase.hessian.batch import first_batch
-
             self._batch = first_batch(self.hessian_data)
         self._started = False
         self._restored = False
@@ -318,8 +315,6 @@ class TwoPhaseLR(keras.callbacks.Callback):
 
     # -- helpers -------------------------------------------------------------------
     def _default_estimator(self):
-        from keras_lrphase.hessian.estimator import HessianEigenvalueEstimator
-
         kwargs = dict(self.eigen_kwargs)
         kwargs.setdefault("seed", 0)
         return HessianEigenvalueEstimator(layer=self.layer, **kwargs)
