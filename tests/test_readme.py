@@ -1,0 +1,31 @@
+import contextlib
+import math
+import io
+import pathlib
+import re
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_example_runs_and_reaches_the_convergence_phase():
+    code = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)[0]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "README.md", "exec"), {})
+    lines = out.getvalue().strip().splitlines()
+    value, iterations, converged = lines[0].split()
+    assert float(value) > 0 and converged == "True" and int(iterations) <= 20
+    assert "switching to the convergence phase" in out.getvalue()
+    learning_rate, phase = lines[-1].split()
+    assert phase == "1"
+    # The base LR 0.5 times decay_factor 0.5 once per decay.
+    decays = math.log2(0.5 / float(learning_rate))
+    assert decays == round(decays) and 0 <= decays <= 10
+
+
+def test_readme_gives_the_two_commands():
+    text = README.read_text()
+    assert "keras-lrphase compare --preset demo" in text
+    assert 'pip install -e ".[test,jax]" && python -m pytest -q' in text
+    ci = (README.parent / ".ci" / "run").read_text()
+    assert 'pip install -q -e ".[test,jax]"' in ci and "python -m pytest -q" in ci
