@@ -4,7 +4,8 @@ Everything else in the package is written with `keras.ops` and NumPy; only
 gradients and Hessian-vector products need the backend's own autodiff. Each
 backend module exposes the same three functions:
 
-* `compile(fn)`: compile a pure function (`tf.function` / `jax.jit`).
+* `compile(fn, jit_compile=False)`: compile a pure function (`tf.function`,
+  with XLA when asked / `jax.jit`).
 * `gradient(loss_fn)`: `(params, data) -> list of gradients`.
 * `hessian_vector_product(loss_fn, mode)`: `(params, vector, data) -> H v`,
   for `mode` in `"forward_over_back"` and `"reverse_over_reverse"`.

@@ -4,8 +4,9 @@ import jax
 import jax.numpy as jnp
 
 
-def compile(fn):
-    """Compiles `fn` with `jax.jit` (retraced per input shape)."""
+def compile(fn, jit_compile=True):
+    """Compiles `fn` with `jax.jit` (retraced per input shape); JAX always
+    compiles with XLA, so `jit_compile` is accepted for symmetry only."""
     return jax.jit(fn)
 
 

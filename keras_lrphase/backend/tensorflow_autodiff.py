@@ -3,9 +3,13 @@
 import tensorflow as tf
 
 
-def compile(fn):
-    """Compiles `fn` once per input signature (shapes may vary)."""
-    return tf.function(fn, reduce_retracing=True)
+def compile(fn, jit_compile=False):
+    """Compiles `fn` once per input signature (shapes may vary).
+
+    With `jit_compile=True` the graph is compiled by XLA, as Keras does for
+    `fit`/`predict` of models that support it.
+    """
+    return tf.function(fn, reduce_retracing=True, jit_compile=jit_compile)
 
 
 def gradient(loss_fn):

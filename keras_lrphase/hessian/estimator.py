@@ -136,8 +136,13 @@ class HessianEigenvalueEstimator:
         )
         backend = autodiff()
         self._restricted = restricted
+        # The prefix forward pass is the bulk of the cost: compile it with
+        # XLA whenever Keras does so for the model's own fit/predict.
         self._prefix = (
-            backend.compile(restricted.prefix_function())
+            backend.compile(
+                restricted.prefix_function(),
+                jit_compile=_model_uses_xla(model),
+            )
             if restricted.prefix is not None
             else None
         )
@@ -230,6 +235,14 @@ class HessianEigenvalueEstimator:
                 f"layer's trainable weights {shapes}. Received shapes: {got}"
             )
         return np.concatenate([np.ravel(p).astype(np.float64) for p in parts])
+
+
+def _model_uses_xla(model):
+    """Whether Keras compiles this model's train/predict steps with XLA."""
+    try:
+        return model.jit_compile is True
+    except (AttributeError, ValueError):
+        return False
 
 
 def _to_tensors(nest):
