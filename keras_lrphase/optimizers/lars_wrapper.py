@@ -101,9 +101,10 @@ class LARSWrapper(keras.optimizers.Optimizer):
                 f"Received: optimizer={optimizer!r}"
             )
         if keras.backend.backend() == "torch":
-            raise NotImplementedError(
+            raise ValueError(
                 "LARSWrapper supports the TensorFlow and JAX backends; the "
-                "torch optimizers bypass `update_step`."
+                "torch optimizers bypass `update_step`. Received: "
+                "KERAS_BACKEND=torch"
             )
         trust_coefficient = _number("trust_coefficient", trust_coefficient)
         if not trust_coefficient > 0.0:
