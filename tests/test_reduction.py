@@ -14,5 +14,11 @@ def test_local_reducer_is_the_identity_as_floats():
 
 
 def test_base_class_must_be_implemented():
-    with pytest.raises(NotImplementedError, match="MetricReducer must implement"):
-        MetricReducer().reduce_mean({"loss": 1.0})
+    with pytest.raises(TypeError, match="reduce_mean"):
+        MetricReducer()
+
+    class Incomplete(MetricReducer):
+        pass
+
+    with pytest.raises(TypeError, match="reduce_mean"):
+        Incomplete()

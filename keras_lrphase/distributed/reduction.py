@@ -9,8 +9,10 @@ default, is the identity of a single process; multi-worker reducers
 (Horovod, `tf.distribute`, JAX multi-process) subclass `MetricReducer`.
 """
 
+import abc
 
-class MetricReducer:
+
+class MetricReducer(abc.ABC):
     """Base class: averages named scalars across the workers of a run.
 
     Subclass it and implement `reduce_mean` to plug a multi-worker backend
@@ -32,6 +34,7 @@ class MetricReducer:
         experiments with Horovod).
     """
 
+    @abc.abstractmethod
     def reduce_mean(self, values):
         """Returns the mean over workers of each value.
 
@@ -43,9 +46,6 @@ class MetricReducer:
             A new dict with the same keys and the mean over all workers of
             each value, as Python floats; identical on every worker.
         """
-        raise NotImplementedError(
-            f"{type(self).__name__} must implement `reduce_mean(values)`."
-        )
 
 
 class LocalReducer(MetricReducer):
