@@ -47,3 +47,4 @@ def optimizer_step(optimizer):
 def last_step_learning_rate(controlled, optimizer):
     """The learning rate the last completed batch was trained with."""
     return controlled.value_at(max(optimizer_step(optimizer) - 1, 0))
+

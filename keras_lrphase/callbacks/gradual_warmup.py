@@ -149,6 +149,7 @@ class GradualWarmup(keras.callbacks.Callback):
         if self.warmup_epochs == 0:
             self.warmup_steps = 0
             controlled.set_warmup(0, 1.0)
+            controlled.refresh(self.model)
             return
         self.warmup_steps = self.warmup_epochs * int(steps)
         if self.initial_lr is None:
@@ -165,6 +166,7 @@ class GradualWarmup(keras.callbacks.Callback):
                     f"target learning rate={target}"
                 )
         controlled.set_warmup(self.warmup_steps, fraction)
+        controlled.refresh(self.model)
 
 
 def _positive(value):

@@ -241,8 +241,12 @@ class TwoPhaseLR(keras.callbacks.Callback):
             self._restored = True
 
     def on_epoch_begin(self, epoch, logs=None):
-        if self._started:
-            return
+        if not self._started:
+            self._start(epoch)
+        # A decay decided at the last epoch end reaches the train step here.
+        self._controlled.refresh(self.model)
+
+    def _start(self, epoch):
         self._started = True
         expected = self.controller.next_epoch
         if epoch != expected:

@@ -12,15 +12,21 @@ any schedule) and multiplies it, inside the compiled train step, by
 * a linear warmup ramp driven by the optimizer's step counter (the in-graph
   half of `GradualWarmup`), so warmup costs no per-batch callback work.
 
-Its three state variables are tracked by the optimizer, so they travel with
-the optimizer's state: `BackupAndRestore` restores them, and on the JAX
-backend they are passed into the jitted train step like any optimizer
-variable (an untracked variable would be frozen into the trace).
+It is installed with Keras' own `optimizer.learning_rate = schedule` setter,
+so the optimizer's variables are exactly those of any optimizer with a
+schedule: `model.save`/`keras.models.load_model` and `BackupAndRestore`
+round-trip the optimizer state, and the control state travels in the
+schedule's config (and in each controller's own state file). On TensorFlow
+the compiled train step reads the control variables live. On JAX their values
+are constants of the traced train step, so whoever changes them must retrace
+it with `refresh(model)`: the package's callbacks do (`version` counts the
+changes), once per change, which happens a handful of times per run.
 """
 
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 
@@ -96,11 +102,11 @@ class ControlledLearningRate(keras.optimizers.schedules.LearningRateSchedule):
             name="lrphase_warmup_initial_fraction", dtype="float32",
             trainable=False, aggregation="only_first_replica",
         )
-        self._optimizer_ids = set()
+        self.version = 0
 
     @property
     def variables(self):
-        """The state variables, in the order the optimizer tracks them."""
+        """The control state variables."""
         return [self.scale, self.warmup_steps, self.warmup_initial_fraction]
 
     # -- the schedule ------------------------------------------------------
@@ -126,10 +132,35 @@ class ControlledLearningRate(keras.optimizers.schedules.LearningRateSchedule):
 
     # -- host-side control ---------------------------------------------------
     def set_factor(self, name, value):
-        """Sets controller `name`'s multiplicative factor and updates `scale`."""
+        """Sets controller `name`'s multiplicative factor and updates `scale`.
+
+        On JAX, call `refresh(model)` before the next train step.
+        """
         _check_factor(name, value)
+        if self.factors.get(name) == float(value):
+            return
         self.factors[name] = float(value)
         self.scale.assign(math.prod(self.factors.values()))
+        self.version += 1
+
+    def refresh(self, model):
+        """Makes `model`'s next train step use the current control values.
+
+        Call it after `set_factor`/`set_warmup`/`set_base` and before the
+        next train step (the package's callbacks do, at epoch begin). On
+        TensorFlow the compiled step reads the control variables live and
+        this does nothing. On JAX they are constants of the traced step, so
+        when `version` moved since `model`'s train function was made, it is
+        made again (Keras' fit loop looks it up at every step): one retrace
+        per change.
+        """
+        if keras.backend.backend() != "jax":
+            return
+        if getattr(model, "_lrphase_lr_version", None) == self.version:
+            return
+        if getattr(model, "train_function", None) is not None:
+            model.make_train_function(force=True)
+        model._lrphase_lr_version = self.version
 
     def factor(self, name):
         """The factor of controller `name` (1.0 when it has none)."""
@@ -147,8 +178,16 @@ class ControlledLearningRate(keras.optimizers.schedules.LearningRateSchedule):
                 "Argument `initial_fraction` must be in (0, 1]. "
                 f"Received: initial_fraction={initial_fraction}"
             )
-        self.warmup_steps.assign(float(steps))
+        current = (
+            float(ops.convert_to_numpy(self.warmup_steps)),
+            float(ops.convert_to_numpy(self.warmup_initial_fraction)),
+        )
+        wanted = (float(steps), float(np.float32(initial_fraction)))
+        if current == wanted:
+            return
+        self.warmup_steps.assign(wanted[0])
         self.warmup_initial_fraction.assign(float(initial_fraction))
+        self.version += 1
 
     def set_base(self, value):
         """Sets the wrapped learning rate when it is a float variable.
@@ -170,7 +209,10 @@ class ControlledLearningRate(keras.optimizers.schedules.LearningRateSchedule):
                 "Argument `value` must be a positive finite learning rate. "
                 f"Received: value={value}"
             )
+        if float(ops.convert_to_numpy(self.base)) == float(np.float32(value)):
+            return
         self.base.assign(value)
+        self.version += 1
 
     def value_at(self, step):
         """The learning rate at optimizer step `step`, as a Python float."""
@@ -181,9 +223,11 @@ class ControlledLearningRate(keras.optimizers.schedules.LearningRateSchedule):
     def install(cls, optimizer):
         """Wraps `optimizer`'s learning rate (once) and returns the wrapper.
 
-        Call it before training starts (the callbacks do so in `set_model`,
-        which Keras runs before any `on_train_begin`, so `BackupAndRestore`
-        finds the same optimizer variables in a resumed run).
+        Uses Keras' `optimizer.learning_rate = schedule` setter, which also
+        untracks the optimizer's float learning-rate variable (the wrapper
+        keeps reading it as its base). Call it before training starts: the
+        callbacks do so in `set_model`, which Keras runs before any
+        `on_train_begin`.
 
         Args:
             optimizer: A `keras.optimizers.Optimizer`, or a wrapper exposing
@@ -195,26 +239,19 @@ class ControlledLearningRate(keras.optimizers.schedules.LearningRateSchedule):
         target = _learning_rate_owner(optimizer)
         current = target._learning_rate
         if isinstance(current, ControlledLearningRate):
-            controlled = current
-        else:
-            if callable(current) and not isinstance(
-                current,
-                (keras.optimizers.schedules.LearningRateSchedule, keras.Variable),
-            ):
-                raise TypeError(
-                    "The optimizer's learning rate is a plain callable, which "
-                    "cannot be scaled in the train step. Use a float or a "
-                    "`keras.optimizers.schedules.LearningRateSchedule`. "
-                    f"Received: learning_rate={current}"
-                )
-            controlled = cls(current)
-            target._learning_rate = controlled
-        if id(target) not in controlled._optimizer_ids:
-            tracked = {id(v) for v in target.variables}
-            for variable in controlled.variables:
-                if id(variable) not in tracked:
-                    target._track_variable(variable)
-            controlled._optimizer_ids.add(id(target))
+            return current
+        if callable(current) and not isinstance(
+            current,
+            (keras.optimizers.schedules.LearningRateSchedule, keras.Variable),
+        ):
+            raise TypeError(
+                "The optimizer's learning rate is a plain callable, which "
+                "cannot be scaled in the train step. Use a float or a "
+                "`keras.optimizers.schedules.LearningRateSchedule`. "
+                f"Received: learning_rate={current}"
+            )
+        controlled = cls(current)
+        target.learning_rate = controlled
         return controlled
 
     # -- serialisation -------------------------------------------------------
