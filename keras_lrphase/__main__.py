@@ -1,0 +1,8 @@
+"""`python -m keras_lrphase`: the `keras-lrphase` command line."""
+
+import sys
+
+from keras_lrphase.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

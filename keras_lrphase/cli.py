@@ -1,0 +1,418 @@
+"""The `keras-lrphase` command line: `train` one run, `compare` a preset.
+
+    keras-lrphase compare --preset demo --out runs/demo
+    keras-lrphase train --dataset cifar10 --data-dir /tmp/cifar10 \\
+        --batch-size 8192 --accumulate 8 --lr 6.4 --schedule two-phase \\
+        --warmup-epochs 10 --epochs 300 --out runs/two-phase
+
+Every run writes `history.csv`, `summary.json` and `curves.png` to its
+folder; `compare` also writes `table.md`, `compare.png` and
+`results.json`. Bad input fails before training with a one-line error on
+stderr and exit status 2.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import re
+import sys
+import time
+
+USAGE_ERROR = 2
+RUN_ERROR = 1
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line on stderr (exit 2)."""
+
+    def error(self, message):
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def _int_list(text):
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers such as 150,225, got {text!r}"
+        ) from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected at least one epoch, got {text!r}")
+    return values
+
+
+def build_parser():
+    """The argument parser of `keras-lrphase` (subcommands train, compare)."""
+    from keras_lrphase.presets import PRESET_NAMES
+    from keras_lrphase.presets import PRESETS
+    from keras_lrphase.training.run_config import AUGMENTATIONS
+    from keras_lrphase.training.run_config import SCHEDULES
+
+    parser = _Parser(
+        prog="keras-lrphase",
+        description="Large-batch training with two-phase learning rate "
+                    "control (and its baselines), with plots.")
+    sub = parser.add_subparsers(dest="command", required=True,
+                                parser_class=_Parser)
+
+    train = sub.add_parser(
+        "train", help="train one configuration",
+        description="Train one configuration; writes history.csv, "
+                    "summary.json and curves.png to --out.")
+    add = train.add_argument
+    add("--dataset", default="digits",
+        help="digits (embedded, default), cifar10, cifar100, svhn or folder")
+    add("--data-dir", default=None,
+        help="image folder with train/ and test/ (one subfolder per class), "
+             "or a prepared TFDS data folder")
+    add("--cache-dir", default=None,
+        help="cache of decoded image folders (default ~/.cache/keras_lrphase "
+             "or $KERAS_LRPHASE_CACHE)")
+    add("--model", default=None,
+        help="resnet20 (cifar10 default), resnet32/44/56/110, wrn-16-8 (svhn "
+             "default), wrn-28-10 (cifar100 default), small-cnn (digits "
+             "default)")
+    add("--batch-size", type=int, default=128)
+    add("--epochs", type=int, default=30)
+    add("--lr", type=float, default=0.1, help="peak learning rate")
+    add("--momentum", type=float, default=0.9)
+    add("--weight-decay", type=float, default=1e-4,
+        help="L2 coefficient on kernels (gradient term wd * w)")
+    add("--schedule", choices=SCHEDULES, default="step")
+    add("--decay-epochs", type=_int_list, default=None,
+        help="step schedule: epochs after which the LR decays, e.g. 150,225 "
+             "(default 50%%,75%% of --epochs)")
+    add("--decay-factor", type=float, default=None,
+        help="multiplicative decay (default 0.1 for step, 0.5 for two-phase)")
+    add("--warmup-epochs", type=int, default=0,
+        help="gradual linear warmup epochs")
+    add("--lars", type=float, default=None, metavar="COEF",
+        help="use LARS with this trust coefficient (e.g. 0.01)")
+    add("--hessian-batch-size", type=int, default=None,
+        help="examples in the one batch the Hessian eigenvalue is estimated "
+             "on (default: the batch size, at least 1024)")
+    add("--hessian-every", type=int, default=1,
+        help="log the eigenvalue every N epochs for every schedule (0: only "
+             "where two-phase needs it)")
+    add("--plateau-patience", type=int, default=None,
+        help="two-phase: epochs without improvement that make a plateau "
+             "(default 5%% of --epochs)")
+    add("--extra-epochs-fraction", type=float, default=1 / 3,
+        help="two-phase: extra epochs after the plateau, as a fraction of "
+             "the epochs before it")
+    add("--min-delta", type=float, default=0.0,
+        help="two-phase: least loss decrease that counts as an improvement")
+    add("--restart-epochs", type=int, default=None,
+        help="cosine-restarts: first period in epochs (default 10)")
+    add("--restart-mult", type=float, default=2.0,
+        help="cosine-restarts: period multiplier")
+    add("--accumulate", type=int, default=1, metavar="N",
+        help="process each batch as N sequential sub-batches (gradient "
+             "accumulation); must divide --batch-size")
+    add("--augment", choices=AUGMENTATIONS, default="auto",
+        help="training augmentation (auto: crops and flips for CIFAR, "
+             "none for SVHN and folders)")
+    add("--train-size", type=int, default=None,
+        help="train on a class-balanced subset of this size")
+    add("--test-size", type=int, default=None,
+        help="validate on a class-balanced subset of this size")
+    add("--eval-batch-size", type=int, default=500)
+    add("--seed", type=int, default=0)
+    add("--out", default=None, help="output folder (default runs/train-TIME)")
+    add("--verbose", type=int, choices=(0, 1, 2), default=1,
+        help="Keras progress: 1 progress bar, 2 one line per epoch, 0 none")
+
+    compare = sub.add_parser(
+        "compare", help="run a preset's configurations and tabulate them",
+        description="Run a preset's configurations one after another; "
+                    "writes one folder per run plus table.md and "
+                    "compare.png to --out.",
+        epilog="presets:\n" + "\n".join(
+            f"  {n}: {PRESETS[n].description}" for n in PRESET_NAMES),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add = compare.add_argument
+    add("--preset", required=True, choices=PRESET_NAMES)
+    add("--out", default=None, help="output folder (default runs/PRESET)")
+    add("--data-dir", default=None,
+        help="data folder for every run (required by cifar10-cpu)")
+    add("--cache-dir", default=None, help="cache of decoded image folders")
+    add("--epochs", type=int, default=None,
+        help="override the epoch budget for a quick check (decay epochs, "
+             "warmup and patience scale with it)")
+    add("--only", default=None,
+        help="comma-separated labels of the runs to do (default all)")
+    add("--seeds", type=int, default=None,
+        help="repeat every run with seeds 0..N-1 (default: the preset's "
+             "seeds; demo: 3)")
+    add("--verbose", type=int, choices=(0, 1, 2), default=1)
+    parser.subcommands = {"train": train, "compare": compare}
+    return parser
+
+
+def _train_config(args):
+    from keras_lrphase.training.run_config import RunConfig
+
+    return RunConfig(
+        dataset=args.dataset, data_dir=args.data_dir, cache_dir=args.cache_dir,
+        model=args.model, batch_size=args.batch_size, epochs=args.epochs,
+        lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
+        schedule=args.schedule, decay_epochs=args.decay_epochs,
+        decay_factor=args.decay_factor, warmup_epochs=args.warmup_epochs,
+        lars=args.lars, hessian_batch_size=args.hessian_batch_size,
+        hessian_every=args.hessian_every,
+        plateau_patience=args.plateau_patience,
+        extra_epochs_fraction=args.extra_epochs_fraction,
+        min_delta=args.min_delta,
+        restart_epochs=args.restart_epochs, restart_mult=args.restart_mult,
+        accumulate=args.accumulate, augment=args.augment,
+        train_size=args.train_size, test_size=args.test_size,
+        eval_batch_size=args.eval_batch_size, seed=args.seed)
+
+
+def _fail(parser, message, status=USAGE_ERROR):
+    first_line = str(message).strip().splitlines()[0] if str(message).strip() else "failed"
+    sys.stderr.write(f"{parser.prog}: error: {first_line}\n")
+    return status
+
+
+def main(argv=None):
+    """Entry point of `keras-lrphase` and `python -m keras_lrphase`.
+
+    Args:
+        argv: List of strings or None (`sys.argv[1:]`).
+
+    Returns:
+        The exit status (0 on success, 2 for bad input, 1 when a run fails).
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command = parser.subcommands[args.command]
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    if args.command == "train":
+        config = _train_config(args)
+        try:
+            config.validate()
+        except ValueError as error:
+            return _fail(command, error)
+        out = args.out or os.path.join("runs", f"train-{stamp}")
+        return _run_train(command, config, out, args.verbose)
+    return _run_compare(command, args, stamp)
+
+
+def _run_train(parser, config, out, verbose):
+    from keras_lrphase.training.runner import prepare_data
+    from keras_lrphase.training.runner import run_training
+
+    try:
+        data = prepare_data(config.resolved())
+    except (ValueError, ImportError, OSError) as error:
+        return _fail(parser, error, _status(error))
+    summary = run_training(config, out, verbose=verbose, data=data)
+    print(f"{config.name or 'run'}: best val accuracy "
+          f"{_pct(summary['best_val_accuracy'])}, final "
+          f"{_pct(summary['final_val_accuracy'])}; files in {out}")
+    return 0
+
+
+def _status(error):
+    # Input problems found while loading data are usage errors too.
+    return USAGE_ERROR if isinstance(error, ValueError) else RUN_ERROR
+
+
+def _run_compare(parser, args, stamp):
+    from keras_lrphase.presets import get_preset
+    from keras_lrphase.training.runner import prepare_data
+    from keras_lrphase.training.runner import prepare_data_checks
+    from keras_lrphase.training.runner import run_training
+
+    preset = get_preset(args.preset)
+    try:
+        if args.seeds is not None and args.seeds < 1:
+            raise ValueError(
+                f"Argument `seeds` must be >= 1. Received: seeds={args.seeds}")
+        runs = preset.configs(
+            epochs=args.epochs, data_dir=args.data_dir,
+            cache_dir=args.cache_dir,
+            seeds=None if args.seeds is None else tuple(range(args.seeds)))
+        if args.only:
+            wanted = [label.strip() for label in args.only.split(",")]
+            known = [run.label for run in preset.runs]
+            unknown = [w for w in wanted if w not in known]
+            if unknown:
+                raise ValueError(
+                    f"Argument `only` must name runs of preset {preset.name!r} "
+                    f"({', '.join(known)}). Received: only={args.only!r}")
+            runs = [(run, c) for run, c in runs if run.label in wanted]
+        for _, config in runs:
+            config.validate()
+    except ValueError as error:
+        return _fail(parser, error)
+    out = args.out or os.path.join("runs", preset.name)
+    os.makedirs(out, exist_ok=True)
+    datasets = {}
+    try:
+        # Load (and cache) the data up front, so that a bad folder or a batch
+        # larger than the data fails before the first run trains.
+        for _, config in runs:
+            resolved = config.resolved()
+            key = _data_key(resolved)
+            if key not in datasets:
+                datasets[key] = prepare_data(resolved)
+            prepare_data_checks(resolved, datasets[key])
+    except (ValueError, ImportError, OSError) as error:
+        return _fail(parser, error, _status(error))
+
+    several = len({c.seed for _, c in runs}) > 1
+    grouped = {}
+    started = time.perf_counter()
+    for i, (run, config) in enumerate(runs, 1):
+        folder = os.path.join(out, _slug(run.label))
+        tag = f"{run.label}"
+        if several:
+            folder = os.path.join(folder, f"seed{config.seed}")
+            tag += f" (seed {config.seed})"
+        prefix = f"[{i}/{len(runs)}]"
+        summary = run_training(
+            config, folder, verbose=args.verbose,
+            log=lambda line: print(f"{prefix} {line}", flush=True),
+            data=datasets[_data_key(config.resolved())])
+        entry = grouped.setdefault(run.label, (run, config.resolved(), [], []))
+        entry[2].append(summary)
+        entry[3].append(folder)
+        decays = ", ".join(str(e) for e in summary["decay_epochs"]) or "none"
+        print(f"{prefix} {tag}: best val accuracy "
+              f"{_pct(summary['best_val_accuracy'])} (epoch "
+              f"{summary['best_epoch']}), final "
+              f"{_pct(summary['final_val_accuracy'])}, LR decays after epochs "
+              f"{decays}, {summary['train_wall_time_s']:.0f} s"
+              + (f", paper {run.paper:.2f}%" if run.paper is not None else ""),
+              flush=True)
+    write_compare_outputs(preset, list(grouped.values()), out,
+                          time.perf_counter() - started, args.epochs)
+    print(f"Wrote {os.path.join(out, 'table.md')} and "
+          f"{os.path.join(out, 'compare.png')}")
+    return 0
+
+
+def _data_key(config):
+    return (config.dataset, config.data_dir, config.train_size,
+            config.test_size)
+
+
+def write_compare_outputs(preset, results, out, seconds, epochs_override=None):
+    """Writes `table.md`, `compare.png` and `results.json` for a comparison.
+
+    Args:
+        preset: The `Preset` that was run.
+        results: List of `(PresetRun, RunConfig, summaries, folders)`, one
+            per configuration, with one summary and folder per seed.
+        out: String. Output folder.
+        seconds: Float. Wall time of all runs.
+        epochs_override: Int or None. The `--epochs` override, if any.
+    """
+    from keras_lrphase.training.epoch_recorder import EpochRecorder
+    from keras_lrphase.training.plots import plot_compare
+    from keras_lrphase.training.runner import HISTORY_FILE
+
+    with_paper = any(run.paper is not None for run, *_ in results)
+    seeds = max((len(summaries) for _, _, summaries, _ in results), default=1)
+    lines = [f"# {preset.name}", "", preset.description, ""]
+    if results:
+        first = results[0][2][0]
+        d = first["dataset"]
+        lines.append(
+            f"Data: {d['name']} from {d['source']} ({d['train_examples']} "
+            f"train / {d['test_examples']} validation examples); backend "
+            f"{first['backend']}; total time {seconds / 60:.1f} min."
+            + (f" Epoch budget overridden to {epochs_override}."
+               if epochs_override else ""))
+        if seeds > 1:
+            lines.append(f"Accuracies: mean +- standard deviation over {seeds} "
+                         "seeds; decay epochs of the first seed.")
+        lines.append("")
+    header = ["configuration", "batch", "LR", "LR decay", "decay epochs",
+              "LARS", "best val. acc.", "final val. acc."]
+    if with_paper:
+        header.append("paper")
+    header += ["epochs", "time"]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "---|" * len(header))
+    histories = {}
+    for run, config, summaries, folders in results:
+        first = summaries[0]
+        if config.schedule == "step":
+            policy = f"step-wise (beta = {config.decay_factor:g})"
+        elif config.schedule == "two-phase":
+            policy = f"adaptive (beta = {config.decay_factor:g})"
+        else:
+            policy = (f"cosine restarts ({config.restart_epochs}, "
+                      f"x{config.restart_mult:g})")
+        decays = "/".join(str(e) for e in first["decay_epochs"]) or "-"
+        if config.schedule == "two-phase":
+            decays = f"adaptive ({decays})"
+        batch = str(config.batch_size)
+        if config.accumulate > 1:
+            batch += f" ({config.accumulate} x {config.batch_size // config.accumulate})"
+        cells = [run.label, batch, f"{config.lr:g}", policy, decays,
+                 f"{config.lars:g}" if config.lars is not None else "-",
+                 _mean_pct([s["best_val_accuracy"] for s in summaries]),
+                 _mean_pct([s["final_val_accuracy"] for s in summaries])]
+        if with_paper:
+            cells.append(f"{run.paper:.2f}%" if run.paper is not None else "-")
+        minutes = sum(s["train_wall_time_s"] for s in summaries) / 60
+        cells += [str(first["epochs_completed"]), f"{minutes:.1f} min"]
+        lines.append("| " + " | ".join(cells) + " |")
+        histories[run.label] = _mean_history(
+            [EpochRecorder.read(os.path.join(f, HISTORY_FILE)) for f in folders])
+    lines.append("")
+    if with_paper and preset.paper_source:
+        lines.append(f"Paper column: {preset.paper_source}.")
+    if preset.notes:
+        lines.append(preset.notes)
+    lines.append("Decay epochs: the LR decays after that many epochs "
+                 "(two-phase: where the controller decayed it). Curves of "
+                 "each run: <run>/curves.png; overlaid: compare.png"
+                 + (" (means over seeds)." if seeds > 1 else "."))
+    with open(os.path.join(out, "table.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    plot_compare(histories, os.path.join(out, "compare.png"),
+                 title=preset.description.split(":")[0])
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump({run.label: {"paper": run.paper,
+                               "runs": [dict(s, folder=folder)
+                                        for s, folder in zip(summaries, folders)]}
+                   for run, _, summaries, folders in results}, f, indent=2)
+        f.write("\n")
+
+
+def _mean_history(histories):
+    """Rows of the first history with loss and val. accuracy averaged."""
+    length = min(len(rows) for rows in histories)
+    mean = []
+    for i in range(length):
+        row = dict(histories[0][i])
+        for key in ("loss", "val_accuracy"):
+            row[key] = sum(rows[i][key] for rows in histories) / len(histories)
+        mean.append(row)
+    return mean
+
+
+def _mean_pct(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return _pct(values[0])
+    mean = sum(values) / len(values)
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return f"{100 * mean:.2f} +- {100 * std:.2f}%"
+
+
+def _pct(value):
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def _slug(label):
+    """Folder name of a run label: `"two-phase + LARS"` -> `"two-phase-LARS"`."""
+    return re.sub(r"[^A-Za-z0-9_]+", "-", label).strip("-")

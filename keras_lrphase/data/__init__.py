@@ -1,0 +1,117 @@
+"""Datasets and input pipelines of the paper's experiments.
+
+`load_dataset(name, data_dir)` understands:
+
+* `digits`: scikit-learn's bundled 8x8 digits (no download; the demo's data);
+* `cifar10`, `cifar100`, `svhn`: from a local image folder when `data_dir`
+  has `train/` and `test/` subfolders (how the JPEG copy of CIFAR-10 is
+  read), else through tensorflow-datasets (`data_dir` = TFDS data folder);
+* `folder`: any local image folder (`data_dir` required), no augmentation.
+"""
+
+import os
+
+from keras_lrphase.data.digits import load_digits_data
+from keras_lrphase.data.image_data import ImageData
+from keras_lrphase.data.image_folder import default_cache_dir
+from keras_lrphase.data.image_folder import is_image_folder
+from keras_lrphase.data.image_folder import load_image_folder
+from keras_lrphase.data.image_folder import scan_image_folder
+from keras_lrphase.data.pipeline import channel_stats
+from keras_lrphase.data.pipeline import eval_dataset
+from keras_lrphase.data.pipeline import normalized_batch
+from keras_lrphase.data.pipeline import random_crop_flip
+from keras_lrphase.data.pipeline import steps_per_epoch
+from keras_lrphase.data.pipeline import train_dataset
+from keras_lrphase.data.tfds_loader import TFDS_DATASETS
+from keras_lrphase.data.tfds_loader import check_tfds_dir
+from keras_lrphase.data.tfds_loader import load_tfds
+
+DATASET_NAMES = ("digits", "cifar10", "cifar100", "svhn", "folder")
+_NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "svhn": 10}
+
+
+def check_dataset(name, data_dir=None):
+    """Rejects a bad dataset name or data folder cheaply, before any decoding.
+
+    Args:
+        name: String. One of `DATASET_NAMES`.
+        data_dir: String or `None`. See `load_dataset`.
+
+    Raises:
+        ValueError: With a one-line message naming the argument and value.
+    """
+    if name not in DATASET_NAMES:
+        raise ValueError(
+            f"Argument `dataset` must be one of {', '.join(DATASET_NAMES)}. "
+            f"Received: dataset={name!r}"
+        )
+    if name == "digits":
+        if data_dir is not None:
+            raise ValueError(
+                "Argument `data_dir` is not used by the embedded digits "
+                f"dataset. Received: data_dir={data_dir!r}"
+            )
+        return
+    if data_dir is None:
+        if name == "folder":
+            raise ValueError(
+                "Argument `data_dir` is required for dataset='folder'. "
+                "Received: data_dir=None"
+            )
+        return
+    if not os.path.isdir(data_dir):
+        raise ValueError(
+            "Argument `data_dir` must be an existing folder. "
+            f"Received: data_dir={data_dir!r}"
+        )
+    if name == "folder" or is_image_folder(data_dir):
+        class_names, _ = scan_image_folder(data_dir)
+        expected = _NUM_CLASSES.get(name)
+        if expected is not None and len(class_names) != expected:
+            raise ValueError(
+                f"Dataset {name!r} has {expected} classes, but the folder has "
+                f"{len(class_names)} class folders. Received: "
+                f"data_dir={data_dir!r}"
+            )
+        return
+    check_tfds_dir(name, data_dir)
+
+
+def load_dataset(name, data_dir=None, cache_dir=None, verbose=0):
+    """Loads dataset `name` into an `ImageData`.
+
+    Args:
+        name: String. One of `DATASET_NAMES`.
+        data_dir: String or `None`. For CIFAR/SVHN: an image folder with
+            `train/` and `test/`, or a prepared TFDS data folder; required
+            for `folder`; must be `None` for `digits`. Defaults to `None`.
+        cache_dir: String or `None`. Cache of decoded image folders.
+            Defaults to `None` (`default_cache_dir()`).
+        verbose: Int. `1` reports decoding. Defaults to `0`.
+
+    Returns:
+        An `ImageData`.
+
+    Example:
+
+    >>> load_dataset("digits").input_shape
+    (8, 8, 1)
+    """
+    check_dataset(name, data_dir)
+    if name == "digits":
+        return load_digits_data()
+    if name == "folder" or (data_dir is not None and is_image_folder(data_dir)):
+        augment = TFDS_DATASETS[name][3] if name in TFDS_DATASETS else "none"
+        return load_image_folder(
+            data_dir, name=name if name != "folder" else None,
+            augment=augment, cache_dir=cache_dir, verbose=verbose)
+    return load_tfds(name, data_dir)
+
+
+__all__ = [
+    "DATASET_NAMES", "ImageData", "channel_stats", "check_dataset",
+    "default_cache_dir", "eval_dataset", "load_dataset", "load_digits_data",
+    "load_image_folder", "load_tfds", "normalized_batch", "random_crop_flip",
+    "scan_image_folder", "steps_per_epoch", "train_dataset",
+]

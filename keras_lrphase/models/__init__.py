@@ -1,0 +1,83 @@
+"""Models of the paper's experiments, and a name registry for the CLI.
+
+Names understood by `get_model`:
+
+* `resnet20`, `resnet32`, `resnet44`, `resnet56`, `resnet110` (any
+  `resnet{6n+2}`): the CIFAR ResNets of He et al. (option-A shortcuts);
+* `wrn-16-8`, `wrn-28-10` (any `wrn-{depth}-{width}`): wide ResNets; WRN-16-8
+  gets dropout 0.5 (the paper's SVHN setting) unless `dropout` is passed;
+* `small-cnn`: the small CNN of the offline demo.
+"""
+
+import re
+
+from keras_lrphase.models.resnet import cifar_resnet
+from keras_lrphase.models.resnet import resnet20
+from keras_lrphase.models.small import small_cnn
+from keras_lrphase.models.wide_resnet import wide_resnet
+
+MODEL_NAMES = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
+               "wrn-16-8", "wrn-28-10", "small-cnn")
+
+_RESNET = re.compile(r"^resnet(\d+)$")
+_WRN = re.compile(r"^wrn-(\d+)-(\d+)$")
+
+
+def get_model(name, input_shape, num_classes, weight_decay=0.0, **kwargs):
+    """Builds a model of the package by name.
+
+    Args:
+        name: String. One of `MODEL_NAMES`, or any `resnet{6n+2}` or
+            `wrn-{6n+4}-{k}`.
+        input_shape: Tuple of ints. Image shape `(height, width, channels)`.
+        num_classes: Int. Number of output logits.
+        weight_decay: Float. L2 coefficient (gradient term `lambda * w`).
+            Defaults to `0.0`.
+        **kwargs: Passed to the builder (`shortcut` for ResNets, `dropout`
+            for wide ResNets, `filters` for `small-cnn`).
+
+    Returns:
+        A `keras.Model` whose last layer, `"logits"`, outputs logits.
+
+    Example:
+
+    >>> get_model("resnet20", (32, 32, 3), 10).count_params()
+    271098
+    """
+    if not is_model_name(name):
+        raise ValueError(
+            f"Argument `name` must be one of {', '.join(MODEL_NAMES)} (or any "
+            f"resnet{{6n+2}} / wrn-{{6n+4}}-{{k}}). Received: name={name!r}"
+        )
+    match = _RESNET.match(name)
+    if match:
+        return cifar_resnet(int(match.group(1)), input_shape, num_classes,
+                            weight_decay, **kwargs)
+    match = _WRN.match(name)
+    if match:
+        depth, width = int(match.group(1)), int(match.group(2))
+        if name == "wrn-16-8":
+            kwargs.setdefault("dropout", 0.5)
+        return wide_resnet(depth, width, input_shape=input_shape,
+                           num_classes=num_classes, weight_decay=weight_decay,
+                           **kwargs)
+    return small_cnn(input_shape, num_classes, weight_decay, **kwargs)
+
+
+def is_model_name(name):
+    """Whether `get_model` knows `name` (checked without building anything)."""
+    if not isinstance(name, str):
+        return False
+    match = _RESNET.match(name)
+    if match:
+        depth = int(match.group(1))
+        return depth >= 8 and (depth - 2) % 6 == 0
+    match = _WRN.match(name)
+    if match:
+        depth, width = int(match.group(1)), int(match.group(2))
+        return depth >= 10 and (depth - 4) % 6 == 0 and width >= 1
+    return name == "small-cnn"
+
+
+__all__ = ["MODEL_NAMES", "cifar_resnet", "get_model", "is_model_name",
+           "resnet20", "small_cnn", "wide_resnet"]

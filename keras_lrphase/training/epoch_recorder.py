@@ -1,0 +1,137 @@
+"""`EpochRecorder`: writes one `history.csv` row per epoch as training runs."""
+
+import csv
+import math
+import time
+
+import keras
+from keras import ops
+
+from keras_lrphase.schedules.controlled_learning_rate import _learning_rate_owner
+
+COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy",
+           "learning_rate", "phase", "hessian_max_eigenvalue", "epoch_time",
+           "train_time")
+WARMUP = "warmup"
+EXPLORATION = "exploration"
+CONVERGENCE = "convergence"
+NO_PHASE = "n/a"
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    """Records the epoch metrics, learning rate, phase and timings to a CSV.
+
+    Place it last in the callback list, after the callbacks that write
+    `learning_rate`, `lrphase_phase` or `hessian_max_eigenvalue` into the
+    epoch logs (`TwoPhaseLR`, `HessianMonitor`), so it sees their values.
+    Each row is written and flushed at the epoch end, so an interrupted run
+    keeps its history. Nothing runs per batch.
+
+    Columns: `epoch` (1-based), `loss`, `accuracy`, `val_loss`,
+    `val_accuracy`, `learning_rate` (of the epoch's last step),
+    `phase` (`"warmup"`, `"exploration"`, `"convergence"` or `"n/a"`),
+    `hessian_max_eigenvalue` (empty when not computed that epoch),
+    `epoch_time` (seconds from the epoch's start to the end of its
+    callbacks: training, validation and the eigenvalue) and `train_time`
+    (seconds of the training part only).
+
+    Args:
+        path: String. The CSV file to write.
+        phase_fn: Callable `phase_fn(epoch, logs)` returning the phase
+            string, or `None` to record `"n/a"`. Defaults to `None`.
+
+    Example:
+
+    >>> import os, tempfile, numpy as np, keras
+    >>> path = os.path.join(tempfile.mkdtemp(), "history.csv")
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    >>> model.compile(keras.optimizers.SGD(0.1), loss="mse")
+    >>> _ = model.fit(np.ones((4, 2)), np.zeros((4, 1)), epochs=2, verbose=0,
+    ...               callbacks=[EpochRecorder(path)])
+    >>> [round(row["learning_rate"], 6) for row in EpochRecorder.read(path)]
+    [0.1, 0.1]
+
+    References:
+        `keras.callbacks.CSVLogger`, which it extends with fixed columns.
+    """
+
+    def __init__(self, path, phase_fn=None):
+        super().__init__()
+        self.path = path
+        self.phase_fn = phase_fn
+        self.rows = []
+
+    def on_train_begin(self, logs=None):
+        self.rows = []
+        with open(self.path, "w", newline="") as f:
+            csv.writer(f).writerow(COLUMNS)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+        self._train_end = None
+
+    def on_test_begin(self, logs=None):
+        # Validation inside `fit` starts: the epoch's training part ends.
+        if getattr(self, "_train_end", False) is None:
+            self._train_end = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        now = time.perf_counter()
+        learning_rate = logs.get("learning_rate")
+        if learning_rate is None:
+            learning_rate = last_step_learning_rate(self.model.optimizer)
+        row = {
+            "epoch": epoch + 1,
+            "loss": _float(logs.get("loss")),
+            "accuracy": _float(logs.get("accuracy")),
+            "val_loss": _float(logs.get("val_loss")),
+            "val_accuracy": _float(logs.get("val_accuracy")),
+            "learning_rate": float(learning_rate),
+            "phase": self.phase_fn(epoch, logs) if self.phase_fn else NO_PHASE,
+            "hessian_max_eigenvalue": _float(logs.get("hessian_max_eigenvalue")),
+            "epoch_time": now - self._start,
+            "train_time": (self._train_end or now) - self._start,
+        }
+        self.rows.append(row)
+        with open(self.path, "a", newline="") as f:
+            csv.writer(f).writerow(
+                ["" if isinstance(row[c], float) and math.isnan(row[c])
+                 else row[c] for c in COLUMNS])
+
+    @staticmethod
+    def read(path):
+        """Reads a `history.csv` back as a list of dicts (floats, NaN for empty)."""
+        rows = []
+        with open(path, newline="") as f:
+            for raw in csv.DictReader(f):
+                row = {}
+                for key, value in raw.items():
+                    if key == "phase":
+                        row[key] = value
+                    elif key == "epoch":
+                        row[key] = int(value)
+                    else:
+                        row[key] = float(value) if value != "" else math.nan
+                rows.append(row)
+        return rows
+
+
+def last_step_learning_rate(optimizer):
+    """The learning rate of the optimizer's last completed step, as a float.
+
+    Evaluates the learning rate (a float, a variable or any
+    `LearningRateSchedule`, including `ControlledLearningRate`) at the raw
+    step counter minus one, which is what Keras passed to it for the last
+    batch.
+    """
+    owner = _learning_rate_owner(optimizer)
+    rate = owner._learning_rate
+    if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
+        step = max(int(ops.convert_to_numpy(owner._iterations)) - 1, 0)
+        return float(ops.convert_to_numpy(rate(step)))
+    return float(ops.convert_to_numpy(rate))
+
+
+def _float(value):
+    return math.nan if value is None else float(value)

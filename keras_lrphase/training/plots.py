@@ -1,0 +1,122 @@
+"""The figures of a run (`curves.png`) and of a comparison (`compare.png`)."""
+
+import math
+
+from keras_lrphase.training.epoch_recorder import CONVERGENCE
+from keras_lrphase.training.epoch_recorder import WARMUP
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError(
+            "Plots need matplotlib: pip install 'keras-lrphase[plot]'"
+        ) from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def phase_spans(rows, phase):
+    """Contiguous `(first, last)` epoch ranges (1-based) where `phase` holds."""
+    spans = []
+    for row in rows:
+        if row["phase"] != phase:
+            continue
+        if spans and spans[-1][1] == row["epoch"] - 1:
+            spans[-1] = (spans[-1][0], row["epoch"])
+        else:
+            spans.append((row["epoch"], row["epoch"]))
+    return spans
+
+
+def plot_curves(rows, path, title=None):
+    """Writes a 2x2 figure of one run: loss, val. accuracy, LR, eigenvalue.
+
+    Every panel is against the epoch; the convergence phase is shaded
+    (grey) and the warmup lightly (yellow).
+
+    Args:
+        rows: List of dicts, the rows of `history.csv`
+            (`EpochRecorder.read`).
+        path: String. The PNG file to write.
+        title: String or None. Figure title. Defaults to `None`.
+    """
+    plt = _pyplot()
+    epochs = [r["epoch"] for r in rows]
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
+    panels = [
+        (axes[0, 0], "loss", "training loss", "log"),
+        (axes[0, 1], "val_accuracy", "validation accuracy", "linear"),
+        (axes[1, 0], "learning_rate", "learning rate", "log"),
+        (axes[1, 1], "hessian_max_eigenvalue",
+         "largest Hessian eigenvalue (output layer)", "log"),
+    ]
+    for ax, key, label, scale in panels:
+        points = [(e, r[key]) for e, r in zip(epochs, rows)
+                  if not math.isnan(r[key])]
+        if points:
+            ax.plot(*zip(*points), marker="." if len(points) < 60 else None,
+                    color="C0")
+            positive = all(v > 0 for _, v in points)
+            ax.set_yscale(scale if positive else "linear")
+        else:
+            ax.text(0.5, 0.5, "not computed", ha="center", va="center",
+                    transform=ax.transAxes, color="grey")
+        for first, last in phase_spans(rows, CONVERGENCE):
+            ax.axvspan(first - 0.5, last + 0.5, color="grey", alpha=0.15,
+                       lw=0)
+        for first, last in phase_spans(rows, WARMUP):
+            ax.axvspan(first - 0.5, last + 0.5, color="gold", alpha=0.15,
+                       lw=0)
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    for ax in axes[1]:
+        ax.set_xlabel("epoch")
+    if rows and any(r["phase"] == CONVERGENCE for r in rows):
+        axes[0, 1].text(0.99, 0.02, "shaded: convergence phase",
+                        ha="right", va="bottom", fontsize=8, color="grey",
+                        transform=axes[0, 1].transAxes)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_compare(histories, path, title=None):
+    """Writes validation accuracy (left) and training loss (right) overlaid.
+
+    Args:
+        histories: Dict of run label to its `history.csv` rows.
+        path: String. The PNG file to write.
+        title: String or None. Figure title. Defaults to `None`.
+    """
+    plt = _pyplot()
+    fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for i, (label, rows) in enumerate(histories.items()):
+        epochs = [r["epoch"] for r in rows]
+        acc_ax.plot(epochs, [r["val_accuracy"] for r in rows], label=label,
+                    color=f"C{i}")
+        loss_ax.plot(epochs, [r["loss"] for r in rows], label=label,
+                     color=f"C{i}")
+        switch = [s for s, _ in phase_spans(rows, CONVERGENCE)]
+        if switch:
+            acc_ax.axvline(switch[0] - 0.5, color=f"C{i}", ls=":", lw=1)
+    acc_ax.set_ylabel("validation accuracy")
+    loss_ax.set_ylabel("training loss")
+    loss_ax.set_yscale("log")
+    for ax in (acc_ax, loss_ax):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    acc_ax.legend(fontsize=8, loc="lower right")
+    acc_ax.text(0.01, 0.98, "dotted: start of convergence phase",
+                ha="left", va="top", fontsize=8, color="grey",
+                transform=acc_ax.transAxes)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

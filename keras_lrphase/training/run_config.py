@@ -1,0 +1,240 @@
+"""`RunConfig`: everything one training run of the CLI is made of."""
+
+import dataclasses
+import math
+
+from keras_lrphase.data import DATASET_NAMES
+from keras_lrphase.data import check_dataset
+from keras_lrphase.models import MODEL_NAMES
+from keras_lrphase.models import is_model_name
+
+SCHEDULES = ("step", "two-phase", "cosine-restarts")
+AUGMENTATIONS = ("auto", "none", "crop", "crop-flip")
+DEFAULT_MODELS = {
+    "digits": "small-cnn",
+    "cifar10": "resnet20",
+    "cifar100": "wrn-28-10",
+    "svhn": "wrn-16-8",
+    "folder": "resnet20",
+}
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """One training configuration (the options of `keras-lrphase train`).
+
+    `validate()` checks every field without touching data or building a
+    model, so a bad configuration fails before any training; fields left at
+    `None` take the documented defaults in `resolved()`.
+
+    Attributes:
+        dataset: String. One of `keras_lrphase.data.DATASET_NAMES`.
+        data_dir: String or None. Image folder or TFDS data folder.
+        cache_dir: String or None. Cache of decoded image folders.
+        model: String or None. A `keras_lrphase.models` name; `None` picks
+            the paper's model for the dataset (`DEFAULT_MODELS`).
+        batch_size: Int. Examples per optimizer step.
+        epochs: Int. Epoch budget.
+        lr: Float. Peak learning rate (after warmup).
+        momentum: Float in [0, 1). SGD/LARS momentum.
+        weight_decay: Float >= 0. L2 coefficient on kernels (see
+            `keras_lrphase.models.resnet.cifar_resnet`).
+        schedule: `"step"`, `"two-phase"` or `"cosine-restarts"`.
+        decay_epochs: Tuple of ints or None. Step schedule: epochs after
+            which the LR is multiplied by `decay_factor`; `None`: 50% and
+            75% of `epochs` (the paper's 150/225 of 300).
+        decay_factor: Float in (0, 1) or None. `None`: 0.1 for step, 0.5 for
+            two-phase.
+        warmup_epochs: Int >= 0. Gradual linear warmup epochs.
+        lars: Float or None. LARS trust coefficient; `None` for SGD.
+        hessian_batch_size: Int or None. Examples of the one batch the
+            Hessian eigenvalue is estimated on; `None`: the batch size,
+            at least 1024, at most the training set.
+        hessian_every: Int >= 0. Log the eigenvalue every so many epochs
+            (all schedules); `0`: only where two-phase needs it.
+        plateau_patience: Int or None. Two-phase patience; `None`: 5% of
+            `epochs`.
+        extra_epochs_fraction: Float >= 0. Two-phase alpha / n.
+        min_delta: Float >= 0. Two-phase: least decrease of the epoch loss
+            that counts as an improvement.
+        restart_epochs: Int or None. Cosine restarts: first period in
+            epochs; `None`: 10.
+        restart_mult: Float >= 1. Cosine restarts: period multiplier.
+        accumulate: Int >= 1. Sub-batches per optimizer step
+            (`gradient_accumulation_steps`).
+        augment: `"auto"` (the dataset's choice), `"none"`, `"crop"` or
+            `"crop-flip"`.
+        train_size: Int or None. Class-balanced training subset size (the
+            same images whatever the seed).
+        test_size: Int or None. Class-balanced test subset size.
+        eval_batch_size: Int. Batch size of validation.
+        seed: Int. Random seed (weights, shuffling, augmentation, the
+            Hessian batch).
+        name: String or None. Label of the run (in `compare`).
+    """
+
+    dataset: str = "digits"
+    data_dir: str = None
+    cache_dir: str = None
+    model: str = None
+    batch_size: int = 128
+    epochs: int = 30
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str = "step"
+    decay_epochs: tuple = None
+    decay_factor: float = None
+    warmup_epochs: int = 0
+    lars: float = None
+    hessian_batch_size: int = None
+    hessian_every: int = 1
+    plateau_patience: int = None
+    extra_epochs_fraction: float = 1 / 3
+    min_delta: float = 0.0
+    restart_epochs: int = None
+    restart_mult: float = 2.0
+    accumulate: int = 1
+    augment: str = "auto"
+    train_size: int = None
+    test_size: int = None
+    eval_batch_size: int = 500
+    seed: int = 0
+    name: str = None
+
+    def validate(self, check_data=True):
+        """Raises `ValueError` (one line, naming the option) on bad values.
+
+        Args:
+            check_data: Bool. Also check the dataset name and data folder
+                layout (cheap: no decoding). Defaults to `True`.
+
+        Returns:
+            `self`.
+        """
+        if self.dataset not in DATASET_NAMES:
+            _fail("dataset", self.dataset,
+                  f"must be one of {', '.join(DATASET_NAMES)}")
+        if self.model is not None and not is_model_name(self.model):
+            _fail("model", self.model,
+                  f"must be one of {', '.join(MODEL_NAMES)} (or any "
+                  "resnet{6n+2} / wrn-{6n+4}-{k})")
+        _int("batch_size", self.batch_size, 1)
+        _int("epochs", self.epochs, 1)
+        _int("warmup_epochs", self.warmup_epochs, 0)
+        _int("accumulate", self.accumulate, 1)
+        _int("eval_batch_size", self.eval_batch_size, 1)
+        _int("hessian_every", self.hessian_every, 0)
+        _int("seed", self.seed, 0)
+        for name in ("hessian_batch_size", "plateau_patience",
+                     "restart_epochs", "train_size", "test_size"):
+            if getattr(self, name) is not None:
+                _int(name, getattr(self, name), 1)
+        if self.batch_size % self.accumulate:
+            raise ValueError(
+                "Argument `batch_size` must be divisible by `accumulate`. "
+                f"Received: batch_size={self.batch_size}, "
+                f"accumulate={self.accumulate}"
+            )
+        if self.epochs < self.warmup_epochs:
+            raise ValueError(
+                "Argument `epochs` must be at least `warmup_epochs`. "
+                f"Received: epochs={self.epochs}, "
+                f"warmup_epochs={self.warmup_epochs}"
+            )
+        _positive("lr", self.lr)
+        if not 0.0 <= self.momentum < 1.0:
+            _fail("momentum", self.momentum, "must be in [0, 1)")
+        if not (self.weight_decay >= 0.0 and math.isfinite(self.weight_decay)):
+            _fail("weight_decay", self.weight_decay, "must be >= 0")
+        if self.lars is not None:
+            _positive("lars", self.lars)
+        if self.schedule not in SCHEDULES:
+            _fail("schedule", self.schedule,
+                  f"must be one of {', '.join(SCHEDULES)}")
+        if self.decay_factor is not None:
+            if self.schedule == "cosine-restarts":
+                _fail("decay_factor", self.decay_factor,
+                      "is not used by schedule='cosine-restarts'")
+            if not 0.0 < self.decay_factor < 1.0:
+                _fail("decay_factor", self.decay_factor, "must be in (0, 1)")
+        if self.decay_epochs is not None:
+            if self.schedule != "step":
+                _fail("decay_epochs", self.decay_epochs,
+                      f"is only used by schedule='step' (schedule="
+                      f"{self.schedule!r})")
+            epochs = tuple(self.decay_epochs)
+            if (not epochs or any(not isinstance(e, int) for e in epochs)
+                    or list(epochs) != sorted(set(epochs))
+                    or epochs[0] < 1 or epochs[-1] >= self.epochs):
+                _fail("decay_epochs", ",".join(map(str, epochs)),
+                      f"must be increasing integers in [1, {self.epochs - 1}]")
+        if self.schedule != "two-phase":
+            for name, default in (("plateau_patience", None),
+                                  ("extra_epochs_fraction", 1 / 3),
+                                  ("min_delta", 0.0)):
+                if getattr(self, name) != default:
+                    _fail(name, getattr(self, name),
+                          "is only used by schedule='two-phase'")
+        if not self.min_delta >= 0.0:
+            _fail("min_delta", self.min_delta, "must be >= 0")
+        if not self.extra_epochs_fraction >= 0.0:
+            _fail("extra_epochs_fraction", self.extra_epochs_fraction,
+                  "must be >= 0")
+        if self.schedule != "cosine-restarts" and self.restart_epochs is not None:
+            _fail("restart_epochs", self.restart_epochs,
+                  "is only used by schedule='cosine-restarts'")
+        if not self.restart_mult >= 1.0:
+            _fail("restart_mult", self.restart_mult, "must be >= 1")
+        if self.augment not in AUGMENTATIONS:
+            _fail("augment", self.augment,
+                  f"must be one of {', '.join(AUGMENTATIONS)}")
+        if check_data:
+            check_dataset(self.dataset, self.data_dir)
+        return self
+
+    def resolved(self):
+        """A copy with the `None` defaults filled in (data-independent ones)."""
+        values = dataclasses.asdict(self)
+        if values["model"] is None:
+            values["model"] = DEFAULT_MODELS[self.dataset]
+        if values["decay_factor"] is None and self.schedule != "cosine-restarts":
+            values["decay_factor"] = 0.1 if self.schedule == "step" else 0.5
+        if values["decay_epochs"] is None and self.schedule == "step":
+            values["decay_epochs"] = default_decay_epochs(self.epochs)
+        if values["decay_epochs"] is not None:
+            values["decay_epochs"] = tuple(values["decay_epochs"])
+        if values["restart_epochs"] is None and self.schedule == "cosine-restarts":
+            values["restart_epochs"] = 10
+        return RunConfig(**values)
+
+    def to_dict(self):
+        """JSON-serialisable dict of the fields."""
+        values = dataclasses.asdict(self)
+        if values["decay_epochs"] is not None:
+            values["decay_epochs"] = list(values["decay_epochs"])
+        return values
+
+
+def default_decay_epochs(epochs):
+    """50% and 75% of the budget (150 and 225 of 300), distinct and >= 1."""
+    first = max(1, int(round(0.5 * epochs)))
+    second = int(round(0.75 * epochs))
+    if epochs < 3:
+        return (first,) if first < epochs else ()
+    return (first, second) if second > first else (first,)
+
+
+def _fail(name, value, message):
+    raise ValueError(f"Argument `{name}` {message}. Received: {name}={value!r}")
+
+
+def _int(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        _fail(name, value, f"must be an integer >= {minimum}")
+
+
+def _positive(name, value):
+    if not (isinstance(value, (int, float)) and math.isfinite(value)
+            and value > 0):
+        _fail(name, value, "must be a positive number")

@@ -1,0 +1,382 @@
+"""Runs one training configuration and writes its history, summary and plot.
+
+`run_training(config, out_dir)` is what `keras-lrphase train` does:
+
+1. validate the configuration (before touching data), load the dataset,
+   take the class-balanced subsets asked for, and check the batch sizes
+   against it;
+2. build the `tf.data` pipelines (train statistics for normalisation,
+   crops and flips for CIFAR), the model, and the learning rate:
+   * `step`: a `keras.optimizers.schedules.PiecewiseConstantDecay` whose
+     epoch boundaries are converted to the optimizer's raw step counter
+     (batches, including gradient accumulation micro-steps);
+   * `two-phase`: a constant learning rate driven by
+     `keras_lrphase.callbacks.two_phase_lr.TwoPhaseLR`;
+   * `cosine-restarts`: `keras.optimizers.schedules.CosineDecayRestarts`
+     (SGDR, restarts after `restart_epochs`, periods growing by
+     `restart_mult`);
+   and `GradualWarmup` on top for `warmup_epochs`;
+3. train with momentum SGD, or `keras_lrphase.optimizers.lars.LARS` when
+   `config.lars` is set, with `gradient_accumulation_steps=accumulate`;
+4. write `history.csv` (per epoch), `summary.json` and `curves.png`.
+
+Weight decay is the models' L2 kernel regulariser for every optimizer (LARS
+is built with `weight_decay=0`, so its trust ratio sees the regularised
+gradient): all configurations minimise the same objective and log the same
+loss, which the two-phase plateau detection monitors.
+"""
+
+import json
+import math
+import os
+import time
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_lrphase.data import channel_stats
+from keras_lrphase.data import eval_dataset
+from keras_lrphase.data import load_dataset
+from keras_lrphase.data import normalized_batch
+from keras_lrphase.data import steps_per_epoch
+from keras_lrphase.data import train_dataset
+from keras_lrphase.models import get_model
+from keras_lrphase.training.epoch_recorder import CONVERGENCE
+from keras_lrphase.training.epoch_recorder import EXPLORATION
+from keras_lrphase.training.epoch_recorder import NO_PHASE
+from keras_lrphase.training.epoch_recorder import WARMUP
+from keras_lrphase.training.epoch_recorder import EpochRecorder
+from keras_lrphase.training.plots import plot_curves
+from keras_lrphase.training.run_config import RunConfig
+
+HISTORY_FILE = "history.csv"
+SUMMARY_FILE = "summary.json"
+CURVES_FILE = "curves.png"
+MIN_HESSIAN_BATCH = 1024
+
+
+def prepare_data(config):
+    """Loads the dataset of `config` and applies its subsets and checks.
+
+    The class-balanced subsets (`train_size`, `test_size`) are drawn with a
+    fixed seed, so they are the same for every run.
+
+    Returns:
+        The `ImageData` to train on.
+    """
+    data = load_dataset(config.dataset, config.data_dir, config.cache_dir)
+    if config.train_size is not None or config.test_size is not None:
+        # The subset does not depend on `config.seed`: runs with different
+        # seeds train on the same images.
+        data = data.subset(config.train_size, config.test_size, seed=0)
+    prepare_data_checks(config, data)
+    return data
+
+
+def prepare_data_checks(config, data):
+    """Checks the batch sizes of `config` against the loaded `data`."""
+    if config.batch_size > len(data.y_train):
+        raise ValueError(
+            "Argument `batch_size` must be at most the number of training "
+            f"examples ({len(data.y_train)}). Received: "
+            f"batch_size={config.batch_size}"
+        )
+    if (config.hessian_batch_size is not None
+            and config.hessian_batch_size > len(data.y_train)):
+        raise ValueError(
+            "Argument `hessian_batch_size` must be at most the number of "
+            f"training examples ({len(data.y_train)}). Received: "
+            f"hessian_batch_size={config.hessian_batch_size}"
+        )
+
+
+def build_learning_rate(config, micro_steps_per_epoch):
+    """The optimizer's learning rate (float or schedule) for `config`.
+
+    Args:
+        config: A resolved `RunConfig`.
+        micro_steps_per_epoch: Int. Batches per epoch as the optimizer's raw
+            step counter sees them (optimizer steps times `accumulate`).
+    """
+    if config.schedule == "step" and config.decay_epochs:
+        # PiecewiseConstantDecay gives the earlier value while
+        # `step <= boundary`: the first step of epoch `e` (raw step
+        # e * micro_steps_per_epoch) must already see the decayed value.
+        boundaries = [int(e * micro_steps_per_epoch) - 1
+                      for e in config.decay_epochs]
+        values = [config.lr * config.decay_factor ** i
+                  for i in range(len(boundaries) + 1)]
+        return keras.optimizers.schedules.PiecewiseConstantDecay(
+            boundaries, values)
+    if config.schedule == "cosine-restarts":
+        return keras.optimizers.schedules.CosineDecayRestarts(
+            config.lr, config.restart_epochs * micro_steps_per_epoch,
+            t_mul=config.restart_mult, m_mul=1.0, alpha=0.0)
+    return float(config.lr)
+
+
+def build_optimizer(config, learning_rate):
+    """Momentum SGD, or LARS with trust coefficient `config.lars`."""
+    accumulation = config.accumulate if config.accumulate > 1 else None
+    if config.lars is not None:
+        from keras_lrphase.optimizers.lars import LARS
+
+        return LARS(learning_rate=learning_rate, momentum=config.momentum,
+                    weight_decay=0.0, trust_coefficient=config.lars,
+                    gradient_accumulation_steps=accumulation)
+    return keras.optimizers.SGD(learning_rate=learning_rate,
+                                momentum=config.momentum,
+                                gradient_accumulation_steps=accumulation)
+
+
+class SharedEstimator:
+    """One eigenvalue estimate per model state, shared by several callbacks.
+
+    `TwoPhaseLR` and `HessianMonitor` both estimate the eigenvalue at epoch
+    ends; wrapped in one `SharedEstimator`, the second caller at the same
+    optimizer step gets the first caller's result instead of a second
+    computation.
+
+    Args:
+        estimator: Callable `estimator(model, x, y, initial_vector=None)`,
+            e.g. a `HessianEigenvalueEstimator`.
+    """
+
+    def __init__(self, estimator):
+        self.estimator = estimator
+        self._key = None
+        self._result = None
+        self.calls = 0
+
+    def __call__(self, model, x, y, initial_vector=None):
+        owner = model.optimizer
+        while hasattr(owner, "inner_optimizer"):
+            owner = owner.inner_optimizer
+        key = (id(model), int(ops.convert_to_numpy(owner._iterations)))
+        if key != self._key:
+            self._result = self.estimator(model, x, y,
+                                          initial_vector=initial_vector)
+            self._key = key
+            self.calls += 1
+        return self._result
+
+
+def run_training(config, out_dir, verbose=1, log=print, data=None):
+    """Trains one configuration and writes its files to `out_dir`.
+
+    Args:
+        config: A `RunConfig`.
+        out_dir: String. Folder for `history.csv`, `summary.json` and
+            `curves.png` (created).
+        verbose: Int. Keras `fit` verbosity (`1`: progress bar, `2`: one
+            line per epoch, `0`: silent). Defaults to `1`.
+        log: Callable taking one string, for the run's header line, or
+            `None` for no header. Defaults to `print`.
+        data: `ImageData` or None. The data `prepare_data(config.resolved())`
+            returns, when the caller loaded it already. Defaults to `None`
+            (loaded here).
+
+    Returns:
+        The summary dict written to `summary.json` (NaN written as None).
+
+    Example:
+
+    >>> import tempfile
+    >>> config = RunConfig(dataset="digits", epochs=2, batch_size=256,
+    ...                    train_size=512, test_size=100, hessian_every=0)
+    >>> summary = run_training(config, tempfile.mkdtemp(), verbose=0, log=None)
+    >>> summary["epochs_completed"], summary["steps_per_epoch"]
+    (2, 2)
+
+    References:
+        Paper 001, Section 4 (experimental settings) and Appendix A.2.
+    """
+    started = time.perf_counter()
+    config.validate()
+    config = config.resolved()
+    keras.utils.set_random_seed(config.seed)
+    if data is None:
+        data = prepare_data(config)
+    n_train = len(data.y_train)
+    steps = steps_per_epoch(n_train, config.batch_size)
+    micro_steps = steps * config.accumulate
+    augment = data.augment if config.augment == "auto" else config.augment
+    mean, std = channel_stats(data.x_train)
+    train_ds = train_dataset(data.x_train, data.y_train, config.batch_size,
+                             mean, std, augment=augment,
+                             accumulate=config.accumulate, seed=config.seed)
+    val_ds = eval_dataset(data.x_test, data.y_test, config.eval_batch_size,
+                          mean, std)
+
+    model = get_model(config.model, data.input_shape, data.num_classes,
+                      weight_decay=config.weight_decay)
+    optimizer = build_optimizer(config,
+                                build_learning_rate(config, micro_steps))
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+
+    hessian_size = config.hessian_batch_size or min(
+        n_train, max(config.batch_size, MIN_HESSIAN_BATCH))
+    needs_hessian = config.schedule == "two-phase" or config.hessian_every > 0
+    callbacks = []
+    two_phase = None
+    if config.warmup_epochs > 0:
+        from keras_lrphase.callbacks.gradual_warmup import GradualWarmup
+
+        callbacks.append(GradualWarmup(config.warmup_epochs,
+                                       steps_per_epoch=micro_steps))
+    if needs_hessian:
+        from keras_lrphase.hessian.estimator import HessianEigenvalueEstimator
+
+        hessian_data = normalized_batch(data.x_train, data.y_train,
+                                        hessian_size, mean, std,
+                                        seed=config.seed)
+        shared = SharedEstimator(
+            HessianEigenvalueEstimator(layer=None, seed=config.seed))
+    if config.schedule == "two-phase":
+        from keras_lrphase.callbacks.two_phase_lr import TwoPhaseLR
+
+        two_phase = TwoPhaseLR(
+            hessian_data, config.epochs,
+            warmup_epochs=config.warmup_epochs,
+            plateau_patience=config.plateau_patience,
+            extra_epochs_fraction=config.extra_epochs_fraction,
+            min_delta=config.min_delta,
+            decay_factor=config.decay_factor, estimator=shared,
+            verbose=1 if verbose else 0)
+        callbacks.append(two_phase)
+    if config.hessian_every > 0:
+        from keras_lrphase.callbacks.hessian_monitor import HessianMonitor
+
+        callbacks.append(HessianMonitor(hessian_data,
+                                        frequency=config.hessian_every,
+                                        estimator=shared))
+    os.makedirs(out_dir, exist_ok=True)
+    recorder = EpochRecorder(os.path.join(out_dir, HISTORY_FILE),
+                             phase_fn=_phase_fn(config, two_phase))
+    callbacks += [keras.callbacks.TerminateOnNaN(), recorder]
+
+    if log is not None:
+        optimizer_name = (f"LARS (coefficient {config.lars:g})"
+                          if config.lars is not None else "SGD")
+        sub = (f" = {config.accumulate} x {config.batch_size // config.accumulate}"
+               if config.accumulate > 1 else "")
+        log(f"{config.name or 'run'}: {config.model} "
+            f"({model.count_params():,} parameters) on {data.name} "
+            f"({n_train} train / {len(data.y_test)} test), batch "
+            f"{config.batch_size}{sub}, {config.epochs} epochs, "
+            f"{config.schedule} schedule, lr {config.lr:g}, {optimizer_name}, "
+            f"backend {keras.backend.backend()}")
+
+    fit_start = time.perf_counter()
+    model.fit(train_ds, epochs=config.epochs, validation_data=val_ds,
+              callbacks=callbacks, verbose=verbose, shuffle=False)
+    train_seconds = time.perf_counter() - fit_start
+
+    rows = recorder.rows
+    summary = _summary(config, data, model, rows, steps, augment,
+                       hessian_size if needs_hessian else None, two_phase)
+    summary["train_wall_time_s"] = round(train_seconds, 2)
+    summary["wall_time_s"] = round(time.perf_counter() - started, 2)
+    summary = _finite(summary)
+    with open(os.path.join(out_dir, SUMMARY_FILE), "w") as f:
+        json.dump(summary, f, indent=2, allow_nan=False,
+                  default=_json_default)
+        f.write("\n")
+    title = (f"{config.name or config.model}: {data.name}, batch "
+             f"{config.batch_size}, {config.schedule}"
+             + (f", LARS {config.lars:g}" if config.lars else ""))
+    plot_curves(rows, os.path.join(out_dir, CURVES_FILE), title=title)
+    return summary
+
+
+def _phase_fn(config, two_phase):
+    warmup = config.warmup_epochs
+
+    def phase(epoch, logs):
+        if epoch < warmup:
+            return WARMUP
+        if two_phase is not None:
+            # The phase switches at the end of epoch `switch`: later epochs
+            # are trained in the convergence phase.
+            switch = two_phase.controller.switch_epoch
+            after = switch is not None and epoch > switch
+            return CONVERGENCE if after else EXPLORATION
+        if config.schedule == "step":
+            first = config.decay_epochs[0] if config.decay_epochs else None
+            return CONVERGENCE if first is not None and epoch >= first else EXPLORATION
+        return NO_PHASE
+
+    return phase
+
+
+def _summary(config, data, model, rows, steps, augment, hessian_size,
+             two_phase):
+    val = [r["val_accuracy"] for r in rows]
+    finite = [(v, i) for i, v in enumerate(val) if not math.isnan(v)]
+    best, best_index = max(finite) if finite else (math.nan, -1)
+    train_times = [r["train_time"] for r in rows]
+    steady = train_times[1:] if len(train_times) > 1 else train_times
+    images = steps * config.batch_size
+    plateau = switch = None
+    if two_phase is not None:
+        controller = two_phase.controller
+        decay_epochs = [e + 1 for e in controller.decay_epochs]
+        if controller.plateau_epoch is not None:
+            plateau = controller.plateau_epoch + 1
+        if controller.switch_epoch is not None and (
+                controller.switch_epoch < controller.next_epoch):
+            switch = controller.switch_epoch + 1
+    elif config.schedule == "step":
+        decay_epochs = [e for e in config.decay_epochs if e < len(rows)]
+    else:
+        decay_epochs = []
+    return {
+        "config": config.to_dict(),
+        "backend": keras.backend.backend(),
+        "dataset": {
+            "name": data.name, "source": data.source,
+            "train_examples": int(len(data.y_train)),
+            "test_examples": int(len(data.y_test)),
+            "input_shape": list(data.input_shape),
+            "num_classes": data.num_classes, "augment": augment,
+        },
+        "model_parameters": int(model.count_params()),
+        "optimizer": "LARS" if config.lars is not None else "SGD",
+        "steps_per_epoch": steps,
+        "hessian_batch_size": hessian_size,
+        "epochs_completed": len(rows),
+        "diverged": len(rows) < config.epochs or any(
+            math.isnan(r["loss"]) for r in rows),
+        "best_val_accuracy": best,
+        "best_epoch": best_index + 1 if finite else None,
+        "final_val_accuracy": val[-1] if val else math.nan,
+        "final_loss": rows[-1]["loss"] if rows else math.nan,
+        "final_learning_rate": rows[-1]["learning_rate"] if rows else math.nan,
+        "decay_epochs": decay_epochs,
+        "plateau_epoch": plateau,
+        "exploration_epochs": switch,
+        "images_per_second": (round(images * len(steady) / sum(steady), 1)
+                              if steady and sum(steady) > 0 else None),
+    }
+
+
+def _finite(value):
+    """NaN and infinities become None (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    raise TypeError(f"Not JSON serialisable: {value!r}")

@@ -1,0 +1,235 @@
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_lrphase.cli import main
+from keras_lrphase.training.epoch_recorder import COLUMNS
+
+SUMMARY_KEYS = {
+    "config", "backend", "dataset", "model_parameters", "optimizer",
+    "steps_per_epoch", "hessian_batch_size", "epochs_completed", "diverged",
+    "best_val_accuracy", "best_epoch", "final_val_accuracy", "final_loss",
+    "final_learning_rate", "decay_epochs", "plateau_epoch",
+    "exploration_epochs", "images_per_second", "train_wall_time_s",
+    "wall_time_s",
+}
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory):
+    """3 classes of 8x8 RGB PNGs: 8 train and 3 test images per class."""
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 8), ("test", 3)):
+        for label, name in enumerate(("a", "b", "c")):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                image = rng.integers(0, 60, (8, 8, 3)).astype("uint8")
+                image[..., label] += 150  # a learnable colour cue
+                (folder / f"{i}.png").write_bytes(tf.io.encode_png(image).numpy())
+    return str(root)
+
+
+def _read_history(path):
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        return header, [dict(zip(header, row)) for row in reader]
+
+
+def _train(image_dir, tmp_path, *extra):
+    out = str(tmp_path / "run")
+    argv = ["train", "--dataset", "folder", "--data-dir", image_dir,
+            "--cache-dir", str(tmp_path / "cache"), "--model", "small-cnn",
+            "--verbose", "0", "--out", out, *extra]
+    assert main(argv) == 0
+    return out
+
+
+def test_train_two_phase_writes_history_summary_and_curves(image_dir, tmp_path, capsys):
+    out = _train(image_dir, tmp_path, "--batch-size", "8", "--accumulate", "2",
+                 "--epochs", "3", "--warmup-epochs", "1", "--lr", "0.1",
+                 "--schedule", "two-phase", "--plateau-patience", "1",
+                 "--hessian-batch-size", "16")
+    assert sorted(os.listdir(out)) == ["curves.png", "history.csv", "summary.json"]
+    header, rows = _read_history(os.path.join(out, "history.csv"))
+    assert tuple(header) == COLUMNS
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    # 24 images / batch 8 = 3 steps = 6 micro-steps per epoch; the ramp
+    # starts at 1/6 and the last step of epoch 1 is micro-step 5:
+    # 0.1 * (1/6 + 5/6 * 5/6).
+    np.testing.assert_allclose(float(rows[0]["learning_rate"]),
+                               0.1 * (1 / 6 + 25 / 36), rtol=1e-6)
+    assert rows[0]["phase"] == "warmup"
+    assert {r["phase"] for r in rows[1:]} <= {"exploration", "convergence"}
+    for row in rows:
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy",
+                    "epoch_time", "train_time"):
+            assert np.isfinite(float(row[key])), key
+        assert 0.0 <= float(row["val_accuracy"]) <= 1.0
+        assert float(row["train_time"]) <= float(row["epoch_time"])
+    with open(os.path.join(out, "summary.json")) as f:
+        summary = json.load(f)
+    assert set(summary) == SUMMARY_KEYS
+    assert summary["steps_per_epoch"] == 3 and summary["epochs_completed"] == 3
+    assert summary["config"]["schedule"] == "two-phase"
+    assert summary["config"]["decay_factor"] == 0.5  # the two-phase default
+    assert summary["config"]["accumulate"] == 2
+    assert summary["dataset"]["train_examples"] == 24
+    assert summary["dataset"]["test_examples"] == 9
+    assert summary["hessian_batch_size"] == 16
+    assert summary["best_val_accuracy"] == max(float(r["val_accuracy"]) for r in rows)
+    assert summary["final_val_accuracy"] == pytest.approx(float(rows[-1]["val_accuracy"]))
+    with open(os.path.join(out, "curves.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert "best val accuracy" in capsys.readouterr().out
+
+
+def test_train_step_decay_converts_epochs_to_micro_steps(image_dir, tmp_path):
+    out = _train(image_dir, tmp_path, "--batch-size", "12", "--accumulate", "3",
+                 "--epochs", "4", "--lr", "0.2", "--schedule", "step",
+                 "--decay-epochs", "2,3", "--decay-factor", "0.5",
+                 "--hessian-every", "2", "--lars", "0.01")
+    _, rows = _read_history(os.path.join(out, "history.csv"))
+    np.testing.assert_allclose([float(r["learning_rate"]) for r in rows],
+                               [0.2, 0.2, 0.1, 0.05], rtol=1e-6)
+    assert [r["phase"] for r in rows] == ["exploration", "exploration",
+                                          "convergence", "convergence"]
+    # The eigenvalue is logged every second epoch only.
+    assert [r["hessian_max_eigenvalue"] == "" for r in rows] == [True, False, True, False]
+    with open(os.path.join(out, "summary.json")) as f:
+        summary = json.load(f)
+    assert summary["decay_epochs"] == [2, 3] and summary["optimizer"] == "LARS"
+    assert summary["steps_per_epoch"] == 2
+
+
+def test_compare_demo_quick(tmp_path, capsys):
+    out = str(tmp_path / "demo")
+    assert main(["compare", "--preset", "demo", "--epochs", "2", "--out", out,
+                 "--only", "large-batch,two-phase", "--seeds", "1",
+                 "--verbose", "0"]) == 0
+    assert sorted(os.listdir(out)) == ["compare.png", "large-batch", "results.json",
+                                       "table.md", "two-phase"]
+    lines = capsys.readouterr().out.splitlines()
+    assert [l.split(":")[0] for l in lines if "best val accuracy" in l] == [
+        "[1/2] large-batch", "[2/2] two-phase"]
+    table = open(os.path.join(out, "table.md")).read().splitlines()
+    rows = [l for l in table if l.startswith("| ") and "---" not in l]
+    assert rows[0].startswith("| configuration | batch | LR |")
+    assert "paper" not in rows[0]
+    assert rows[1].startswith("| large-batch | 512 | 0.8 | step-wise (beta = 0.1) | 1 |")
+    assert rows[2].startswith("| two-phase | 512 | 0.8 | adaptive (beta = 0.5) |")
+    results = json.load(open(os.path.join(out, "results.json")))
+    assert set(results) == {"large-batch", "two-phase"}
+    (large,) = results["large-batch"]["runs"]
+    assert large["config"]["epochs"] == 2
+    assert large["config"]["warmup_epochs"] == 0  # 5 * 2/100
+    assert all("+-" not in r for r in rows)
+    for label in results:
+        assert os.path.exists(os.path.join(out, label, "curves.png"))
+
+
+def test_compare_with_seeds_reports_mean_and_std(tmp_path, capsys):
+    out = str(tmp_path / "seeds")
+    assert main(["compare", "--preset", "demo", "--epochs", "1", "--out", out,
+                 "--only", "large-batch", "--seeds", "2", "--verbose", "0"]) == 0
+    assert sorted(os.listdir(os.path.join(out, "large-batch"))) == ["seed0", "seed1"]
+    results = json.load(open(os.path.join(out, "results.json")))
+    runs = results["large-batch"]["runs"]
+    assert [r["config"]["seed"] for r in runs] == [0, 1]
+    finals = [100 * r["final_val_accuracy"] for r in runs]
+    mean, std = np.mean(finals), np.std(finals, ddof=1)
+    row = [l for l in open(os.path.join(out, "table.md")) if l.startswith("| large-batch")][0]
+    assert f"| {mean:.2f} +- {std:.2f}% |" in row
+    assert "(seed 1)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "--dataset", "imagenet"], "Argument `dataset` must be one of"),
+    (["train", "--model", "vgg16"], "model='vgg16'"),
+    (["train", "--dataset", "cifar10", "--data-dir", "/nonexistent/dir"],
+     "data_dir='/nonexistent/dir'"),
+    (["train", "--batch-size", "100", "--accumulate", "3"],
+     "batch_size=100, accumulate=3"),
+    (["train", "--epochs", "3", "--warmup-epochs", "5"],
+     "epochs=3, warmup_epochs=5"),
+    (["train", "--decay-epochs", "20,10", "--epochs", "30"], "decay_epochs='20,10'"),
+    (["train", "--decay-epochs", "a,b"], "expected comma-separated integers"),
+    (["train", "--schedule", "linear"], "invalid choice: 'linear'"),
+    (["train", "--schedule", "two-phase", "--decay-epochs", "5"],
+     "only used by schedule='step'"),
+    (["train", "--batch-size", "4096"], "batch_size=4096"),
+    (["compare", "--preset", "cifar10-cpu"], "pass --data-dir"),
+    (["compare", "--preset", "nope"], "invalid choice: 'nope'"),
+    (["compare", "--preset", "demo", "--only", "LARS"], "only='LARS'"),
+    (["compare", "--preset", "demo", "--seeds", "0"], "seeds=0"),
+])
+def test_bad_input_fails_with_one_line_error(argv, message, tmp_path, capsys):
+    if argv[0] == "train":
+        argv = argv + ["--out", str(tmp_path / "x")]
+    assert _status(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("keras-lrphase")
+    assert "error:" in err and message in err
+    assert not os.path.exists(tmp_path / "x" / "history.csv")
+
+
+def test_image_folder_with_wrong_layout(tmp_path, capsys):
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    status = main(["train", "--dataset", "folder", "--data-dir", str(tmp_path)])
+    assert status == 2
+    assert "test/ is missing" in capsys.readouterr().err
+
+
+def _status(argv):
+    """`main`'s exit status, whether returned or raised by argparse."""
+    try:
+        return main(argv)
+    except SystemExit as exit:
+        return exit.code
+
+
+def test_module_entry_point_exit_status():
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_lrphase", "train", "--dataset", "mnist"],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    errors = [l for l in result.stderr.splitlines() if "error:" in l]
+    assert errors == ["keras-lrphase train: error: Argument `dataset` must be one "
+                      "of digits, cifar10, cifar100, svhn, folder. Received: "
+                      "dataset='mnist'"]
+
+
+@pytest.mark.jax
+def test_train_on_jax_backend(image_dir, tmp_path):
+    pytest.importorskip("jax")
+    out = str(tmp_path / "jax")
+    env = dict(os.environ, KERAS_BACKEND="jax")
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_lrphase", "train", "--dataset", "folder",
+         "--data-dir", image_dir, "--cache-dir", str(tmp_path / "cache"),
+         "--model", "small-cnn", "--batch-size", "8", "--accumulate", "2",
+         "--epochs", "2", "--warmup-epochs", "1", "--schedule", "two-phase",
+         "--plateau-patience", "1", "--hessian-batch-size", "16",
+         "--verbose", "0", "--out", out],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.load(open(os.path.join(out, "summary.json")))
+    assert summary["backend"] == "jax" and summary["epochs_completed"] == 2
+    _, rows = _read_history(os.path.join(out, "history.csv"))
+    np.testing.assert_allclose(float(rows[0]["learning_rate"]),
+                               0.1 * (1 / 6 + 25 / 36), rtol=1e-6)
+
+
+def test_run_folder_names():
+    from keras_lrphase.cli import _slug
+
+    assert [_slug(label) for label in ("small-batch", "two-phase + LARS", "LARS")] == [
+        "small-batch", "two-phase-LARS", "LARS"]

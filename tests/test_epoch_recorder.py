@@ -1,0 +1,71 @@
+import csv
+import math
+
+import keras
+import numpy as np
+
+from keras_lrphase.training.epoch_recorder import COLUMNS
+from keras_lrphase.training.epoch_recorder import EpochRecorder
+from keras_lrphase.training.epoch_recorder import last_step_learning_rate
+
+
+def _model(lr):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    model.compile(keras.optimizers.SGD(lr),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    return model
+
+
+def test_recorder_rows_learning_rate_and_phase(tmp_path):
+    path = str(tmp_path / "history.csv")
+    # 8 samples, batch 2: 4 steps per epoch; the LR halves every 4 steps, so
+    # the last step of epoch e (0-based) runs at 0.1 * 0.5 ** e.
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, 4, 0.5, staircase=True)
+    model = _model(schedule)
+    x = np.random.default_rng(0).normal(size=(8, 2)).astype("float32")
+    y = np.array([0, 1] * 4)
+    recorder = EpochRecorder(path, phase_fn=lambda e, logs: "warmup" if e == 0 else "exploration")
+    model.fit(x, y, batch_size=2, epochs=3, verbose=0, validation_data=(x, y),
+              callbacks=[recorder])
+    rows = EpochRecorder.read(path)
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    np.testing.assert_allclose([r["learning_rate"] for r in rows], [0.1, 0.05, 0.025],
+                               rtol=1e-6)
+    assert [r["phase"] for r in rows] == ["warmup", "exploration", "exploration"]
+    assert all(math.isnan(r["hessian_max_eigenvalue"]) for r in rows)
+    assert all(0 < r["train_time"] <= r["epoch_time"] for r in rows)
+    with open(path, newline="") as f:
+        assert tuple(next(csv.reader(f))) == COLUMNS
+    assert recorder.rows[2]["loss"] == rows[2]["loss"]
+
+
+def test_recorder_prefers_logged_values(tmp_path):
+    class Writes(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs["learning_rate"] = 0.5
+            logs["hessian_max_eigenvalue"] = 2.0 + epoch
+
+    path = str(tmp_path / "h.csv")
+    model = _model(0.1)
+    model.fit(np.zeros((4, 2)), np.zeros(4), epochs=2, verbose=0,
+              callbacks=[Writes(), EpochRecorder(path)])
+    rows = EpochRecorder.read(path)
+    assert [r["learning_rate"] for r in rows] == [0.5, 0.5]
+    assert [r["hessian_max_eigenvalue"] for r in rows] == [2.0, 3.0]
+    assert [r["phase"] for r in rows] == ["n/a", "n/a"]
+    assert all(math.isnan(r["val_loss"]) for r in rows)  # no validation data
+
+
+def test_last_step_learning_rate_of_float_and_schedule():
+    opt = keras.optimizers.SGD(0.25)
+    assert last_step_learning_rate(opt) == 0.25
+    schedule = keras.optimizers.schedules.PiecewiseConstantDecay([2], [1.0, 0.1])
+    opt = keras.optimizers.SGD(schedule)
+    w = keras.Variable(np.ones(2, "float32"))
+    values = []
+    for _ in range(4):
+        opt.apply([keras.ops.ones(2)], [w])
+        values.append(last_step_learning_rate(opt))
+    # Steps 0, 1, 2 use 1.0 (PiecewiseConstantDecay: step <= boundary), 3 uses 0.1.
+    np.testing.assert_allclose(values, [1.0, 1.0, 1.0, 0.1], rtol=1e-6)

@@ -1,0 +1,67 @@
+import pytest
+
+from keras_lrphase.training.run_config import RunConfig
+from keras_lrphase.training.run_config import default_decay_epochs
+
+
+def test_resolved_defaults():
+    config = RunConfig(dataset="cifar10", epochs=300).resolved()
+    assert config.model == "resnet20"
+    assert config.decay_epochs == (150, 225) and config.decay_factor == 0.1
+    two_phase = RunConfig(schedule="two-phase").resolved()
+    assert two_phase.model == "small-cnn" and two_phase.decay_factor == 0.5
+    assert two_phase.decay_epochs is None
+    cosine = RunConfig(schedule="cosine-restarts").resolved()
+    assert cosine.restart_epochs == 10 and cosine.decay_factor is None
+    assert RunConfig(dataset="svhn").resolved().model == "wrn-16-8"
+    assert RunConfig(dataset="cifar100").resolved().model == "wrn-28-10"
+
+
+def test_default_decay_epochs():
+    assert default_decay_epochs(300) == (150, 225)
+    assert default_decay_epochs(250) == (125, 188)
+    assert default_decay_epochs(4) == (2, 3)
+    assert default_decay_epochs(3) == (2,)
+    assert default_decay_epochs(2) == (1,)
+    assert default_decay_epochs(1) == ()
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(dataset="mnist"), "dataset='mnist'"),
+    (dict(model="resnet21"), "model='resnet21'"),
+    (dict(batch_size=0), "batch_size=0"),
+    (dict(epochs=2.5), "epochs=2.5"),
+    (dict(batch_size=10, accumulate=4), "batch_size=10, accumulate=4"),
+    (dict(epochs=3, warmup_epochs=4), "epochs=3, warmup_epochs=4"),
+    (dict(lr=0.0), "lr=0.0"),
+    (dict(momentum=1.0), "momentum=1.0"),
+    (dict(weight_decay=-1e-4), "weight_decay=-0.0001"),
+    (dict(lars=-0.01), "lars=-0.01"),
+    (dict(schedule="linear"), "schedule='linear'"),
+    (dict(decay_factor=1.5), "decay_factor=1.5"),
+    (dict(schedule="cosine-restarts", decay_factor=0.5), "decay_factor=0.5"),
+    (dict(decay_epochs=(10, 5)), "decay_epochs='10,5'"),
+    (dict(epochs=30, decay_epochs=(10, 30)), "decay_epochs='10,30'"),
+    (dict(schedule="two-phase", decay_epochs=(5,)), "only used by schedule='step'"),
+    (dict(plateau_patience=3), "plateau_patience=3"),
+    (dict(min_delta=0.01), "min_delta=0.01"),
+    (dict(schedule="two-phase", min_delta=-1.0), "min_delta=-1.0"),
+    (dict(restart_epochs=5), "restart_epochs=5"),
+    (dict(schedule="cosine-restarts", restart_mult=0.5), "restart_mult=0.5"),
+    (dict(augment="mixup"), "augment='mixup'"),
+    (dict(hessian_batch_size=0), "hessian_batch_size=0"),
+    (dict(hessian_every=-1), "hessian_every=-1"),
+    (dict(dataset="folder"), "required for dataset='folder'"),
+])
+def test_validation_errors_name_the_argument(kwargs, message):
+    with pytest.raises(ValueError, match=None) as info:
+        RunConfig(**kwargs).validate()
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_to_dict_is_json_ready():
+    values = RunConfig(decay_epochs=(3, 4), epochs=5).to_dict()
+    assert values["decay_epochs"] == [3, 4] and values["dataset"] == "digits"
+    assert RunConfig(**dict(values, decay_epochs=(3, 4))) == RunConfig(
+        decay_epochs=(3, 4), epochs=5)
