@@ -35,13 +35,18 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_lrphase.callbacks.gradual_warmup import GradualWarmup
+from keras_lrphase.callbacks.hessian_monitor import HessianMonitor
+from keras_lrphase.callbacks.two_phase_lr import TwoPhaseLR
 from keras_lrphase.data import channel_stats
 from keras_lrphase.data import eval_dataset
 from keras_lrphase.data import load_dataset
 from keras_lrphase.data import normalized_batch
 from keras_lrphase.data import steps_per_epoch
 from keras_lrphase.data import train_dataset
+from keras_lrphase.hessian.estimator import HessianEigenvalueEstimator
 from keras_lrphase.models import get_model
+from keras_lrphase.optimizers.lars import LARS
 from keras_lrphase.training.epoch_recorder import CONVERGENCE
 from keras_lrphase.training.epoch_recorder import EXPLORATION
 from keras_lrphase.training.epoch_recorder import NO_PHASE
@@ -120,8 +125,6 @@ def build_optimizer(config, learning_rate):
     """Momentum SGD, or LARS with trust coefficient `config.lars`."""
     accumulation = config.accumulate if config.accumulate > 1 else None
     if config.lars is not None:
-        from keras_lrphase.optimizers.lars import LARS
-
         return LARS(learning_rate=learning_rate, momentum=config.momentum,
                     weight_decay=0.0, trust_coefficient=config.lars,
                     gradient_accumulation_steps=accumulation)
@@ -225,21 +228,15 @@ def run_training(config, out_dir, verbose=1, log=print, data=None):
     callbacks = []
     two_phase = None
     if config.warmup_epochs > 0:
-        from keras_lrphase.callbacks.gradual_warmup import GradualWarmup
-
         callbacks.append(GradualWarmup(config.warmup_epochs,
                                        steps_per_epoch=micro_steps))
     if needs_hessian:
-        from keras_lrphase.hessian.estimator import HessianEigenvalueEstimator
-
         hessian_data = normalized_batch(data.x_train, data.y_train,
                                         hessian_size, mean, std,
                                         seed=config.seed)
         shared = SharedEstimator(
             HessianEigenvalueEstimator(layer=None, seed=config.seed))
     if config.schedule == "two-phase":
-        from keras_lrphase.callbacks.two_phase_lr import TwoPhaseLR
-
         two_phase = TwoPhaseLR(
             hessian_data, config.epochs,
             warmup_epochs=config.warmup_epochs,
@@ -250,8 +247,6 @@ def run_training(config, out_dir, verbose=1, log=print, data=None):
             verbose=1 if verbose else 0)
         callbacks.append(two_phase)
     if config.hessian_every > 0:
-        from keras_lrphase.callbacks.hessian_monitor import HessianMonitor
-
         callbacks.append(HessianMonitor(hessian_data,
                                         frequency=config.hessian_every,
                                         estimator=shared))
