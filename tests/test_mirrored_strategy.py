@@ -1,0 +1,80 @@
+"""LR control under tf.distribute.MirroredStrategy (two logical CPUs)."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np, tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+    import keras_lrphase as lrp
+
+    LOSSES = [1.0, 0.9, 0.9, 0.9, 0.95, 1.0, 1.05, 1.1]
+    EIGENVALUES = [1.0, 2.0, 3.0, 4.0, 5.0]
+
+    class ScriptedLoss(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs["loss"] = LOSSES[epoch]
+
+    class Result:
+        def __init__(self, value):
+            self.value, self.vector, self.iterations = value, [np.zeros(2)], 1
+
+    def run(mirrored):
+        keras.utils.set_random_seed(0)
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(64, 4)).astype("float32")
+        y = rng.integers(0, 3, size=64)
+        scope = (tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]).scope()
+                 if mirrored else tf.device("/cpu:0"))
+        with scope:
+            model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+            model.compile(keras.optimizers.SGD(0.5, momentum=0.9),
+                          keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        calls = []
+
+        def estimator(model, x, y, initial_vector=None):
+            calls.append(1)
+            return Result(EIGENVALUES[len(calls) - 1])
+
+        history = model.fit(
+            x, y, batch_size=16, epochs=8, verbose=0, shuffle=False,
+            callbacks=[ScriptedLoss(), lrp.GradualWarmup(1),
+                       lrp.TwoPhaseLR((x, y), 8, plateau_patience=1,
+                                      estimator=estimator)])
+        return {"lr": history.history["learning_rate"],
+                "phase": history.history["lrphase_phase"],
+                "weights": [w.tolist() for w in model.get_weights()]}
+
+    print(json.dumps({"mirrored": run(True), "single": run(False)}))
+    """
+)
+
+
+def test_two_phase_and_warmup_under_mirrored_strategy(tmp_path):
+    script = tmp_path / "mirrored.py"
+    script.write_text(SCRIPT)
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True,
+        env=dict(os.environ, KERAS_BACKEND="tensorflow"), timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = json.loads(out.stdout.strip().splitlines()[-1])
+    # Warmup over the 4 steps of epoch 0 (last step: 0.5 * (1/4 + 3/4 * 3/4)),
+    # plateau at epoch 2, switch at 3, decays decided at epochs 4 and 6.
+    expected_lr = [0.40625, 0.5, 0.5, 0.5, 0.5, 0.25, 0.25, 0.125]
+    for name in ("mirrored", "single"):
+        assert runs[name]["lr"] == pytest.approx(expected_lr, rel=1e-6)
+        assert runs[name]["phase"] == [0, 0, 0, 1, 1, 1, 1, 1]
+    for mirrored, single in zip(runs["mirrored"]["weights"], runs["single"]["weights"]):
+        np.testing.assert_allclose(mirrored, single, rtol=1e-5, atol=1e-6)
