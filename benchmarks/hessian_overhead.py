@@ -84,10 +84,11 @@ def main(argv=None):
     model_forward = autodiff().compile(
         lambda trainable, non_trainable, batch: model.stateless_call(
             trainable, non_trainable, batch, training=False)[0])
-    weights = ([v.value for v in model.trainable_variables],
-               [v.value for v in model.non_trainable_variables])
-
     def compiled_pass():
+        # Values are read at each pass: on JAX, Keras' predict donates the
+        # variables' buffers, so arrays read earlier are no longer valid.
+        weights = ([v.value for v in model.trainable_variables],
+                   [v.value for v in model.non_trainable_variables])
         keras.ops.convert_to_numpy(model_forward(*weights, inputs))
 
     compiled_pass()
