@@ -11,13 +11,15 @@ import numpy as np
 import pytest
 
 from keras_lrphase.optimizers.lars import LARS
+from optimizer_trajectories import ATOL
+from optimizer_trajectories import RTOL
+from optimizer_trajectories import assert_trajectory
+from optimizer_trajectories import run
 from keras_lrphase.optimizers.lars_wrapper import LARSWrapper
 from keras_lrphase.schedules.controlled_learning_rate import (
     ControlledLearningRate,
 )
 
-RTOL = 1e-5
-ATOL = 1e-6
 
 RNG = np.random.default_rng(1)
 W0 = RNG.normal(size=(3, 4)).astype(np.float32)
@@ -51,29 +53,7 @@ def sgd_reference(w0, grads, lrs, momentum, trust_coefficient, epsilon,
     return trajectory
 
 
-def run(optimizer, w0s, grads_per_step, names=None):
-    names = names or [f"v{i}" for i in range(len(w0s))]
-    variables = [
-        keras.Variable(np.asarray(w, np.float32), name=name)
-        for w, name in zip(w0s, names)
-    ]
-    trajectory = []
-    for grads in grads_per_step:
-        optimizer.apply(
-            [keras.ops.convert_to_tensor(np.asarray(g, np.float32))
-             for g in grads],
-            variables,
-        )
-        trajectory.append([keras.ops.convert_to_numpy(v) for v in variables])
-    return trajectory
 
-
-def assert_trajectory(actual, expected):
-    assert len(actual) == len(expected)
-    for step, (a, e) in enumerate(zip(actual, expected)):
-        np.testing.assert_allclose(
-            a, e, rtol=RTOL, atol=ATOL, err_msg=f"step {step}"
-        )
 
 
 # -- equivalences ------------------------------------------------------------

@@ -116,17 +116,9 @@ class LARS(keras.optimizers.Optimizer):
                 "Argument `weight_decay` must be >= 0. "
                 f"Received: weight_decay={weight_decay}"
             )
-        trust_coefficient = _number("trust_coefficient", trust_coefficient)
-        if not trust_coefficient > 0.0:
-            raise ValueError(
-                "Argument `trust_coefficient` must be positive. "
-                f"Received: trust_coefficient={trust_coefficient}"
-            )
-        epsilon = _number("epsilon", epsilon)
-        if not epsilon >= 0.0:
-            raise ValueError(
-                f"Argument `epsilon` must be >= 0. Received: epsilon={epsilon}"
-            )
+        trust_coefficient, epsilon = check_trust_arguments(
+            trust_coefficient, epsilon
+        )
         if not isinstance(nesterov, bool):
             raise TypeError(
                 "Argument `nesterov` must be a bool. "
@@ -257,6 +249,22 @@ class LARS(keras.optimizers.Optimizer):
                     config[key], custom_objects
                 )
         return super().from_config(config, custom_objects=custom_objects)
+
+
+def check_trust_arguments(trust_coefficient, epsilon):
+    """Validated `(trust_coefficient, epsilon)` of a trust ratio, as floats."""
+    trust_coefficient = _number("trust_coefficient", trust_coefficient)
+    if not trust_coefficient > 0.0:
+        raise ValueError(
+            "Argument `trust_coefficient` must be positive. "
+            f"Received: trust_coefficient={trust_coefficient}"
+        )
+    epsilon = _number("epsilon", epsilon)
+    if not epsilon >= 0.0:
+        raise ValueError(
+            f"Argument `epsilon` must be >= 0. Received: epsilon={epsilon}"
+        )
+    return trust_coefficient, epsilon
 
 
 def _number(name, value):

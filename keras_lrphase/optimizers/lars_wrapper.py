@@ -5,7 +5,7 @@ from keras import ops
 
 from keras_lrphase.optimizers import _exclusions
 from keras_lrphase.optimizers.lars import _dense
-from keras_lrphase.optimizers.lars import _number
+from keras_lrphase.optimizers.lars import check_trust_arguments
 
 
 @keras.saving.register_keras_serializable(package="keras_lrphase")
@@ -106,17 +106,9 @@ class LARSWrapper(keras.optimizers.Optimizer):
                 "torch optimizers bypass `update_step`. Received: "
                 "KERAS_BACKEND=torch"
             )
-        trust_coefficient = _number("trust_coefficient", trust_coefficient)
-        if not trust_coefficient > 0.0:
-            raise ValueError(
-                "Argument `trust_coefficient` must be positive. "
-                f"Received: trust_coefficient={trust_coefficient}"
-            )
-        epsilon = _number("epsilon", epsilon)
-        if not epsilon >= 0.0:
-            raise ValueError(
-                f"Argument `epsilon` must be >= 0. Received: epsilon={epsilon}"
-            )
+        trust_coefficient, epsilon = check_trust_arguments(
+            trust_coefficient, epsilon
+        )
         if not isinstance(clip, bool):
             raise TypeError(
                 f"Argument `clip` must be a bool. Received: clip={clip!r}"
