@@ -199,11 +199,11 @@ CIFAR10_CPU = Preset(
         "0.5 (eigenvalue of the output layer on a fixed 1024-image batch)."),
 )
 
-# Paper 001, Table 2 (ResNet-20 on CIFAR-10, 300 epochs, warmup 10 epochs).
+# The two-phase paper, Table 2 (ResNet-20 on CIFAR-10, 300 epochs, warmup 10 epochs).
 CIFAR10_TABLE2 = Preset(
     name="cifar10-table2",
     description=(
-        "Paper 001 Table 2: ResNet-20 on CIFAR-10, 300 epochs, batch 128 vs "
+        "Two-phase paper, Table 2: ResNet-20 on CIFAR-10, 300 epochs, batch 128 vs "
         "8192 (8 x 1024 sub-batches), five configurations."),
     common=dict(dataset="cifar10", model="resnet20", epochs=300,
                 weight_decay=1e-4, warmup_epochs=10, momentum=0.9,
@@ -229,7 +229,7 @@ CIFAR10_TABLE2 = Preset(
                                            decay_factor=0.5, lars=0.01),
                   92.66),
     ),
-    paper_source="Paper 001, Table 2 (mean of 5 runs, original CIFAR-10)",
+    paper_source="Two-phase paper, Table 2 (mean of 5 runs, original CIFAR-10)",
     notes=(
         "Learning rates: 0.1 (batch 128) and 6.4 (batch 8192, linear scaling "
         "0.1 x 64) are legible in the paper's Table 2; 3.5 for two-phase + "

@@ -65,7 +65,7 @@ class GradualWarmup(keras.callbacks.Callback):
 
     References:
         Goyal et al. 2017, "Accurate, Large Minibatch SGD: Training ImageNet
-        in 1 Hour", Section 2.2 (gradual warmup); paper 001, Section 4
+        in 1 Hour", Section 2.2 (gradual warmup); the two-phase paper, Section 4
         (warmup over the first 10 epochs).
     """
 

@@ -49,7 +49,9 @@ class HessianMonitor(keras.callbacks.Callback):
     2
 
     References:
-        Paper 001, Section 3.2.
+        "Achieving Small-Batch Accuracy with Large-Batch Scalability via
+        Adaptive Learning Rate Adjustment" (ICLR 2022 submission),
+        Section 3.2.
     """
 
     def __init__(self, data, *, frequency=1, layer=None, estimator=None, **eigen_kwargs):

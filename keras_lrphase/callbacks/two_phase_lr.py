@@ -1,4 +1,4 @@
-"""The two-phase LR framework of paper 001 as a Keras callback."""
+"""The two-phase LR framework of the two-phase paper as a Keras callback."""
 
 import base64
 import json
@@ -122,7 +122,9 @@ class TwoPhaseLR(keras.callbacks.Callback):
     ['learning_rate', 'lrphase_phase']
 
     References:
-        Paper 001, Section 3 and Algorithm 1 (two-phase adaptive learning
+        "Achieving Small-Batch Accuracy with Large-Batch Scalability via
+        Adaptive Learning Rate Adjustment" (ICLR 2022 submission),
+        Section 3 and Algorithm 1 (two-phase adaptive learning
         rate adjustment), Section 3.2 (Hessian-aware decay).
     """
 

@@ -1,6 +1,6 @@
 """The decision logic of the two-phase LR framework, without Keras.
 
-`TwoPhaseController` is the state machine of paper 001's Algorithm 1: loss
+`TwoPhaseController` is the state machine of Algorithm 1 of the two-phase paper: loss
 plateau detection in an exploration phase, a fixed number of extra epochs,
 then Hessian-aware learning rate decays in a convergence phase. It sees only
 epoch indices, epoch losses and largest Hessian eigenvalues, so it is tested
@@ -67,7 +67,7 @@ class TwoPhaseState:
 
 
 class TwoPhaseController:
-    """The two-phase learning rate controller of paper 001 (Algorithm 1).
+    """The two-phase learning rate controller of the two-phase paper (Algorithm 1).
 
     Use it to drive the learning rate of any training loop from epoch-level
     information; in Keras, use the `TwoPhaseLR` callback, which wraps it.
@@ -135,7 +135,9 @@ class TwoPhaseController:
     (3, 4, [5], 0.5)
 
     References:
-        Paper 001, Section 3 and Algorithm 1 (two-phase adaptive LR
+        "Achieving Small-Batch Accuracy with Large-Batch Scalability via
+        Adaptive Learning Rate Adjustment" (ICLR 2022 submission),
+        Section 3 and Algorithm 1 (two-phase adaptive LR
         adjustment).
     """
 

@@ -30,7 +30,9 @@ class MetricReducer(abc.ABC):
     {'loss': 0.5}
 
     References:
-        Paper 001, Sections 2 and 4 (data-parallel SGD over P workers;
+        "Achieving Small-Batch Accuracy with Large-Batch Scalability via
+        Adaptive Learning Rate Adjustment" (ICLR 2022 submission),
+        Sections 2 and 4 (data-parallel SGD over P workers;
         experiments with Horovod).
     """
 

@@ -1,4 +1,4 @@
-"""Largest Hessian eigenvalue of one layer (paper 001, Section 3.2)."""
+"""Largest Hessian eigenvalue of one layer (the two-phase paper, Section 3.2)."""
 
 from keras_lrphase.hessian.estimator import HessianEigenvalueEstimator
 from keras_lrphase.hessian.estimator import HessianEigenvalueResult

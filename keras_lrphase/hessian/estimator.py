@@ -79,7 +79,9 @@ class HessianEigenvalueEstimator:
     1.333
 
     References:
-        Paper 001, Section 3.2 (largest eigenvalue of the output-side layer
+        "Achieving Small-Batch Accuracy with Large-Batch Scalability via
+        Adaptive Learning Rate Adjustment" (ICLR 2022 submission),
+        Section 3.2 (largest eigenvalue of the output-side layer
         by power iteration on one large batch).
     """
 
@@ -267,7 +269,7 @@ def top_hessian_eigenvalue(
     """The largest Hessian eigenvalue of one layer's weights, on one batch.
 
     Restricting the Hessian to the output-side layer is the diagonal-block
-    approximation of paper 001: the model runs once up to the layer's input,
+    approximation of the two-phase paper: the model runs once up to the layer's input,
     and each Hessian-vector product runs through the layer and what follows
     it only. See `HessianEigenvalueEstimator` for the arguments; use that
     class to reuse compiled products across calls (as the callbacks do).
@@ -288,7 +290,9 @@ def top_hessian_eigenvalue(
         `.iterations` and `.converged`.
 
     References:
-        Paper 001, Section 3.2 and equations 8-10.
+        "Achieving Small-Batch Accuracy with Large-Batch Scalability via
+        Adaptive Learning Rate Adjustment" (ICLR 2022 submission),
+        Section 3.2 and equations 8-10.
     """
     estimator = HessianEigenvalueEstimator(
         layer=layer,

@@ -193,7 +193,9 @@ def run_training(config, out_dir, verbose=1, log=print, data=None):
     (2, 2)
 
     References:
-        Paper 001, Section 4 (experimental settings) and Appendix A.2.
+        "Achieving Small-Batch Accuracy with Large-Batch Scalability via
+        Adaptive Learning Rate Adjustment" (ICLR 2022 submission),
+        Section 4 (experimental settings) and Appendix A.2.
     """
     started = time.perf_counter()
     config.validate()
