@@ -5,6 +5,7 @@ import numbers
 
 import keras
 
+from keras_lrphase._validation import check_integer
 from keras_lrphase.callbacks._learning_rate import install_on_model
 
 
@@ -78,15 +79,7 @@ class GradualWarmup(keras.callbacks.Callback):
         steps_per_epoch=None,
     ):
         super().__init__()
-        if (
-            isinstance(warmup_epochs, bool)
-            or not isinstance(warmup_epochs, numbers.Integral)
-            or warmup_epochs < 0
-        ):
-            raise ValueError(
-                "Argument `warmup_epochs` must be an integer >= 0. "
-                f"Received: warmup_epochs={warmup_epochs!r}"
-            )
+        warmup_epochs = check_integer("warmup_epochs", warmup_epochs, 0)
         for name, value in (("initial_lr", initial_lr), ("target_lr", target_lr)):
             if value is not None and not _positive(value):
                 raise ValueError(
@@ -102,15 +95,8 @@ class GradualWarmup(keras.callbacks.Callback):
                 "Argument `initial_lr` must not exceed `target_lr`. "
                 f"Received: initial_lr={initial_lr}, target_lr={target_lr}"
             )
-        if steps_per_epoch is not None and (
-            isinstance(steps_per_epoch, bool)
-            or not isinstance(steps_per_epoch, numbers.Integral)
-            or steps_per_epoch < 1
-        ):
-            raise ValueError(
-                "Argument `steps_per_epoch` must be an integer >= 1. "
-                f"Received: steps_per_epoch={steps_per_epoch!r}"
-            )
+        if steps_per_epoch is not None:
+            steps_per_epoch = check_integer("steps_per_epoch", steps_per_epoch, 1)
         self.warmup_epochs = int(warmup_epochs)
         self.initial_lr = None if initial_lr is None else float(initial_lr)
         self.target_lr = None if target_lr is None else float(target_lr)

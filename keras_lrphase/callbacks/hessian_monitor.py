@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_lrphase._validation import check_integer
 from keras_lrphase.hessian.batch import first_batch
 from keras_lrphase.hessian.batch import validate_batch
 from keras_lrphase.hessian.estimator import HessianEigenvalueEstimator
@@ -56,15 +57,7 @@ class HessianMonitor(keras.callbacks.Callback):
 
     def __init__(self, data, *, frequency=1, layer=None, estimator=None, **eigen_kwargs):
         super().__init__()
-        if (
-            isinstance(frequency, bool)
-            or not isinstance(frequency, int)
-            or frequency < 1
-        ):
-            raise ValueError(
-                "Argument `frequency` must be a positive integer. "
-                f"Received: frequency={frequency!r}"
-            )
+        frequency = check_integer("frequency", frequency, 1)
         if estimator is not None and eigen_kwargs:
             raise ValueError(
                 "Pass either `estimator` or eigenvalue arguments, not both. "

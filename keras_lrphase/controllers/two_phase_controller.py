@@ -13,6 +13,8 @@ import math
 import numbers
 import warnings
 
+from keras_lrphase._validation import check_integer
+
 EXPLORATION = "exploration"
 CONVERGENCE = "convergence"
 STATE_VERSION = 1
@@ -151,10 +153,10 @@ class TwoPhaseController:
         extra_epochs_fraction=1 / 3,
         decay_factor=0.5,
     ):
-        self.epochs = _check_int("epochs", epochs, minimum=1)
-        self.warmup_epochs = _check_int("warmup_epochs", warmup_epochs, minimum=0)
+        self.epochs = check_integer("epochs", epochs, minimum=1)
+        self.warmup_epochs = check_integer("warmup_epochs", warmup_epochs, minimum=0)
         if plateau_patience is not None:
-            plateau_patience = _check_int(
+            plateau_patience = check_integer(
                 "plateau_patience", plateau_patience, minimum=1
             )
         self._plateau_patience_arg = plateau_patience
@@ -423,20 +425,6 @@ def _transition(controller, s, epoch, loss, eigenvalue):
             else:
                 update.update(h0=eigenvalue, f0=loss)
     return dataclasses.replace(s, **update), factor, nonfinite
-
-
-def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(
-            f"Argument `{name}` must be an integer >= {minimum}. "
-            f"Received: {name}={value!r}"
-        )
-    if value < minimum:
-        raise ValueError(
-            f"Argument `{name}` must be an integer >= {minimum}. "
-            f"Received: {name}={value}"
-        )
-    return int(value)
 
 
 def _check_float(name, value, minimum=None):

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_lrphase._validation import check_integer
 from keras_lrphase.backend import autodiff
 from keras_lrphase.hessian.batch import validate_batch
 from keras_lrphase.hessian.eigensolvers import SOLVERS
@@ -106,15 +107,7 @@ class HessianEigenvalueEstimator:
                 f"Argument `hvp` must be one of {list(HVP_MODES)}. "
                 f"Received: hvp={hvp!r}"
             )
-        if (
-            isinstance(max_iterations, bool)
-            or not isinstance(max_iterations, (int, np.integer))
-            or max_iterations < 1
-        ):
-            raise ValueError(
-                "Argument `max_iterations` must be a positive integer. "
-                f"Received: max_iterations={max_iterations!r}"
-            )
+        max_iterations = check_integer("max_iterations", max_iterations, 1)
         if not (isinstance(tolerance, (int, float)) and tolerance > 0):
             raise ValueError(
                 "Argument `tolerance` must be a positive number. "
