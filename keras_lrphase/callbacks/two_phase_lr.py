@@ -18,6 +18,7 @@ from keras_lrphase.controllers.two_phase_controller import TwoPhaseController
 from keras_lrphase.distributed.reduction import LocalReducer
 from keras_lrphase.distributed.reduction import MetricReducer
 from keras_lrphase.hessian.batch import first_batch
+from keras_lrphase.hessian.batch import validate_batch
 from keras_lrphase.hessian.estimator import HessianEigenvalueEstimator
 
 FACTOR_NAME = "two_phase_lr"
@@ -155,14 +156,8 @@ class TwoPhaseLR(keras.callbacks.Callback):
             extra_epochs_fraction=extra_epochs_fraction,
             decay_factor=decay_factor,
         )
-        if not (
-            isinstance(hessian_data, (tuple, list)) and len(hessian_data) == 2
-        ) and not _is_dataset(hessian_data):
-            raise ValueError(
-                "Argument `hessian_data` must be a tuple `(x, y)` or a "
-                "tf.data.Dataset of `(x, y)` batches. Received: "
-                f"hessian_data of type {type(hessian_data).__name__}"
-            )
+        batch = first_batch(hessian_data, name="hessian_data")
+        validate_batch(*batch)
         if not isinstance(monitor, str) or not monitor:
             raise ValueError(
                 "Argument `monitor` must be a non-empty string. "
@@ -222,7 +217,7 @@ class TwoPhaseLR(keras.callbacks.Callback):
             estimator if estimator is not None else self._default_estimator()
         )
         self._controlled = None
-        self._batch = None
+        self._batch = batch
         self._vector = None
         self._restored = False
         self._started = False
@@ -233,9 +228,6 @@ class TwoPhaseLR(keras.callbacks.Callback):
         self._controlled = install_on_model(model, "TwoPhaseLR")
 
     def on_train_begin(self, logs=None):
-        if self._batch is None:
-            # Read (and checked) now rather than at the switch epoch.
-            self._batch = first_batch(self.hessian_data)
         self._started = False
         self._restored = False
         if self.state_path is not None and os.path.exists(self.state_path):
@@ -386,14 +378,6 @@ class TwoPhaseLR(keras.callbacks.Callback):
         self._vector = (
             None if vector is None else [_decode_array(a) for a in vector]
         )
-
-
-def _is_dataset(data):
-    try:
-        import tensorflow as tf
-    except ImportError:  # pragma: no cover - tensorflow is a dependency
-        return False
-    return isinstance(data, tf.data.Dataset)
 
 
 def _as_vector(vector):

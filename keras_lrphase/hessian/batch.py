@@ -4,13 +4,14 @@ import keras
 import numpy as np
 
 
-def first_batch(data):
+def first_batch(data, name="data"):
     """Returns `(x, y)` as NumPy nests from `(x, y)` or a `tf.data.Dataset`.
 
     Args:
         data: A tuple `(x, y)` of arrays (or nests of arrays), or a
             `tf.data.Dataset` yielding `(x, y)` batches, of which the first
             batch is used. Sample weights, if present, are ignored.
+        name: String. The caller's argument name, used in error messages.
 
     Returns:
         A tuple `(x, y)` of NumPy arrays (or nests of them).
@@ -19,17 +20,17 @@ def first_batch(data):
         for element in data.take(1):
             if not isinstance(element, (tuple, list)) or len(element) < 2:
                 raise ValueError(
-                    "Argument `data` must yield `(x, y)` batches. "
+                    f"Argument `{name}` must yield `(x, y)` batches. "
                     f"Received an element of type {type(element).__name__}."
                 )
             data = (element[0], element[1])
             break
         else:
-            raise ValueError("Argument `data` is an empty dataset.")
+            raise ValueError(f"Argument `{name}` is an empty dataset.")
     if not isinstance(data, (tuple, list)) or len(data) != 2:
         raise ValueError(
-            "Argument `data` must be a tuple `(x, y)` or a tf.data.Dataset. "
-            f"Received: data of type {type(data).__name__}"
+            f"Argument `{name}` must be a tuple `(x, y)` or a tf.data.Dataset. "
+            f"Received: {name} of type {type(data).__name__}"
         )
     x, y = (keras.tree.map_structure(np.asarray, part) for part in data)
     return x, y
