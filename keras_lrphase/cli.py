@@ -19,13 +19,25 @@ import re
 import sys
 import time
 
+from keras_lrphase.presets import PRESETS
+from keras_lrphase.presets import PRESET_NAMES
+from keras_lrphase.presets import get_preset
+from keras_lrphase.training.epoch_recorder import EpochRecorder
+from keras_lrphase.training.plots import plot_compare
+from keras_lrphase.training.run_config import AUGMENTATIONS
+from keras_lrphase.training.run_config import RunConfig
+from keras_lrphase.training.run_config import SCHEDULES
+from keras_lrphase.training.runner import HISTORY_FILE
+from keras_lrphase.training.runner import prepare_data
+from keras_lrphase.training.runner import prepare_data_checks
+from keras_lrphase.training.runner import run_training
+
 USAGE_ERROR = 2
 RUN_ERROR = 1
 
 
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line on stderr (exit 2)."""
-
     def error(self, message):
         self.exit(USAGE_ERROR, f"{self.prog}: error: {message}\n")
 
@@ -44,11 +56,6 @@ def _int_list(text):
 
 def build_parser():
     """The argument parser of `keras-lrphase` (subcommands train, compare)."""
-    from keras_lrphase.presets import PRESET_NAMES
-    from keras_lrphase.presets import PRESETS
-    from keras_lrphase.training.run_config import AUGMENTATIONS
-    from keras_lrphase.training.run_config import SCHEDULES
-
     parser = _Parser(
         prog="keras-lrphase",
         description="Large-batch training with two-phase learning rate "
@@ -151,8 +158,6 @@ def build_parser():
 
 
 def _train_config(args):
-    from keras_lrphase.training.run_config import RunConfig
-
     return RunConfig(
         dataset=args.dataset, data_dir=args.data_dir, cache_dir=args.cache_dir,
         model=args.model, batch_size=args.batch_size, epochs=args.epochs,
@@ -201,9 +206,6 @@ def main(argv=None):
 
 
 def _run_train(parser, config, out, verbose):
-    from keras_lrphase.training.runner import prepare_data
-    from keras_lrphase.training.runner import run_training
-
     try:
         data = prepare_data(config.resolved())
     except (ValueError, ImportError, OSError) as error:
@@ -221,11 +223,6 @@ def _status(error):
 
 
 def _run_compare(parser, args, stamp):
-    from keras_lrphase.presets import get_preset
-    from keras_lrphase.training.runner import prepare_data
-    from keras_lrphase.training.runner import prepare_data_checks
-    from keras_lrphase.training.runner import run_training
-
     preset = get_preset(args.preset)
     try:
         if args.seeds is not None and args.seeds < 1:
@@ -311,9 +308,6 @@ def write_compare_outputs(preset, results, out, seconds, epochs_override=None):
         seconds: Float. Wall time of all runs.
         epochs_override: Int or None. The `--epochs` override, if any.
     """
-    from keras_lrphase.training.epoch_recorder import EpochRecorder
-    from keras_lrphase.training.plots import plot_compare
-    from keras_lrphase.training.runner import HISTORY_FILE
 
     with_paper = any(run.paper is not None for run, *_ in results)
     seeds = max((len(summaries) for _, _, summaries, _ in results), default=1)
