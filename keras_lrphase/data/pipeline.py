@@ -61,32 +61,57 @@ def random_crop_flip(images, padding=4, seed=None, flip=True):
     Each image is zero-padded by `padding` pixels on every side (after
     normalisation zero is the mean colour), cropped back to its size at a
     uniformly random offset, and (with `flip`) mirrored left-right with
-    probability 1/2.
+    probability 1/2. The draws are stateless: the same `seed` gives the
+    same crops and flips, whatever thread runs the batch.
 
     Args:
         images: Float tensor `(batch, height, width, channels)`.
         padding: Int. Padding on each side. Defaults to `4`.
-        seed: Int or `None`. Op seed. Defaults to `None`.
+        seed: Int, pair of ints or int tensor of shape `(2,)`: the
+            stateless seed of this batch (an int `s` is the pair `(s, 0)`);
+            `None` draws one from TensorFlow's global generator. Defaults
+            to `None`.
         flip: Bool. Whether to flip at random. Defaults to `True`.
 
     Returns:
         A tensor of the same shape.
+
+    Example:
+
+    >>> import numpy as np, tensorflow as tf
+    >>> images = tf.constant(np.arange(16.0).reshape(1, 4, 4, 1))
+    >>> a = random_crop_flip(images, padding=1, seed=(3, 0))
+    >>> bool(tf.reduce_all(a == random_crop_flip(images, padding=1, seed=(3, 0))))
+    True
     """
     import tensorflow as tf
+
+    if seed is None:
+        seed = tf.random.uniform([2], maxval=2**31 - 1, dtype="int32")
+    elif isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+        seed = (int(seed), 0)
+    seed = tf.convert_to_tensor(seed)
+    if seed.shape.rank != 1 or seed.shape[0] not in (None, 2) or not seed.dtype.is_integer:
+        raise ValueError(
+            "Argument `seed` must be None, an int or a pair of ints. "
+            f"Received: seed={seed!r}"
+        )
+    crop_seed, flip_seed = tf.unstack(
+        tf.random.experimental.stateless_split(seed, num=2))
 
     shape = tf.shape(images)
     batch, height, width = shape[0], shape[1], shape[2]
     padded = tf.pad(images, [[0, 0], [padding, padding], [padding, padding],
                              [0, 0]])
-    offsets = tf.random.uniform([2, batch], 0, 2 * padding + 1, "int32",
-                                seed=seed)
+    offsets = tf.random.stateless_uniform([2, batch], crop_seed, 0,
+                                          2 * padding + 1, "int32")
     rows = offsets[0][:, None] + tf.range(height)[None, :]
     cols = offsets[1][:, None] + tf.range(width)[None, :]
     cropped = tf.gather(padded, rows, axis=1, batch_dims=1)
     cropped = tf.gather(cropped, cols, axis=2, batch_dims=1)
     if not flip:
         return cropped
-    flip = tf.random.uniform([batch], seed=None if seed is None else seed + 1)
+    flip = tf.random.stateless_uniform([batch], flip_seed)
     return tf.where(flip[:, None, None, None] < 0.5,
                     tf.reverse(cropped, axis=[2]), cropped)
 
@@ -124,8 +149,9 @@ def train_dataset(x, y, batch_size, mean, std, augment="none", accumulate=1,
             Defaults to `"none"`.
         accumulate: Int. Sub-batches per optimizer step; must divide
             `batch_size`. Defaults to `1`.
-        seed: Int or `None`. Shuffle and augmentation seed. Defaults to
-            `None`.
+        seed: Int or `None`. Shuffle and augmentation seed: the same seed
+            gives the same batches, epoch after epoch, in every run.
+            Defaults to `None`.
 
     Returns:
         A `tf.data.Dataset` of `(images, labels)` sub-batches (`float32`,
@@ -160,10 +186,11 @@ def train_dataset(x, y, batch_size, mean, std, augment="none", accumulate=1,
     sub_batch = batch_size // accumulate
     padding = crop_padding(*np.shape(x)[1:3])
 
-    def prepare(images, labels):
+    def prepare(batch, batch_seed):
+        images, labels = batch
         images = normalize(images, mean, std)
         if augment != "none":
-            images = random_crop_flip(images, padding, seed=seed,
+            images = random_crop_flip(images, padding, seed=batch_seed,
                                       flip=augment == "crop-flip")
         return images, labels
 
@@ -171,6 +198,12 @@ def train_dataset(x, y, batch_size, mean, std, augment="none", accumulate=1,
         (np.asarray(x), np.asarray(y, "int32")))
     ds = ds.cache().shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(sub_batch, drop_remainder=True).take(steps * accumulate)
+    # One stateless seed per sub-batch, new each epoch: the parallel map
+    # then gives the same augmentation whichever thread runs a batch (a
+    # stateful random op would hand out its draws in thread order).
+    batch_seeds = tf.data.Dataset.random(
+        seed=seed, rerandomize_each_iteration=True).batch(2)
+    ds = tf.data.Dataset.zip((ds, batch_seeds))
     ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
