@@ -142,7 +142,7 @@ def build_parser():
     add("--preset", required=True, choices=PRESET_NAMES)
     add("--out", default=None, help="output folder (default runs/PRESET)")
     add("--data-dir", default=None,
-        help="data folder for every run (required by cifar10-cpu)")
+        help="data folder for every run (required by the cifar10-* presets)")
     add("--cache-dir", default=None, help="cache of decoded image folders")
     add("--epochs", type=int, default=None,
         help="override the epoch budget for a quick check (decay epochs, "

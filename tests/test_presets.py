@@ -5,7 +5,8 @@ from keras_lrphase.presets import get_preset
 
 
 def test_preset_names():
-    assert PRESET_NAMES == ("demo", "cifar10-cpu", "cifar10-table2")
+    assert PRESET_NAMES == ("demo", "cifar10-cpu", "cifar10-table2",
+                            "cifar10-lr-search")
     with pytest.raises(ValueError, match="preset='imagenet'"):
         get_preset("imagenet")
 
@@ -69,3 +70,29 @@ def test_cifar10_cpu_needs_a_data_dir_and_demo_does_not():
     assert cpu["large-batch"].batch_size == cpu["two-phase"].batch_size == 512
     assert cpu["large-batch"].lr / cpu["small-batch"].lr == 512 / 128
     assert cpu["large-batch"].resolved().decay_epochs == (40, 60)
+
+
+def test_lr_search_scales_table2_rates_into_the_cpu_setting():
+    search = get_preset("cifar10-lr-search")
+    with pytest.raises(ValueError, match="pass --data-dir"):
+        search.configs()
+    runs = {run.label: c.resolved() for run, c in search.configs(data_dir="/d")}
+    assert list(runs) == ["LARS 2.5", "LARS 3.5", "LARS 5", "two-phase 2.8",
+                          "two-phase 4.8", "two-phase 6.4", "two-phase 8"]
+    cpu = {run.label: c.resolved()
+           for run, c in get_preset("cifar10-cpu").configs(data_dir="/d")}
+    for label, config in runs.items():
+        config.validate(check_data=False)
+        table2_lr = float(label.split()[-1])
+        assert config.lr == pytest.approx(table2_lr * 512 / 8192, rel=1e-12)
+        # Everything but the rate and the rule is the cifar10-cpu setting.
+        for field in ("model", "epochs", "train_size", "test_size",
+                      "batch_size", "weight_decay", "warmup_epochs",
+                      "hessian_batch_size", "momentum"):
+            assert getattr(config, field) == getattr(cpu["two-phase"], field)
+    # Table 2's linear-scaling 6.4 is cifar10-cpu's large-batch rate.
+    assert runs["two-phase 6.4"].lr == cpu["two-phase"].lr == 0.4
+    assert runs["two-phase 6.4"].min_delta == cpu["two-phase"].min_delta
+    assert {runs[f"LARS {lr}"].lars for lr in ("2.5", "3.5", "5")} == {0.01}
+    assert runs["LARS 3.5"].decay_epochs == cpu["large-batch"].decay_epochs
+    assert runs["two-phase 8"].schedule == "two-phase"
