@@ -86,15 +86,17 @@ def random_crop_flip(images, padding=4, seed=None, flip=True):
     """
     import tensorflow as tf
 
+    given = seed
     if seed is None:
         seed = tf.random.uniform([2], maxval=2**31 - 1, dtype="int32")
     elif isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
         seed = (int(seed), 0)
     seed = tf.convert_to_tensor(seed)
-    if seed.shape.rank != 1 or seed.shape[0] not in (None, 2) or not seed.dtype.is_integer:
+    if (seed.shape.rank != 1 or seed.shape[0] not in (None, 2)
+            or not seed.dtype.is_integer):
         raise ValueError(
             "Argument `seed` must be None, an int or a pair of ints. "
-            f"Received: seed={seed!r}"
+            f"Received: seed={given!r}"
         )
     crop_seed, flip_seed = tf.unstack(
         tf.random.experimental.stateless_split(seed, num=2))
@@ -150,7 +152,7 @@ def train_dataset(x, y, batch_size, mean, std, augment="none", accumulate=1,
         accumulate: Int. Sub-batches per optimizer step; must divide
             `batch_size`. Defaults to `1`.
         seed: Int or `None`. Shuffle and augmentation seed: the same seed
-            gives the same batches, epoch after epoch, in every run.
+            gives the same sequence of batches in every run.
             Defaults to `None`.
 
     Returns:
