@@ -1,8 +1,11 @@
 """keras-lrphase: large-batch training that reaches small-batch accuracy."""
 
+from keras_lrphase.callbacks.auto_decay import AutoDecay
+from keras_lrphase.callbacks.controller_callback import ControllerCallback
 from keras_lrphase.callbacks.gradual_warmup import GradualWarmup
 from keras_lrphase.callbacks.hessian_monitor import HessianMonitor
 from keras_lrphase.callbacks.two_phase_lr import TwoPhaseLR
+from keras_lrphase.controllers.auto_decay_controller import AutoDecayController
 from keras_lrphase.controllers.two_phase_controller import TwoPhaseController
 from keras_lrphase.distributed.reduction import LocalReducer
 from keras_lrphase.distributed.reduction import MetricReducer

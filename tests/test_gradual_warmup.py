@@ -137,11 +137,45 @@ def test_set_base_of_controlled_learning_rate():
     controlled = ControlledLearningRate.install(optimizer)
     controlled.set_base(0.3)
     assert controlled.value_at(0) == float(F32(0.3))
-    with pytest.raises(ValueError, match="Received: value=-1.0"):
+    with pytest.raises(ValueError, match="Received: value=-1"):
         controlled.set_base(-1)
-    schedule = ControlledLearningRate(keras.optimizers.schedules.ExponentialDecay(0.1, 4, 0.5))
-    with pytest.raises(TypeError, match="ExponentialDecay"):
+    schedule = ControlledLearningRate.install(keras.optimizers.SGD(
+        keras.optimizers.schedules.ExponentialDecay(0.1, 4, 0.5)))
+    with pytest.raises(ValueError, match="ExponentialDecay"):
         schedule.set_base(0.1)
+
+
+def test_target_lr_is_not_reapplied_when_a_checkpoint_is_restored(tmp_path):
+    """BackupAndRestore on either side: the restored (decayed) LR wins."""
+    for order in ("before", "after"):
+        model = tiny_model(keras.optimizers.SGD(0.1))
+        backup = keras.callbacks.BackupAndRestore(str(tmp_path / order))
+        warmup = GradualWarmup(1, target_lr=0.4)
+        callbacks = [backup, warmup] if order == "before" else [warmup, backup]
+        stop = keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda e, l: model.optimizer.__setattr__(
+                "learning_rate", 0.01) if e == 1 else None)
+        try:
+            fit(model, [stop] + callbacks + [Interrupt(2)], 4)
+        except RuntimeError:
+            pass
+        resumed = tiny_model(keras.optimizers.SGD(0.1))
+        steps = StepLearningRates()
+        backup = keras.callbacks.BackupAndRestore(str(tmp_path / order))
+        warmup = GradualWarmup(1, target_lr=0.4)
+        callbacks = [backup, warmup] if order == "before" else [warmup, backup]
+        fit(resumed, callbacks + [steps], 4)
+        assert steps.rates == [float(F32(0.01))] * 8, order
+
+
+class Interrupt(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise RuntimeError("interrupted")
 
 
 def test_no_per_batch_hooks():
@@ -155,7 +189,7 @@ def test_no_per_batch_hooks():
     [
         ((-1,), {}, "`warmup_epochs` must be an integer >= 0. Received: warmup_epochs=-1"),
         ((1.5,), {}, "Received: warmup_epochs=1.5"),
-        ((1,), dict(initial_lr=0.0), "`initial_lr` must be a positive finite number. Received: initial_lr=0.0"),
+        ((1,), dict(initial_lr=0.0), "`initial_lr` must be a finite number > 0. Received: initial_lr=0.0"),
         ((1,), dict(target_lr=float("inf")), "Received: target_lr=inf"),
         ((1,), dict(initial_lr=0.2, target_lr=0.1), "`initial_lr` must not exceed `target_lr`"),
         ((1,), dict(steps_per_epoch=0), "`steps_per_epoch` must be an integer >= 1. Received: steps_per_epoch=0"),

@@ -280,7 +280,7 @@ def test_inside_loss_scale_optimizer():
         initial_scale=scale,
     )
     controlled = ControlledLearningRate.install(optimizer)
-    assert optimizer.inner_optimizer._learning_rate is controlled
+    assert controlled.owner is optimizer.inner_optimizer
     controlled.set_factor("x", 0.5)
     actual = run(optimizer, [W0], [[g * scale] for g in GRADS])
     expected = lars_reference(W0, GRADS, [0.25] * 4, momentum=0.9,

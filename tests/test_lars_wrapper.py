@@ -185,7 +185,7 @@ def test_controlled_learning_rate_reaches_inner_optimizer():
     inner = keras.optimizers.SGD(0.5, momentum=0.9)
     wrapper = LARSWrapper(inner, trust_coefficient=0.01)
     controlled = ControlledLearningRate.install(wrapper)
-    assert inner._learning_rate is controlled
+    assert controlled.owner is inner
     trajectory = []
     w = keras.Variable(W0)
     for step, g in enumerate(GRADS[:3]):

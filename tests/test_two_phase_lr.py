@@ -65,19 +65,27 @@ def test_exact_learning_rate_in_every_epoch(capsys):
     h = history.history
     expected = [float(F32(0.1) * F32(f)) for f in TRACE_A_FACTORS]
     assert h["learning_rate"] == expected
-    assert h["lrphase_phase"] == [0] * 6 + [1] * 6
-    assert h["hessian_max_eigenvalue"] == TRACE_A_EIGENVALUES
-    assert h["hessian_iterations"] == [3, 4, 5, 6, 7, 8]
+    # The phase each epoch was trained in: the switch is at the end of
+    # epoch 6, so epochs 7-11 are the convergence phase.
+    assert h["lrphase_phase"] == [0] * 7 + [1] * 5
+    # Every key at every epoch (CSVLogger fixes its columns at epoch 0).
+    np.testing.assert_array_equal(
+        h["hessian_max_eigenvalue"], [np.nan] * 6 + TRACE_A_EIGENVALUES
+    )
+    np.testing.assert_array_equal(
+        h["hessian_iterations"], [np.nan] * 6 + [3, 4, 5, 6, 7, 8]
+    )
     assert callback.controller.decay_epochs == [7, 9]
     # No Hessian work before the switch epoch; each estimate warm-starts
     # from the previous eigenvector.
     assert len(estimator.initial_vectors) == 6
     assert estimator.initial_vectors[0] is None
     assert [v[0][0] for v in estimator.initial_vectors[1:]] == [1, 2, 3, 4, 5]
-    # After the decay at the last epoch's end the optimizer is at 0.025.
+    # After fit the optimizer holds a plain float variable carrying the
+    # decays (0.1 x 0.25), settable like any Keras learning rate.
+    assert isinstance(model.optimizer._learning_rate, keras.Variable)
     assert float(model.optimizer.learning_rate) == float(F32(0.025))
-    controlled = model.optimizer._learning_rate
-    assert isinstance(controlled, ControlledLearningRate)
+    controlled = ControlledLearningRate.install(model.optimizer)
     assert controlled.factor("two_phase_lr") == 0.25
     lines = [l for l in capsys.readouterr().out.splitlines() if "TwoPhaseLR" in l]
     assert lines == [
@@ -152,7 +160,10 @@ def test_composes_with_cosine_decay_restarts():
     )
     # The warm restart at step 6 (first period 6 steps) is kept.
     assert steps.rates[5] < steps.rates[6] == float(F32(0.1))
-    assert model.optimizer._learning_rate.base is schedule
+    # Inside fit the schedule was scaled in the train step; after fit the
+    # optimizer has its schedule back, unscaled (a schedule cannot carry
+    # the decays; the controller applies them again if it continues).
+    assert model.optimizer._learning_rate is schedule
 
 
 def test_composes_with_lars():
@@ -234,13 +245,26 @@ def test_state_file_is_json_with_the_eigenvector(tmp_path):
     model = tiny_model(keras.optimizers.SGD(0.1))
     callback, _ = trace_a_callback(state_path=path)
     fit(model, [ScriptedLoss(TRACE_A_LOSSES), callback], 8)
-    payload = json.loads(path.read_text())
-    assert payload["controller"] == callback.controller.get_state()
-    assert payload["controller"]["state"]["decay_epochs"] == [7]
-    vector = payload["eigenvector"]
+    content = json.loads(path.read_text())
+    assert content["version"] == 1 and content["callback"] == "two_phase_lr"
+    # The last two epoch ends, so a checkpoint one epoch behind can resume.
+    previous, latest = content["states"]
+    assert (previous["next_epoch"], latest["next_epoch"]) == (7, 8)
+    assert latest["controller"] == callback.controller.get_state()
+    assert latest["controller"]["state"]["decay_epochs"] == [7]
+    assert previous["controller"]["state"]["decay_epochs"] == []
+    vector = latest["providers"]["hessian_max_eigenvalue"]["vector"]
     assert [e["shape"] for e in vector] == [[1], [2, 2]]
     assert [e["dtype"] for e in vector] == ["<f4", "<f4"]
+    assert latest["learning_rate"]["factors"] == {"two_phase_lr": 0.5}
     assert os.listdir(path.parent) == ["state.json"]  # no temp file left
+    saved = path.read_text()
+    # Rolled back one epoch: the state the file kept for epoch 7.
+    third, _ = trace_a_callback(state_path=path)
+    fit(tiny_model(keras.optimizers.SGD(0.1)),
+        [ScriptedLoss(TRACE_A_LOSSES), third], 8, initial_epoch=7)
+    assert third.controller.decay_epochs == [7]
+    path.write_text(saved)
     # A fresh callback reads it back, eigenvector included.
     again, estimator = trace_a_callback(state_path=path)
     model2 = tiny_model(keras.optimizers.SGD(0.1))
@@ -250,13 +274,31 @@ def test_state_file_is_json_with_the_eigenvector(tmp_path):
     assert again.controller.state.h0 == 1.5  # epoch 8, from the 3rd value
 
 
-def test_stale_state_file_is_an_error(tmp_path):
+def test_a_new_run_at_epoch_zero_replaces_a_stale_state_file(tmp_path):
     path = tmp_path / "state.json"
     callback, _ = trace_a_callback(state_path=path)
     fit(tiny_model(keras.optimizers.SGD(0.1)), [ScriptedLoss(TRACE_A_LOSSES), callback], 3)
     stale, _ = trace_a_callback(state_path=path)
-    with pytest.raises(ValueError, match="starts at epoch 0, but the state in state_path"):
-        fit(tiny_model(keras.optimizers.SGD(0.1)), [stale], 3)
+    with pytest.warns(UserWarning, match="starts a new run at epoch 0; the state in state_path=.*next epoch 3"):
+        fit(tiny_model(keras.optimizers.SGD(0.1)), [ScriptedLoss(TRACE_A_LOSSES), stale], 2)
+    states = json.loads(path.read_text())["states"]
+    assert [p["next_epoch"] for p in states] == [1, 2]
+
+
+def test_resuming_at_an_epoch_no_state_expects_is_an_error(tmp_path):
+    path = tmp_path / "state.json"
+    callback, _ = trace_a_callback(state_path=path)
+    fit(tiny_model(keras.optimizers.SGD(0.1)), [ScriptedLoss(TRACE_A_LOSSES), callback], 3)
+    other, _ = trace_a_callback(state_path=path)
+    with pytest.raises(ValueError, match=r"starts at epoch 5, but no saved state.*holds epochs \[2, 3\]"):
+        fit(tiny_model(keras.optimizers.SGD(0.1)), [other], 6, initial_epoch=5)
+    fresh, _ = trace_a_callback()
+    with pytest.raises(ValueError, match="nothing was restored: resume with keras.callbacks.BackupAndRestore"):
+        fit(tiny_model(keras.optimizers.SGD(0.1)), [fresh], 6, initial_epoch=5)
+    path.write_text("{not json")
+    damaged, _ = trace_a_callback(state_path=path)
+    with pytest.raises(ValueError, match="`state_path` must name a TwoPhaseLR state file.*cannot be read"):
+        fit(tiny_model(keras.optimizers.SGD(0.1)), [damaged], 6, initial_epoch=5)
 
 
 def test_continues_across_fit_calls_and_restarts_at_epoch_zero():
@@ -272,10 +314,12 @@ def test_continues_across_fit_calls_and_restarts_at_epoch_zero():
     ]
     with pytest.raises(ValueError, match="has seen 12 epochs"):
         fit(model, [script, callback], 14, initial_epoch=13)
-    # A new run from epoch 0 starts the controller afresh (factor back to 1).
+    # A new run from epoch 0 starts the controller afresh; the optimizer's
+    # float learning rate keeps its value, as after ReduceLROnPlateau.
     history = fit(model, [script, callback], 2)
-    assert history.history["learning_rate"] == [float(F32(0.1))] * 2
+    assert history.history["learning_rate"] == [float(F32(0.025))] * 2
     assert callback.controller.next_epoch == 2
+    assert callback.controller.lr_factor == 1.0
 
 
 def test_reducer_is_the_decision_input():
@@ -306,28 +350,41 @@ def test_reducer_is_the_decision_input():
     history = fit(model, [ScriptedLoss(TRACE_A_LOSSES), callback], 9)
     assert reducer.calls[0] == {"loss": 1.0}
     assert reducer.calls[6] == {"loss": 0.72, "hessian_max_eigenvalue": 1.0}
-    assert history.history["hessian_max_eigenvalue"] == pytest.approx([3.0, 2.1, 2.15])
+    assert history.history["hessian_max_eigenvalue"][6:] == pytest.approx([3.0, 2.1, 2.15])
     assert callback.controller.decay_epochs == [8]
     assert LocalReducer().reduce_mean({"loss": np.float32(0.5)}) == {"loss": 0.5}
 
 
-def test_missing_monitor_warns_and_makes_no_decision():
+def test_a_monitor_missing_from_the_first_epoch_logs_is_an_error():
     model = tiny_model(keras.optimizers.SGD(0.1))
     callback = TwoPhaseLR(
         regression_data(), 4, plateau_patience=1, monitor="val_loss",
         estimator=ScriptedEstimator([1.0]),
     )
+    with pytest.raises(ValueError, match=r"`val_loss` is not in the epoch logs \(available: \['loss'\]\).*Received: monitor='val_loss'"):
+        fit(model, [callback], 3)
+    assert callback.controller.next_epoch == 0
+
+
+def test_a_monitor_missing_later_warns_and_makes_no_decision():
+    class DropLoss(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 2:
+                del logs["loss"]
+
+    model = tiny_model(keras.optimizers.SGD(0.1))
+    callback = TwoPhaseLR(
+        regression_data(), 6, plateau_patience=1,
+        estimator=ScriptedEstimator([1.0] * 4),
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        history = fit(model, [callback], 3)
+        fit(model, [ScriptedLoss([1.0, 0.5, 0.4, 0.3]), DropLoss(), callback], 4)
     messages = [str(w.message) for w in caught if w.category is UserWarning]
-    missing = [m for m in messages if "`val_loss` is not in the epoch logs" in m]
-    assert len(missing) == 3  # once per epoch, like ReduceLROnPlateau
-    assert "available: ['loss']" in missing[0]
-    assert sum("non-finite value at epoch 0" in m for m in messages) == 1
-    assert history.history["lrphase_phase"] == [0, 0, 0]
-    assert callback.controller.state.best is None
-    assert callback.controller.next_epoch == 3
+    assert sum("`loss` is not in the epoch logs" in m for m in messages) == 1
+    assert sum("non-finite value at epoch 2" in m for m in messages) == 1
+    assert callback.controller.state.best == 0.3  # epoch 2 changed nothing
+    assert callback.controller.state.wait == 0
 
 
 def test_hessian_batch_is_the_first_batch_of_a_dataset():
@@ -358,7 +415,8 @@ def test_real_estimator_on_a_linear_model():
     expected = np.linalg.eigvalsh(2.0 / 8 * a.T @ a)[-1]
     # Plateau at epoch 1 -> switch at 2: estimates at epochs 2 and 3.
     np.testing.assert_allclose(
-        history.history["hessian_max_eigenvalue"], [expected] * 2, rtol=1e-5
+        history.history["hessian_max_eigenvalue"], [np.nan] * 2 + [expected] * 2,
+        rtol=1e-5,
     )
     assert callback.controller.decay_epochs == []
 
@@ -375,25 +433,37 @@ def test_no_per_batch_hooks():
             assert name not in cls.__dict__
 
 
-def test_installs_before_train_begin_and_retraces_a_built_model():
-    model = tiny_model(keras.optimizers.SGD(0.1))
+def test_the_optimizer_keeps_its_float_learning_rate_variable():
+    model = tiny_model(keras.optimizers.SGD(0.1, momentum=0.9))
     fit(model, [], 1)  # builds the train function with the plain LR
     optimizer = model.optimizer
-    n_before = len(optimizer.variables)
+    names = [v.name for v in optimizer.variables]
+    assert names[:2] == ["iteration", "learning_rate"]
     callback, _ = trace_a_callback()
     callback.set_model(model)
-    assert isinstance(optimizer._learning_rate, ControlledLearningRate)
-    # As with any schedule: the float learning-rate variable is untracked.
-    assert n_before == 2
-    assert [v.name for v in optimizer.variables] == ["iteration"]
-    assert model.train_function is None  # the next fit retraces
-    controlled = optimizer._learning_rate
-    controlled.set_factor("two_phase_lr", 0.5)
+    # On a float learning rate, a controller changes nothing in the
+    # optimizer: its variable stays the learning rate (and is checkpointed).
+    assert isinstance(optimizer._learning_rate, keras.Variable)
+    assert [v.name for v in optimizer.variables] == names
+    assert model.train_function is not None
+    # A warmup ramp needs the in-graph wrapper: installed for the fit,
+    # with the train function retraced, and removed at the end.
+    warmup = GradualWarmup(1)
+    warmup.set_model(model)
+    assert callable(optimizer._learning_rate)
+    assert not isinstance(optimizer._learning_rate, keras.Variable)
+    assert [v.name for v in optimizer.variables] == names
+    assert model.train_function is None
     steps = StepLearningRates()
-    callback.controller.step(0, 1.0)  # so that fit must start at epoch 1
-    history = fit(model, [callback, steps], 2, initial_epoch=1)
-    assert steps.rates == [float(F32(0.1))] * 2  # factor re-applied: 1.0
-    assert history.history["learning_rate"] == [float(F32(0.1))]
+    callback.controller.step(0, 1.0)  # so that it continues at epoch 1
+    history = fit(model, [warmup, ScriptedLoss([1.0] * 3), callback, steps], 3,
+                  initial_epoch=1)
+    # Epoch 1 and 2 of the optimizer's life: steps 2-5; the ramp (4 steps
+    # from 0.25) ended before; the factor is 1 (the controller's new run).
+    assert steps.rates == [float(F32(0.1))] * 4
+    assert history.history["learning_rate"] == [float(F32(0.1))] * 2
+    assert isinstance(optimizer._learning_rate, keras.Variable)
+    assert model.train_function is None  # the next fit retraces without it
 
 
 @pytest.mark.parametrize(

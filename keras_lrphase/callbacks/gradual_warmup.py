@@ -1,12 +1,12 @@
 """Per-step linear learning rate warmup, with no per-batch callback work."""
 
-import math
-import numbers
-
 import keras
 
 from keras_lrphase._validation import check_integer
-from keras_lrphase.callbacks._learning_rate import install_on_model
+from keras_lrphase._validation import check_optional_integer
+from keras_lrphase._validation import check_positive
+from keras_lrphase.backend.keras_compat import raw_step
+from keras_lrphase.schedules.controlled_learning_rate import ControlledLearningRate
 
 
 class GradualWarmup(keras.callbacks.Callback):
@@ -59,10 +59,15 @@ class GradualWarmup(keras.callbacks.Callback):
     >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     >>> model.compile(keras.optimizers.SGD(0.4), loss="mse")
     >>> x, y = np.ones((8, 2), "float32"), np.zeros((8, 1), "float32")
-    >>> _ = model.fit(x, y, batch_size=4, epochs=1, verbose=0,
-    ...               callbacks=[GradualWarmup(2)])  # 2 epochs = 4 steps
-    >>> round(float(model.optimizer.learning_rate), 6)  # step 2: 0.4 * 5/8
-    0.25
+    >>> rates = []
+    >>> record = keras.callbacks.LambdaCallback(on_train_batch_begin=lambda b,
+    ...     logs: rates.append(round(float(model.optimizer.learning_rate), 6)))
+    >>> _ = model.fit(x, y, batch_size=4, epochs=3, verbose=0,
+    ...               callbacks=[GradualWarmup(2), record])  # 2 epochs = 4 steps
+    >>> rates  # 0.4 * (1/4 + 3/4 * s/4) for s < 4
+    [0.1, 0.175, 0.25, 0.325, 0.4, 0.4]
+    >>> float(model.optimizer.learning_rate)  # after fit: the plain float
+    0.4000000059604645
 
     References:
         Goyal et al. 2017, "Accurate, Large Minibatch SGD: Training ImageNet
@@ -80,44 +85,45 @@ class GradualWarmup(keras.callbacks.Callback):
     ):
         super().__init__()
         warmup_epochs = check_integer("warmup_epochs", warmup_epochs, 0)
-        for name, value in (("initial_lr", initial_lr), ("target_lr", target_lr)):
-            if value is not None and not _positive(value):
-                raise ValueError(
-                    f"Argument `{name}` must be a positive finite number. "
-                    f"Received: {name}={value!r}"
-                )
+        if initial_lr is not None:
+            initial_lr = check_positive("initial_lr", initial_lr)
+        if target_lr is not None:
+            target_lr = check_positive("target_lr", target_lr)
         if (
             initial_lr is not None
             and target_lr is not None
-            and float(initial_lr) > float(target_lr)
+            and initial_lr > target_lr
         ):
             raise ValueError(
                 "Argument `initial_lr` must not exceed `target_lr`. "
                 f"Received: initial_lr={initial_lr}, target_lr={target_lr}"
             )
-        if steps_per_epoch is not None:
-            steps_per_epoch = check_integer("steps_per_epoch", steps_per_epoch, 1)
-        self.warmup_epochs = int(warmup_epochs)
-        self.initial_lr = None if initial_lr is None else float(initial_lr)
-        self.target_lr = None if target_lr is None else float(target_lr)
-        self.steps_per_epoch = (
-            None if steps_per_epoch is None else int(steps_per_epoch)
+        self.warmup_epochs = warmup_epochs
+        self.initial_lr = initial_lr
+        self.target_lr = target_lr
+        self.steps_per_epoch = check_optional_integer(
+            "steps_per_epoch", steps_per_epoch, 1
         )
         self.warmup_steps = None
         self._controlled = None
 
     def set_model(self, model):
         super().set_model(model)
-        self._controlled = install_on_model(model, "GradualWarmup")
-        if self.target_lr is not None and not isinstance(
-            self._controlled.base, keras.Variable
-        ):
+        if getattr(model, "optimizer", None) is None:
+            raise ValueError(
+                "GradualWarmup needs a compiled model with an optimizer. "
+                f"Received a model without an optimizer: {model!r}. "
+                "Call `model.compile(optimizer=...)` before `fit`."
+            )
+        self._controlled = ControlledLearningRate.install(model.optimizer)
+        if self.target_lr is not None and not self._controlled.is_float:
             raise ValueError(
                 "Argument `target_lr` can only be used with an optimizer "
                 "built with a float learning rate; this optimizer's learning "
                 f"rate is {self._controlled.base!r}. Leave `target_lr=None` "
                 "to warm up to the schedule."
             )
+        self._controlled.acquire(self, model, warmup=self.warmup_epochs > 0)
 
     def on_train_begin(self, logs=None):
         steps = self.steps_per_epoch
@@ -129,20 +135,24 @@ class GradualWarmup(keras.callbacks.Callback):
                 "(the dataset's cardinality is unknown). Pass "
                 "`steps_per_epoch` to GradualWarmup (and to `fit`)."
             )
+        self.warmup_steps = self.warmup_epochs * int(steps or 0)
         controlled = self._controlled
-        if self.target_lr is not None:
+        # Only on a fresh run: a BackupAndRestore placed after this callback
+        # restores the checkpoint's (possibly decayed) learning rate after
+        # this; one placed before it has already moved the step counter.
+        if self.target_lr is not None and raw_step(self.model.optimizer) == 0:
             controlled.set_base(self.target_lr)
-        if self.warmup_epochs == 0:
-            self.warmup_steps = 0
-            controlled.set_warmup(0, 1.0)
-            controlled.refresh(self.model)
+        if self.warmup_steps == 0:
+            if controlled.installed:
+                controlled.set_warmup(0, 1.0)
+                controlled.refresh(self.model)
             return
-        self.warmup_steps = self.warmup_epochs * int(steps)
         if self.initial_lr is None:
             fraction = 1.0 / self.warmup_steps
         else:
-            target = self.target_lr if self.target_lr is not None else float(
-                keras.ops.convert_to_numpy(controlled.base_learning_rate(0))
+            target = (
+                self.target_lr if self.target_lr is not None
+                else controlled.value_without_warmup_at(0)
             )
             fraction = self.initial_lr / target
             if not 0.0 < fraction <= 1.0:
@@ -154,8 +164,5 @@ class GradualWarmup(keras.callbacks.Callback):
         controlled.set_warmup(self.warmup_steps, fraction)
         controlled.refresh(self.model)
 
-
-def _positive(value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        return False
-    return math.isfinite(float(value)) and float(value) > 0
+    def on_train_end(self, logs=None):
+        self._controlled.release(self, self.model)

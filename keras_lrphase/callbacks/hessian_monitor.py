@@ -1,23 +1,55 @@
 """Records the largest Hessian eigenvalue of one layer at epoch ends."""
 
-import keras
+import dataclasses
 
 from keras_lrphase._validation import check_integer
-from keras_lrphase.hessian.batch import first_batch
-from keras_lrphase.hessian.batch import validate_batch
-from keras_lrphase.hessian.estimator import HessianEigenvalueEstimator
+from keras_lrphase.callbacks.controller_callback import ControllerCallback
+from keras_lrphase.controllers.controller import HESSIAN_EIGENVALUE
+from keras_lrphase.controllers.controller import Controller
+from keras_lrphase.controllers.controller import Decision
+from keras_lrphase.providers.hessian_eigenvalue import HessianEigenvalueProvider
 
 
-class HessianMonitor(keras.callbacks.Callback):
+@dataclasses.dataclass(frozen=True)
+class _MonitorState:
+    next_epoch: int = 0
+    lr_factor: float = 1.0
+
+
+class _EveryFewEpochs(Controller):
+    """Asks for the eigenvalue every `frequency` epochs; decides nothing."""
+
+    name = "hessian_monitor"
+    state_class = _MonitorState
+    FIELDS = {"next_epoch": "count", "lr_factor": "positive"}
+    controls_learning_rate = False
+
+    def __init__(self, frequency):
+        super().__init__()
+        self.frequency = check_integer("frequency", frequency, 1)
+
+    def required_metrics(self, epoch):
+        return (HESSIAN_EIGENVALUE,) if (epoch + 1) % self.frequency == 0 else ()
+
+    def _transition(self, state, epoch, metrics):
+        return dataclasses.replace(state, next_epoch=epoch + 1), Decision()
+
+    def get_config(self):
+        return {"frequency": self.frequency}
+
+
+class HessianMonitor(ControllerCallback):
     """Logs the largest Hessian eigenvalue of one layer every few epochs.
 
     At the end of every `frequency`-th epoch it estimates the largest
     eigenvalue of the loss Hessian restricted to `layer` (by default the
     output layer) on one fixed batch, warm-starting from the previous
-    epoch's eigenvector, and writes `logs["hessian_max_eigenvalue"]` and
-    `logs["hessian_iterations"]`, so `History`, `CSVLogger` and
-    `TensorBoard` placed after it in the callback list record them. Nothing
-    runs per batch.
+    estimate, and writes `logs["hessian_max_eigenvalue"]` and
+    `logs["hessian_iterations"]` (NaN in the other epochs, so that
+    `CSVLogger`, which fixes its columns at the first epoch, records them),
+    so `History`, `CSVLogger` and `TensorBoard` placed after it record
+    them. Nothing runs per batch. With `TwoPhaseLR` on the same batch in
+    the same `fit`, the estimate is computed once per epoch and shared.
 
     Args:
         data: `(x, y)` arrays, or a `tf.data.Dataset` of which the first
@@ -31,6 +63,9 @@ class HessianMonitor(keras.callbacks.Callback):
             `.vector` and `.iterations`; it replaces the built-in estimator
             (a hook for tests and custom curvature measures). Defaults to
             `None`.
+        reducer: `MetricReducer` or None. Averages the estimate across
+            workers. Defaults to `None` (one process).
+        state_path: Path or None. See `ResumableCallback`.
         **eigen_kwargs: Arguments of `HessianEigenvalueEstimator`
             (`method`, `max_iterations`, `tolerance`, `hvp`, `training`,
             `loss`, `seed`).
@@ -55,32 +90,32 @@ class HessianMonitor(keras.callbacks.Callback):
         Section 3.2.
     """
 
-    def __init__(self, data, *, frequency=1, layer=None, estimator=None, **eigen_kwargs):
-        super().__init__()
-        frequency = check_integer("frequency", frequency, 1)
+    def __init__(self, data, *, frequency=1, layer=None, estimator=None,
+                 reducer=None, state_path=None, **eigen_kwargs):
         if estimator is not None and eigen_kwargs:
             raise ValueError(
                 "Pass either `estimator` or eigenvalue arguments, not both. "
                 f"Received: eigen_kwargs={sorted(eigen_kwargs)}"
             )
-        self.x, self.y = first_batch(data)
-        validate_batch(self.x, self.y)
-        self.frequency = frequency
-        self.estimator = estimator or HessianEigenvalueEstimator(
-            layer=layer, **eigen_kwargs
+        provider = HessianEigenvalueProvider(
+            data, layer=layer, eigen_kwargs=eigen_kwargs or None,
+            estimator=estimator,
         )
-        self.last_result = None
-
-    def on_train_begin(self, logs=None):
-        self.last_result = None
-
-    def on_epoch_end(self, epoch, logs=None):
-        if (epoch + 1) % self.frequency:
-            return
-        previous = self.last_result.vector if self.last_result else None
-        self.last_result = self.estimator(
-            self.model, self.x, self.y, initial_vector=previous
+        super().__init__(
+            _EveryFewEpochs(frequency), providers=[provider], reducer=reducer,
+            state_path=state_path,
         )
-        if logs is not None:
-            logs["hessian_max_eigenvalue"] = float(self.last_result.value)
-            logs["hessian_iterations"] = int(self.last_result.iterations)
+        self.frequency = self.controller.frequency
+
+    @property
+    def last_result(self):
+        """The provider's latest estimate (shared with other callbacks)."""
+        return self.providers[0].last_result
+
+    @property
+    def x(self):
+        return self.providers[0].x
+
+    @property
+    def y(self):
+        return self.providers[0].y

@@ -5,19 +5,25 @@ plateau detection in an exploration phase, a fixed number of extra epochs,
 then Hessian-aware learning rate decays in a convergence phase. It sees only
 epoch indices, epoch losses and largest Hessian eigenvalues, so it is tested
 with scripted sequences and reused by any training loop;
-`keras_lrphase.callbacks.two_phase_lr.TwoPhaseLR` is its Keras adapter.
+`keras_lrphase.callbacks.two_phase_lr.TwoPhaseLR` is its Keras adapter
+(`ControllerCallback` with the Hessian eigenvalue provider).
 """
 
 import dataclasses
 import math
-import numbers
-import warnings
 
+from keras_lrphase._validation import check_fraction
 from keras_lrphase._validation import check_integer
+from keras_lrphase._validation import check_number
+from keras_lrphase._validation import check_optional_integer
+from keras_lrphase.controllers.controller import HESSIAN_EIGENVALUE
+from keras_lrphase.controllers.controller import LOSS
+from keras_lrphase.controllers.controller import Controller
+from keras_lrphase.controllers.controller import Decision
+from keras_lrphase.controllers.controller import is_finite
 
 EXPLORATION = "exploration"
 CONVERGENCE = "convergence"
-STATE_VERSION = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +74,7 @@ class TwoPhaseState:
         return self.phase == CONVERGENCE
 
 
-class TwoPhaseController:
+class TwoPhaseController(Controller):
     """The two-phase learning rate controller of the two-phase paper (Algorithm 1).
 
     Use it to drive the learning rate of any training loop from epoch-level
@@ -100,13 +106,22 @@ class TwoPhaseController:
        1/(2n)), the switch can fall on the epoch that detects the plateau,
        so the eigenvalue is also wanted on every epoch that could detect it.
 
-    The state is a `TwoPhaseState`; `get_state()` / `set_state()` save and
-    restore it (with the configuration, which must match) as a
-    JSON-serialisable dict, and `step` refuses epochs out of order, so a
-    resumed run makes the same decisions as an uninterrupted one.
+    It implements the controller protocol (`keras_lrphase.controllers.
+    controller.Controller`): `required_metrics(epoch)` is the loss, plus the
+    eigenvalue when `wants_eigenvalue(epoch)`; `decide(epoch, metrics)`
+    returns a `Decision` with the events `"plateau"`, `"switch"` and
+    `"decay"`; `step(epoch, loss, eigenvalue)` is the same returning only
+    the factor. The state is a `TwoPhaseState`; `get_state()` /
+    `set_state()` save and restore it (with the configuration, which must
+    match) as a JSON-serialisable dict, and epochs out of order are
+    refused, so a resumed run makes the same decisions as an uninterrupted
+    one.
 
     Args:
-        epochs: Int >= 1. The epoch budget.
+        epochs: Int >= 1 or None. The epoch budget (sets the default
+            patience and the budget warning). `None` leaves it to be bound
+            with `set_epochs` before the first step (the Keras callback
+            binds `fit`'s `epochs`).
         warmup_epochs: Int >= 0. Epochs ignored by plateau detection.
             Defaults to `0`.
         plateau_patience: Int >= 1 or None. Epochs without improvement that
@@ -143,9 +158,24 @@ class TwoPhaseController:
         adjustment).
     """
 
+    name = "two_phase_lr"
+    state_class = TwoPhaseState
+    FIELDS = {
+        "next_epoch": "count",
+        "phase": "one of exploration|convergence",
+        "best": "number?",
+        "wait": "count",
+        "plateau_epoch": "count?",
+        "switch_epoch": "count?",
+        "h0": "number?",
+        "f0": "number?",
+        "lr_factor": "positive",
+        "decay_epochs": "counts",
+    }
+
     def __init__(
         self,
-        epochs,
+        epochs=None,
         *,
         warmup_epochs=0,
         plateau_patience=None,
@@ -153,46 +183,63 @@ class TwoPhaseController:
         extra_epochs_fraction=1 / 3,
         decay_factor=0.5,
     ):
-        self.epochs = check_integer("epochs", epochs, minimum=1)
-        self.warmup_epochs = check_integer("warmup_epochs", warmup_epochs, minimum=0)
-        if plateau_patience is not None:
-            plateau_patience = check_integer(
-                "plateau_patience", plateau_patience, minimum=1
-            )
-        self._plateau_patience_arg = plateau_patience
-        self.plateau_patience = (
-            plateau_patience
-            if plateau_patience is not None
-            else max(1, round(0.05 * self.epochs))
+        super().__init__()
+        self._epochs = check_optional_integer("epochs", epochs, 1)
+        self.warmup_epochs = check_integer("warmup_epochs", warmup_epochs, 0)
+        self._plateau_patience_arg = check_optional_integer(
+            "plateau_patience", plateau_patience, 1
         )
-        self.min_delta = _check_float("min_delta", min_delta, minimum=0.0)
-        self.extra_epochs_fraction = _check_float(
+        self.min_delta = check_number("min_delta", min_delta, minimum=0.0)
+        self.extra_epochs_fraction = check_number(
             "extra_epochs_fraction", extra_epochs_fraction, minimum=0.0
         )
-        decay_factor = _check_float("decay_factor", decay_factor)
-        if not 0.0 < decay_factor < 1.0:
-            raise ValueError(
-                "Argument `decay_factor` must be in (0, 1). "
-                f"Received: decay_factor={decay_factor}"
-            )
-        self.decay_factor = decay_factor
-        if self.warmup_epochs >= self.epochs:
-            warnings.warn(
+        self.decay_factor = check_fraction("decay_factor", decay_factor)
+        self._check_budget()
+
+    def _check_budget(self):
+        if self._epochs is not None and self.warmup_epochs >= self._epochs:
+            self.warn_once(
+                "warmup",
                 f"TwoPhaseController: `warmup_epochs={self.warmup_epochs}` is "
-                f"not below the budget `epochs={self.epochs}`: no loss plateau "
+                f"not below the budget `epochs={self._epochs}`: no loss plateau "
                 "can be detected and the learning rate will never be decayed.",
-                stacklevel=2,
             )
-        self._state = TwoPhaseState()
-        self._warned_budget = False
-        self._warned_nonfinite = False
+
+    # -- the epoch budget ---------------------------------------------------------
+    @property
+    def epochs(self):
+        """The epoch budget, or None while unbound."""
+        return self._epochs
+
+    def set_epochs(self, epochs):
+        """Binds the epoch budget of a controller built with `epochs=None`.
+
+        Raises:
+            ValueError: if a different budget is bound already.
+        """
+        epochs = check_integer("epochs", epochs, 1)
+        if self._epochs is not None and self._epochs != epochs:
+            raise ValueError(
+                f"TwoPhaseController: the epoch budget is {self._epochs}; it "
+                f"cannot be changed to epochs={epochs}."
+            )
+        self._epochs = epochs
+        self._check_budget()
+
+    @property
+    def plateau_patience(self):
+        """Epochs without improvement that make a plateau."""
+        if self._plateau_patience_arg is not None:
+            return self._plateau_patience_arg
+        if self._epochs is None:
+            raise ValueError(
+                "TwoPhaseController: the default `plateau_patience` is 5% of "
+                "the epoch budget, which is not bound yet. Pass `epochs` (or "
+                "`plateau_patience`), or call `set_epochs` before the first step."
+            )
+        return max(1, round(0.05 * self._epochs))
 
     # -- read-only views -------------------------------------------------------
-    @property
-    def state(self):
-        """The current `TwoPhaseState` (immutable)."""
-        return self._state
-
     @property
     def phase(self):
         """`"exploration"` or `"convergence"`."""
@@ -213,19 +260,20 @@ class TwoPhaseController:
         """List of epoch indices at whose end the LR was decayed."""
         return list(self._state.decay_epochs)
 
-    @property
-    def lr_factor(self):
-        """Product of the decays so far (1.0 before the first)."""
-        return self._state.lr_factor
-
-    @property
-    def next_epoch(self):
-        """The epoch index `step` expects next."""
-        return self._state.next_epoch
-
     def alpha(self, completed_epochs):
         """Extra epochs after a plateau detected with `completed_epochs` done."""
         return round(self.extra_epochs_fraction * completed_epochs)
+
+    def phase_during(self, epoch):
+        """The phase epoch `epoch` is (or was) trained in: 0 or 1.
+
+        0 (exploration) up to and including the switch epoch, 1
+        (convergence) after it: the switch happens at the end of the switch
+        epoch, and the epochs after it are the convergence phase. This is
+        the `lrphase_phase` log and the phase column of the CLI's history.
+        """
+        switch = self._state.switch_epoch
+        return int(switch is not None and epoch > switch)
 
     # -- decisions -------------------------------------------------------------
     def wants_eigenvalue(self, epoch):
@@ -245,6 +293,12 @@ class TwoPhaseController:
             and self.alpha(epoch + 1) == 0
         )
 
+    def required_metrics(self, epoch):
+        """`("loss",)`, plus the eigenvalue when `wants_eigenvalue(epoch)`."""
+        if self.wants_eigenvalue(epoch):
+            return (LOSS, HESSIAN_EIGENVALUE)
+        return (LOSS,)
+
     def step(self, epoch, loss, eigenvalue=None):
         """Records the end of `epoch` and returns the LR factor to apply now.
 
@@ -260,59 +314,90 @@ class TwoPhaseController:
             `decay_factor` if the learning rate must be decayed now, else
             `1.0`. `lr_factor` holds the product of all decays.
         """
-        if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral):
-            raise TypeError(
-                f"Argument `epoch` must be an int. Received: epoch={epoch!r}"
-            )
-        epoch = int(epoch)
-        if epoch != self._state.next_epoch:
-            raise ValueError(
-                f"TwoPhaseController expected epoch {self._state.next_epoch} "
-                f"next, but `step` received epoch={epoch}. Epochs must be "
-                "stepped in order, once each; when resuming, restore the "
-                "controller's state (`set_state`) saved at the end of the "
-                "epoch before the one training resumes at."
-            )
-        loss = float(loss)
-        if eigenvalue is not None:
-            eigenvalue = float(eigenvalue)
-        state, factor, nonfinite = _transition(self, self._state, epoch, loss, eigenvalue)
-        if nonfinite and not self._warned_nonfinite:
-            self._warned_nonfinite = True
-            warnings.warn(
+        return self.decide(
+            epoch, {LOSS: loss, HESSIAN_EIGENVALUE: eigenvalue}
+        ).factor
+
+    def _transition(self, s, epoch, metrics):
+        loss = metrics.get(LOSS)
+        if loss is None:
+            raise ValueError(self._missing_message(epoch, [LOSS]))
+        eigenvalue = metrics.get(HESSIAN_EIGENVALUE)
+        update = {"next_epoch": epoch + 1}
+        events = []
+        nonfinite = False
+
+        if not s.plateau_detected and epoch >= self.warmup_epochs:
+            if not math.isfinite(loss):
+                nonfinite = True
+            elif s.best is None or loss < s.best - self.min_delta:
+                update.update(best=loss, wait=0)
+            else:
+                wait = s.wait + 1
+                update["wait"] = wait
+                if wait >= self.plateau_patience:
+                    n = epoch + 1
+                    update.update(
+                        plateau_epoch=epoch, switch_epoch=n + self.alpha(n) - 1
+                    )
+                    events.append("plateau")
+                    self._warn_switch_beyond_budget(epoch, update["switch_epoch"])
+
+        switch_epoch = update.get("switch_epoch", s.switch_epoch)
+        factor = 1.0
+        if switch_epoch is not None and epoch >= switch_epoch:
+            if eigenvalue is None:
+                raise ValueError(
+                    f"TwoPhaseController needs the largest Hessian eigenvalue "
+                    f"at epoch {epoch} (switch epoch {switch_epoch}); received "
+                    "eigenvalue=None. Call `wants_eigenvalue(epoch)` before "
+                    "`step`."
+                )
+            finite = is_finite(loss, eigenvalue)
+            nonfinite = nonfinite or not finite
+            if epoch == switch_epoch:
+                update["phase"] = CONVERGENCE
+                events.append("switch")
+                if finite:
+                    update.update(h0=eigenvalue, f0=loss)
+            elif finite:
+                if s.h0 is not None and s.h0 > 0 and eigenvalue > s.h0 and loss > s.f0:
+                    factor = self.decay_factor
+                    events.append("decay")
+                    update.update(
+                        h0=0.0,
+                        lr_factor=s.lr_factor * self.decay_factor,
+                        decay_epochs=s.decay_epochs + (epoch,),
+                    )
+                else:
+                    update.update(h0=eigenvalue, f0=loss)
+        if nonfinite:
+            self.warn_once(
+                "nonfinite",
                 f"TwoPhaseController: non-finite value at epoch {epoch} "
                 f"(loss={loss}, eigenvalue={eigenvalue}); no decision was made "
                 "for this epoch. Further non-finite values are skipped silently.",
-                stacklevel=2,
             )
-        if (
-            state.plateau_detected
-            and not self._state.plateau_detected
-            and state.switch_epoch >= self.epochs
-            and not self._warned_budget
-        ):
-            self._warned_budget = True
-            n = epoch + 1
-            warnings.warn(
-                f"TwoPhaseController: loss plateau detected at epoch {epoch} "
-                f"({n} epochs completed); with alpha={self.alpha(n)} extra "
-                f"epochs the phase switch falls at epoch {state.switch_epoch}, "
-                f"beyond the budget of epochs={self.epochs}: the convergence "
-                "phase will not run within the budget.",
-                stacklevel=2,
-            )
-        self._state = state
-        return factor
+        return dataclasses.replace(s, **update), Decision(factor, False, tuple(events))
 
-    def reset(self):
-        """Forgets all progress (a new run)."""
-        self._state = TwoPhaseState()
+    def _warn_switch_beyond_budget(self, epoch, switch_epoch):
+        if self._epochs is None or switch_epoch < self._epochs:
+            return
+        n = epoch + 1
+        self.warn_once(
+            "budget",
+            f"TwoPhaseController: loss plateau detected at epoch {epoch} "
+            f"({n} epochs completed); with alpha={self.alpha(n)} extra "
+            f"epochs the phase switch falls at epoch {switch_epoch}, "
+            f"beyond the budget of epochs={self._epochs}: the convergence "
+            "phase will not run within the budget.",
+        )
 
     # -- persistence -------------------------------------------------------------
     def get_config(self):
         """The constructor arguments."""
         return {
-            "epochs": self.epochs,
+            "epochs": self._epochs,
             "warmup_epochs": self.warmup_epochs,
             "plateau_patience": self._plateau_patience_arg,
             "min_delta": self.min_delta,
@@ -320,125 +405,3 @@ class TwoPhaseController:
             "decay_factor": self.decay_factor,
         }
 
-    @classmethod
-    def from_config(cls, config):
-        """Builds a controller from `get_config()`'s output."""
-        config = dict(config)
-        epochs = config.pop("epochs")
-        return cls(epochs, **config)
-
-    def get_state(self):
-        """The state and configuration as a JSON-serialisable dict."""
-        state = dataclasses.asdict(self._state)
-        state["decay_epochs"] = list(self._state.decay_epochs)
-        return {
-            "version": STATE_VERSION,
-            "config": self.get_config(),
-            "state": state,
-        }
-
-    def set_state(self, state):
-        """Restores a state saved by `get_state()` (same configuration)."""
-        if not isinstance(state, dict) or set(state) != {
-            "version",
-            "config",
-            "state",
-        }:
-            raise ValueError(
-                "Argument `state` must be a dict from "
-                "`TwoPhaseController.get_state()`. "
-                f"Received: state={state!r}"
-            )
-        if state["version"] != STATE_VERSION:
-            raise ValueError(
-                f"Unsupported state version {state['version']!r}; this "
-                f"controller reads version {STATE_VERSION}."
-            )
-        if state["config"] != self.get_config():
-            raise ValueError(
-                "The saved state was made by a controller with another "
-                f"configuration. Saved: {state['config']}; this controller: "
-                f"{self.get_config()}"
-            )
-        fields = {f.name for f in dataclasses.fields(TwoPhaseState)}
-        values = state["state"]
-        if not isinstance(values, dict) or set(values) != fields:
-            raise ValueError(
-                f"The saved state must have the fields {sorted(fields)}. "
-                f"Received: {values!r}"
-            )
-        values = dict(values)
-        if values["phase"] not in (EXPLORATION, CONVERGENCE):
-            raise ValueError(
-                f"Invalid saved phase. Received: phase={values['phase']!r}"
-            )
-        values["decay_epochs"] = tuple(int(e) for e in values["decay_epochs"])
-        self._state = TwoPhaseState(**values)
-
-
-def _transition(controller, s, epoch, loss, eigenvalue):
-    """Pure update: returns `(next_state, factor, skipped_nonfinite)`."""
-    c = controller
-    update = {"next_epoch": epoch + 1}
-    nonfinite = False
-
-    if not s.plateau_detected and epoch >= c.warmup_epochs:
-        if not math.isfinite(loss):
-            nonfinite = True
-        elif s.best is None or loss < s.best - c.min_delta:
-            update.update(best=loss, wait=0)
-        else:
-            wait = s.wait + 1
-            update["wait"] = wait
-            if wait >= c.plateau_patience:
-                n = epoch + 1
-                update.update(plateau_epoch=epoch, switch_epoch=n + c.alpha(n) - 1)
-
-    switch_epoch = update.get("switch_epoch", s.switch_epoch)
-    factor = 1.0
-    if switch_epoch is not None and epoch >= switch_epoch:
-        if eigenvalue is None:
-            raise ValueError(
-                f"TwoPhaseController needs the largest Hessian eigenvalue at "
-                f"epoch {epoch} (switch epoch {switch_epoch}); received "
-                "eigenvalue=None. Call `wants_eigenvalue(epoch)` before `step`."
-            )
-        finite = math.isfinite(loss) and math.isfinite(eigenvalue)
-        nonfinite = nonfinite or not finite
-        if epoch == switch_epoch:
-            update["phase"] = CONVERGENCE
-            if finite:
-                update.update(h0=eigenvalue, f0=loss)
-        elif finite:
-            if (
-                s.h0 is not None
-                and s.h0 > 0
-                and eigenvalue > s.h0
-                and loss > s.f0
-            ):
-                factor = c.decay_factor
-                update.update(
-                    h0=0.0,
-                    lr_factor=s.lr_factor * c.decay_factor,
-                    decay_epochs=s.decay_epochs + (epoch,),
-                )
-            else:
-                update.update(h0=eigenvalue, f0=loss)
-    return dataclasses.replace(s, **update), factor, nonfinite
-
-
-def _check_float(name, value, minimum=None):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(
-            f"Argument `{name}` must be a number. Received: {name}={value!r}"
-        )
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(
-            f"Argument `{name}` must be finite. Received: {name}={value}"
-        )
-    if minimum is not None and value < minimum:
-        raise ValueError(
-            f"Argument `{name}` must be >= {minimum}. Received: {name}={value}"
-        )
-    return value

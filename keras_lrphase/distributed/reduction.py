@@ -36,6 +36,11 @@ class MetricReducer(abc.ABC):
         experiments with Horovod).
     """
 
+    @property
+    def is_chief(self):
+        """Whether this worker writes files (state copies): rank 0 only."""
+        return True
+
     @abc.abstractmethod
     def reduce_mean(self, values):
         """Returns the mean over workers of each value.

@@ -149,6 +149,39 @@ class HessianEigenvalueEstimator:
             )
         self._model = model
 
+    def check(self, model, x, y, argument="data"):
+        """Evaluates the restricted loss once on `(x, y)`, or raises.
+
+        Catches before training what would otherwise fail at the first
+        estimate: a layer that is not part of `model`, inputs or labels that
+        do not fit the model or its loss.
+
+        Raises:
+            ValueError: naming `argument` and the model, with the cause.
+        """
+        validate_batch(x, y)
+        self._prepare(model)
+        try:
+            inputs, data, params = self._inputs(x, y)
+            value = float(ops.convert_to_numpy(self._restricted.loss_fn(params, data)))
+        except Exception as error:  # noqa: BLE001 - re-raised with context
+            raise ValueError(
+                f"Argument `{argument}` cannot be used to estimate the Hessian "
+                f"of model {model.name!r}: evaluating its loss on the batch "
+                f"failed with {type(error).__name__}: "
+                f"{str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+            ) from error
+        return value
+
+    def _inputs(self, x, y):
+        restricted = self._restricted
+        inputs = _to_tensors(x)
+        if self._prefix is not None:
+            inputs = self._prefix(*restricted.prefix_values(), inputs)
+        others, non_trainable = restricted.fixed_values()
+        data = (inputs, _to_tensors(y), others, non_trainable)
+        return inputs, data, restricted.target_values()
+
     def __call__(self, model, x, y, initial_vector=None):
         """Estimates the largest eigenvalue on the batch `(x, y)`.
 
@@ -181,12 +214,7 @@ class HessianEigenvalueEstimator:
                 [np.ravel(ops.convert_to_numpy(t)).astype(np.float64) for t in tensors]
             )
 
-        inputs = _to_tensors(x)
-        if self._prefix is not None:
-            inputs = self._prefix(*restricted.prefix_values(), inputs)
-        others, non_trainable = restricted.fixed_values()
-        data = (inputs, _to_tensors(y), others, non_trainable)
-        params = restricted.target_values()
+        _, data, params = self._inputs(x, y)
 
         if self.hvp == "finite_difference":
             weights = flatten(params)

@@ -1,307 +1,488 @@
-"""The one mechanism through which every controller of the package moves the LR.
+"""The one mechanism through which every callback of the package moves the LR.
 
-Keras lets a callback change the learning rate only by assigning a float to
-`optimizer.learning_rate`, which raises `TypeError` when the optimizer was
-built with a `LearningRateSchedule`, and which two controllers cannot share.
-`ControlledLearningRate` wraps whatever learning rate is in force (a float or
-any schedule) and multiplies it, inside the compiled train step, by
+Keras lets a callback change the learning rate by assigning a float to
+`optimizer.learning_rate`, the optimizer's float variable (that is what
+`ReduceLROnPlateau` does). `ControlledLearningRate` keeps that contract:
 
-* `scale`: the product of named multiplicative factors, one per controller
-  (`TwoPhaseLR`'s decays, later AutoDecay and plateau decays), set on the
-  host at epoch ends with `set_factor(name, value)`;
-* a linear warmup ramp driven by the optimizer's step counter (the in-graph
-  half of `GradualWarmup`), so warmup costs no per-batch callback work.
+* **On a float learning rate** the optimizer's own variable stays the one
+  truth. A controller's decay multiplies it in place (clamped at the
+  controller's `min_lr`), exactly like `ReduceLROnPlateau`, so Keras' LR
+  callbacks and `optimizer.learning_rate = x` keep working and compose
+  with the package's decays; checkpoints (`BackupAndRestore`,
+  `ModelCheckpoint`) save the decayed value; on JAX the variable is part of
+  the train step's state, so a decay costs no retrace; and after `fit` the
+  optimizer holds a plain float carrying the decays.
+* **On a `LearningRateSchedule`**, which has no variable to set, the
+  controllers' factors multiply it inside the train step (their product is
+  the `scale` variable of a `ScaledLearningRate`); the schedule is given
+  back unscaled after `fit` (a schedule cannot carry them), and the factor
+  is applied again when the controller continues.
+* **A per-step warmup ramp** (`GradualWarmup`) is computed inside the train
+  step by a `ScaledLearningRate`, so warmup costs no per-batch callback.
 
-It is installed with Keras' own `optimizer.learning_rate = schedule` setter,
-so the optimizer's variables are exactly those of any optimizer with a
-schedule: `model.save`/`keras.models.load_model` and `BackupAndRestore`
-round-trip the optimizer state, and the control state travels in the
-schedule's config (and in each controller's own state file). On TensorFlow
-the compiled train step reads the control variables live. On JAX their values
-are constants of the traced train step, so whoever changes them must retrace
-it with `refresh(model)`: the package's callbacks do (`version` counts the
-changes), once per change, which happens a handful of times per run.
+The callable `ScaledLearningRate` is installed only while a callback needs
+it (a ramp, a schedule base) and removed at the end of `fit`.
+
+Momentum correction (Goyal et al. 2017, Section 2.2): Keras' SGD and the
+package's LARS keep the learning rate inside their velocity
+(v = m v - lr g), so after a cut the old velocity keeps the old step size
+for about 1/(1 - m) steps. `correct_momentum(step)` rescales the velocities
+by lr_new / lr_old at an epoch boundary where the learning rate in force
+changed (a controller's decay, a step of a schedule, `ReduceLROnPlateau`);
+the warmup ramp is not a change in this sense.
+
+The control is one object per optimizer, found with
+`ControlledLearningRate.install(optimizer)`; its state (the factors and the
+learning rate recorded at the last epoch starts) is saved with the package's
+callbacks' resume state.
 """
 
 import math
+import weakref
 
 import keras
 import numpy as np
 from keras import ops
 
+from keras_lrphase._validation import check_integer
+from keras_lrphase._validation import check_name
+from keras_lrphase._validation import check_number
+from keras_lrphase._validation import check_positive
+from keras_lrphase._validation import fail
+from keras_lrphase.backend import keras_compat
+from keras_lrphase.schedules.scaled_learning_rate import ScaledLearningRate
 
-@keras.saving.register_keras_serializable(package="keras_lrphase")
-class ControlledLearningRate(keras.optimizers.schedules.LearningRateSchedule):
-    """A learning rate = base(step) * scale * warmup(step).
+STATE_VERSION = 1
+_CONTROLS = weakref.WeakKeyDictionary()
 
-    Users rarely build one: the package's callbacks call
-    `ControlledLearningRate.install(optimizer)`, which wraps the optimizer's
-    learning rate once and returns the same object to every later caller.
 
-    Args:
-        base: Float or `keras.optimizers.schedules.LearningRateSchedule`.
-            The learning rate the controllers scale.
-        scale: Float. Initial product of the controller factors.
-            Defaults to `1.0`.
-        warmup_steps: Int. Length of the linear warmup ramp in optimizer
-            steps; `0` disables it. Defaults to `0`.
-        warmup_initial_fraction: Float in (0, 1]. Fraction of the base
-            learning rate at step 0 of the ramp. Defaults to `1.0`.
-        factors: Dict of controller name to float factor whose product is
-            `scale`. Defaults to `None` (no factor yet).
+class ControlledLearningRate:
+    """The learning rate of one optimizer, as the package's callbacks control it.
+
+    Users rarely touch it: the package's callbacks call
+    `ControlledLearningRate.install(optimizer)`, which returns the same
+    object to every caller. Each controller owns a named multiplicative
+    factor; the learning rate in force is the optimizer's own learning rate
+    (a float or a schedule) times those factors, times a warmup ramp.
 
     Example:
 
     >>> import keras
     >>> from keras_lrphase import ControlledLearningRate
-    >>> opt = keras.optimizers.SGD(
-    ...     keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5))
+    >>> opt = keras.optimizers.SGD(0.1)
     >>> lr = ControlledLearningRate.install(opt)
     >>> lr.set_factor("my_controller", 0.5)
-    >>> round(float(opt.learning_rate), 6)
+    0.5
+    >>> round(float(opt.learning_rate), 6)  # still a plain, settable float
     0.05
+    >>> opt.learning_rate = 0.2  # e.g. ReduceLROnPlateau; decays compose
+    >>> applied = lr.scale_by("my_controller", 0.5, min_lr=0.15)  # clamped
+    >>> round(applied, 4)
+    0.75
+    >>> round(float(opt.learning_rate), 6)
+    0.15
+
+    References:
+        Goyal et al. 2017, "Accurate, Large Minibatch SGD: Training ImageNet
+        in 1 Hour", Section 2.2 (warmup, momentum correction).
     """
 
-    def __init__(
-        self,
-        base,
-        scale=1.0,
-        warmup_steps=0,
-        warmup_initial_fraction=1.0,
-        factors=None,
-    ):
-        if isinstance(base, ControlledLearningRate):
-            raise ValueError(
-                "Argument `base` must not itself be a ControlledLearningRate. "
-                f"Received: base={base}"
+    def __init__(self, optimizer):
+        owner = keras_compat.learning_rate_owner(optimizer)
+        current = keras_compat.current_learning_rate_object(owner)
+        if isinstance(current, ScaledLearningRate):  # left by an interrupted fit
+            current = current.base
+        if not isinstance(
+            current,
+            (keras.Variable, keras.optimizers.schedules.LearningRateSchedule),
+        ):
+            fail(
+                "optimizer",
+                optimizer,
+                "must have a float learning rate or a "
+                "keras.optimizers.schedules.LearningRateSchedule (a plain "
+                "callable cannot be scaled in the train step); its learning "
+                f"rate is {current!r}",
             )
-        is_schedule = isinstance(
-            base, keras.optimizers.schedules.LearningRateSchedule
-        )
-        if not is_schedule and not isinstance(base, keras.Variable):
-            base = float(base)
-            if not base > 0:
-                raise ValueError(
-                    f"Argument `base` must be positive. Received: base={base}"
-                )
-        self.base = base
-        self.factors = dict(factors or {})
-        for name, value in self.factors.items():
-            _check_factor(name, value)
-        self.scale = keras.Variable(
-            float(scale), name="lrphase_scale", dtype="float32",
-            trainable=False, aggregation="only_first_replica",
-        )
-        self.warmup_steps = keras.Variable(
-            float(warmup_steps), name="lrphase_warmup_steps",
-            dtype="float32", trainable=False,
-            aggregation="only_first_replica",
-        )
-        self.warmup_initial_fraction = keras.Variable(
-            float(warmup_initial_fraction),
-            name="lrphase_warmup_initial_fraction", dtype="float32",
-            trainable=False, aggregation="only_first_replica",
-        )
+        self.owner = owner
+        self.base = current
+        self.factors = {}
         self.version = 0
+        self._wrapper = None
+        self._users = set()
+        self._records = []
+        self._corrected_step = None
+
+    # -- one object per optimizer --------------------------------------------
+    @classmethod
+    def install(cls, optimizer):
+        """Returns the optimizer's control, creating it once.
+
+        On a schedule base the in-graph scaling is installed at once (the
+        train step must read the factors); on a float base nothing changes
+        in the optimizer until a warmup ramp is asked for.
+
+        Args:
+            optimizer: A `keras.optimizers.Optimizer`, or a wrapper exposing
+                `inner_optimizer` (`LossScaleOptimizer`, `LARSWrapper`).
+        """
+        owner = keras_compat.learning_rate_owner(optimizer)
+        control = _CONTROLS.get(owner)
+        if control is None:
+            control = cls(owner)
+            _CONTROLS[owner] = control
+        if not control.is_float:
+            control._install_wrapper()
+        return control
 
     @property
-    def variables(self):
-        """The control state variables."""
-        return [self.scale, self.warmup_steps, self.warmup_initial_fraction]
+    def is_float(self):
+        """Whether the base is the optimizer's float learning-rate variable."""
+        return isinstance(self.base, keras.Variable)
 
-    # -- the schedule ------------------------------------------------------
-    def base_learning_rate(self, step):
-        """The wrapped learning rate at `step`, before scale and warmup."""
-        if isinstance(self.base, keras.optimizers.schedules.LearningRateSchedule):
-            return ops.cast(self.base(step), "float32")
-        return ops.cast(ops.convert_to_tensor(self.base), "float32")
-
-    def warmup_factor(self, step):
-        """Linear ramp from `warmup_initial_fraction` at step 0 to 1."""
-        step = ops.cast(step, "float32")
-        steps = self.warmup_steps
-        f0 = self.warmup_initial_fraction
-        progress = step / ops.maximum(steps, 1.0)
-        ramp = f0 + (1.0 - f0) * progress
-        return ops.where(step < steps, ramp, ops.ones_like(ramp))
-
-    def __call__(self, step):
+    @property
+    def installed(self):
+        """Whether the in-graph `ScaledLearningRate` is in the optimizer."""
         return (
-            self.base_learning_rate(step) * self.scale * self.warmup_factor(step)
+            keras_compat.current_learning_rate_object(self.owner)
+            is self._wrapper
+            and self._wrapper is not None
         )
 
-    # -- host-side control ---------------------------------------------------
-    def set_factor(self, name, value):
-        """Sets controller `name`'s multiplicative factor and updates `scale`.
+    def acquire(self, user, model, warmup=False):
+        """Registers callback `user` for one `fit` (called from `set_model`).
 
-        On JAX, call `refresh(model)` before the next train step.
+        Args:
+            user: The callback.
+            model: The model being fit; its train function is traced again
+                when the in-graph scaling is installed now.
+            warmup: Bool. Whether `user` needs the in-graph warmup ramp.
         """
-        _check_factor(name, value)
-        if self.factors.get(name) == float(value):
+        self._users.add(id(user))
+        if warmup or not self.is_float:
+            if self._install_wrapper():
+                keras_compat.drop_train_function(model)
+
+    def release(self, user, model):
+        """Ends `user`'s `fit`; the last one restores the optimizer's own LR.
+
+        The float variable stays with the decays; a schedule is given back
+        unscaled. The train function is traced again by the next `fit`.
+        """
+        self._users.discard(id(user))
+        if self._users or not self.installed:
             return
-        self.factors[name] = float(value)
-        self.scale.assign(math.prod(self.factors.values()))
+        keras_compat.replace_learning_rate_object(self.owner, self.base)
+        keras_compat.drop_train_function(model)
         self.version += 1
 
-    def refresh(self, model):
-        """Makes `model`'s next train step use the current control values.
+    def _install_wrapper(self):
+        if self.installed:
+            return False
+        if self._wrapper is None:
+            self._wrapper = ScaledLearningRate(
+                self.base,
+                keras_compat.raw_step_variable(self.owner),
+                _scalar_variable("lrphase_scale", math.prod(self._schedule_factors())),
+                _scalar_variable("lrphase_warmup_steps", 0.0),
+                _scalar_variable("lrphase_warmup_initial_fraction", 1.0),
+            )
+        keras_compat.replace_learning_rate_object(self.owner, self._wrapper)
+        self.version += 1
+        return True
 
-        Call it after `set_factor`/`set_warmup`/`set_base` and before the
-        next train step (the package's callbacks do, at epoch begin). On
-        TensorFlow the compiled step reads the control variables live and
-        this does nothing. On JAX they are constants of the traced step, so
-        when `version` moved since `model`'s train function was made, it is
-        made again (Keras' fit loop looks it up at every step): one retrace
-        per change.
+    def _schedule_factors(self):
+        return self.factors.values() if not self.is_float else ()
+
+    # -- factors ---------------------------------------------------------------
+    def factor(self, name):
+        """The product of controller `name`'s applied factors (1.0 if none)."""
+        return self.factors.get(name, 1.0)
+
+    def scale_by(self, name, ratio, min_lr=None):
+        """Multiplies the learning rate in force by `ratio` for controller `name`.
+
+        A decay (`ratio < 1`) that would take the learning rate in force
+        below `min_lr` is clamped to `min_lr`; one that starts below it
+        changes nothing.
+
+        Args:
+            name: String. The controller's factor name.
+            ratio: Float > 0. The multiplier.
+            min_lr: Float >= 0 or None. Floor for decays.
+
+        Returns:
+            The ratio applied (smaller in effect than `ratio` when clamped).
+        """
+        check_name("name", name)
+        ratio = check_positive("ratio", ratio)
+        if ratio == 1.0:
+            return 1.0
+        if min_lr is not None and ratio < 1.0:
+            step = keras_compat.raw_step(self.owner)
+            current = self.value_without_warmup_at(step)
+            target = max(current * ratio, float(min_lr))
+            ratio = min(1.0, target / current) if current > 0 else 1.0
+            if ratio == 1.0:
+                return 1.0
+        self.factors[name] = self.factor(name) * ratio
+        if self.is_float:
+            self.base.assign(float(ops.convert_to_numpy(self.base)) * ratio)
+        else:
+            self._set_scale()
+        return ratio
+
+    def set_factor(self, name, value):
+        """Sets controller `name`'s total factor to `value` (no floor).
+
+        Returns:
+            The ratio applied to the learning rate in force.
+        """
+        value = check_positive("value", value)
+        return self.scale_by(name, value / self.factor(name))
+
+    def restore_factors(self, factors):
+        """Sets the factor bookkeeping from a saved state.
+
+        On a float base the restored variable already carries the factors,
+        so only the bookkeeping changes; on a schedule base the in-graph
+        scale is set to their product.
+        """
+        self.factors = {str(k): float(v) for k, v in factors.items()}
+        if not self.is_float:
+            self._set_scale()
+
+    def forget_factor(self, name):
+        """Drops controller `name`'s factor (a new run of that controller).
+
+        A float learning rate keeps its value, as it would after
+        `ReduceLROnPlateau`; on a schedule the factor stops applying.
+        """
+        if self.factors.pop(name, None) is not None and not self.is_float:
+            self._set_scale()
+
+    def _set_scale(self):
+        scale = float(np.float32(math.prod(self.factors.values())))
+        if self._wrapper is None:
+            self._install_wrapper()
+        if float(ops.convert_to_numpy(self._wrapper.scale)) != scale:
+            self._wrapper.scale.assign(scale)
+            self.version += 1
+
+    # -- warmup and base --------------------------------------------------------
+    def set_warmup(self, steps, initial_fraction):
+        """Starts a linear warmup of `steps` raw steps from `initial_fraction`."""
+        steps = check_integer("steps", steps, 0)
+        initial_fraction = check_number(
+            "initial_fraction", initial_fraction, minimum=0.0, maximum=1.0,
+            exclusive_minimum=True,
+        )
+        self._install_wrapper()
+        wrapper = self._wrapper
+        wanted = (float(steps), float(np.float32(initial_fraction)))
+        current = (
+            float(ops.convert_to_numpy(wrapper.warmup_steps)),
+            float(ops.convert_to_numpy(wrapper.warmup_initial_fraction)),
+        )
+        if current != wanted:
+            wrapper.warmup_steps.assign(wanted[0])
+            wrapper.warmup_initial_fraction.assign(initial_fraction)
+            self.version += 1
+
+    def set_base(self, value):
+        """Sets the float learning rate (the target of a warmup ramp)."""
+        value = check_positive("value", value)
+        if not self.is_float:
+            fail(
+                "value", value,
+                "cannot be set: the optimizer's learning rate is the schedule "
+                f"{type(self.base).__name__}",
+            )
+        self.base.assign(value)
+
+    # -- reading ----------------------------------------------------------------
+    def value_without_warmup_at(self, step):
+        """The learning rate in force at raw step `step`, without the ramp."""
+        if self.is_float:
+            return float(ops.convert_to_numpy(self.base))
+        base = float(ops.convert_to_numpy(self.base(step)))
+        return base * math.prod(self.factors.values())
+
+    def value_at(self, step):
+        """The learning rate at raw step `step`, as a Python float."""
+        if self.installed:
+            return float(ops.convert_to_numpy(self._wrapper.value(step)))
+        return self.value_without_warmup_at(step)
+
+    def last_step_value(self):
+        """The learning rate the last completed step was trained with.
+
+        Computed from the learning rate recorded when the epoch started
+        (`enter_epoch`), so decisions already made at this epoch end, by
+        the package or by Keras' callbacks, do not change it; in float32,
+        in the order the train step computes it.
+        """
+        step = max(keras_compat.raw_step(self.owner) - 1, 0)
+        control = self._records[-1][1] if self._records else self._control_value()
+        value = np.float32(self._schedule_value(step)) * np.float32(control)
+        if self.installed:
+            ramp = ops.convert_to_numpy(self._wrapper.warmup_factor(step))
+            value = value * np.float32(ramp)
+        return float(value)
+
+    def refresh(self, model):
+        """Makes `model`'s next train step use the current in-graph values.
+
+        On TensorFlow the compiled step reads the variables live and this
+        does nothing. On JAX the values that are not optimizer variables
+        (the scale on a schedule base, the ramp's length) are constants of
+        the traced step: when they changed since the step was traced
+        (`version`), it is traced again, once per change. The float
+        learning rate is an optimizer variable and never needs this.
         """
         if keras.backend.backend() != "jax":
             return
         if getattr(model, "_lrphase_lr_version", None) == self.version:
             return
-        if getattr(model, "train_function", None) is not None:
-            model.make_train_function(force=True)
+        keras_compat.retrace_train_function(model)
         model._lrphase_lr_version = self.version
 
-    def factor(self, name):
-        """The factor of controller `name` (1.0 when it has none)."""
-        return self.factors.get(name, 1.0)
+    # -- epoch boundaries: momentum correction, stage ends -------------------------
+    def _control_value(self):
+        if self.is_float:
+            return float(ops.convert_to_numpy(self.base))
+        return math.prod(self.factors.values())
 
-    def set_warmup(self, steps, initial_fraction):
-        """Starts a linear warmup of `steps` optimizer steps."""
-        steps = int(steps)
-        if steps < 0:
-            raise ValueError(
-                f"Argument `steps` must be >= 0. Received: steps={steps}"
-            )
-        if not 0.0 < float(initial_fraction) <= 1.0:
-            raise ValueError(
-                "Argument `initial_fraction` must be in (0, 1]. "
-                f"Received: initial_fraction={initial_fraction}"
-            )
-        current = (
-            float(ops.convert_to_numpy(self.warmup_steps)),
-            float(ops.convert_to_numpy(self.warmup_initial_fraction)),
-        )
-        wanted = (float(steps), float(np.float32(initial_fraction)))
-        if current == wanted:
-            return
-        self.warmup_steps.assign(wanted[0])
-        self.warmup_initial_fraction.assign(float(initial_fraction))
-        self.version += 1
+    def _schedule_value(self, step):
+        if self.is_float:
+            return 1.0
+        return float(ops.convert_to_numpy(self.base(max(step, 0))))
 
-    def set_base(self, value):
-        """Sets the wrapped learning rate when it is a float variable.
+    def enter_epoch(self, step):
+        """Records the learning rate in force at the epoch starting at `step`.
 
-        Raises:
-            TypeError: if the base is a `LearningRateSchedule` or a constant
-                (a value baked into a traced train step cannot be changed).
+        Idempotent per step; called by every package callback at
+        `on_epoch_begin` (after the epoch-end decisions of the previous
+        epoch).
         """
-        if not isinstance(self.base, keras.Variable):
-            raise TypeError(
-                "The base learning rate can only be set when it is a float "
-                "variable (an optimizer built with a float learning rate). "
-                f"Received a base of type {type(self.base).__name__}: "
-                f"base={self.base}"
-            )
-        value = float(value)
-        if not (value > 0 and math.isfinite(value)):
-            raise ValueError(
-                "Argument `value` must be a positive finite learning rate. "
-                f"Received: value={value}"
-            )
-        if float(ops.convert_to_numpy(self.base)) == float(np.float32(value)):
+        if self._records and self._records[-1][0] == step:
             return
-        self.base.assign(value)
-        self.version += 1
+        self._records = (self._records + [(int(step), self._control_value())])[-2:]
 
-    def value_at(self, step):
-        """The learning rate at optimizer step `step`, as a Python float."""
-        return float(ops.convert_to_numpy(self(step)))
-
-    # -- installation --------------------------------------------------------
-    @classmethod
-    def install(cls, optimizer):
-        """Wraps `optimizer`'s learning rate (once) and returns the wrapper.
-
-        Uses Keras' `optimizer.learning_rate = schedule` setter, which also
-        untracks the optimizer's float learning-rate variable (the wrapper
-        keeps reading it as its base). Call it before training starts: the
-        callbacks do so in `set_model`, which Keras runs before any
-        `on_train_begin`.
-
-        Args:
-            optimizer: A `keras.optimizers.Optimizer`, or a wrapper exposing
-                `inner_optimizer` (`LossScaleOptimizer`, `LARSWrapper`).
+    def boundary(self, step):
+        """The change of the learning rate in force at the epoch start `step`.
 
         Returns:
-            The optimizer's `ControlledLearningRate`.
+            None before the second recorded epoch start, else a dict:
+            `previous` and `next` (the learning rate without warmup ramp at
+            steps `step - 1` and `step`), `controlled_drop` (a drop of the
+            float variable or of the controllers' factors) and
+            `schedule_step` (the schedule dropped at `step` after being flat
+            over the two steps before: a step schedule, not a smooth one).
         """
-        target = _learning_rate_owner(optimizer)
-        current = target._learning_rate
-        if isinstance(current, ControlledLearningRate):
-            return current
-        if callable(current) and not isinstance(
-            current,
-            (keras.optimizers.schedules.LearningRateSchedule, keras.Variable),
-        ):
-            raise TypeError(
-                "The optimizer's learning rate is a plain callable, which "
-                "cannot be scaled in the train step. Use a float or a "
-                "`keras.optimizers.schedules.LearningRateSchedule`. "
-                f"Received: learning_rate={current}"
-            )
-        controlled = cls(current)
-        target.learning_rate = controlled
-        return controlled
-
-    # -- serialisation -------------------------------------------------------
-    def get_config(self):
-        base = self.base
-        if isinstance(base, keras.Variable):
-            base = float(ops.convert_to_numpy(base))
-        elif isinstance(base, keras.optimizers.schedules.LearningRateSchedule):
-            base = keras.saving.serialize_keras_object(base)
+        if len(self._records) < 2 or self._records[-1][0] != step:
+            return None
+        (_, before), (_, now) = self._records
+        previous = self._schedule_value(step - 1) * before
+        following = self._schedule_value(step) * now
+        schedule_step = (
+            not self.is_float
+            and step >= 2
+            and self._schedule_value(step) < self._schedule_value(step - 1)
+            and self._schedule_value(step - 1) == self._schedule_value(step - 2)
+        )
         return {
-            "base": base,
-            "scale": float(ops.convert_to_numpy(self.scale)),
-            "warmup_steps": int(ops.convert_to_numpy(self.warmup_steps)),
-            "warmup_initial_fraction": float(
-                ops.convert_to_numpy(self.warmup_initial_fraction)
-            ),
-            "factors": dict(self.factors),
+            "previous": previous,
+            "next": following,
+            "controlled_drop": now < before,
+            "schedule_step": schedule_step,
         }
 
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        if isinstance(config["base"], dict):
-            config["base"] = keras.saving.deserialize_keras_object(
-                config["base"]
-            )
-        return cls(**config)
+    def correct_momentum(self, step):
+        """Rescales the velocities by lr_new / lr_old at the epoch start `step`.
+
+        Idempotent per step. Applies to Keras' `SGD` and the package's
+        `LARS` (directly or inside `LossScaleOptimizer` / `LARSWrapper`).
+
+        Returns:
+            The ratio applied (1.0 when the learning rate did not change).
+        """
+        if self._corrected_step == step:
+            return 1.0
+        change = self.boundary(step)
+        self._corrected_step = step
+        if change is None or change["previous"] <= 0:
+            return 1.0
+        ratio = change["next"] / change["previous"]
+        if ratio == 1.0:
+            return 1.0
+        for velocity in velocity_variables(self.owner) or ():
+            velocity.assign(velocity * ops.cast(ratio, velocity.dtype))
+        return ratio
+
+    # -- state --------------------------------------------------------------------
+    def get_state(self):
+        """The factors and boundary records, JSON-serialisable."""
+        return {
+            "version": STATE_VERSION,
+            "factors": dict(self.factors),
+            "records": [[s, v] for s, v in self._records],
+        }
+
+    def set_state(self, state):
+        """Restores `get_state()`'s output (from a checkpoint or a file)."""
+        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+            fail("state", state, "must come from ControlledLearningRate.get_state()")
+        self.restore_factors(state["factors"])
+        self._records = [(int(s), float(v)) for s, v in state["records"]][-2:]
+        self._corrected_step = None
 
 
-def _check_factor(name, value):
-    if not isinstance(name, str) or not name:
-        raise ValueError(
-            f"Argument `name` must be a non-empty string. Received: name={name!r}"
-        )
-    value = float(value)
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(
-            "Argument `value` must be a positive finite factor. "
-            f"Received: value={value} (for factor {name!r})"
-        )
+def last_step_learning_rate(optimizer):
+    """The learning rate of the optimizer's last completed step, as a float.
+
+    The one reader of "the learning rate an epoch was trained with": the
+    optimizer's `ControlledLearningRate` when a package callback installed
+    one (which also survives decisions made at this epoch end), else the
+    optimizer's float or schedule evaluated at the last raw step, which is
+    what Keras passed to it for the last batch.
+    """
+    owner = keras_compat.learning_rate_owner(optimizer)
+    control = _CONTROLS.get(owner)
+    if control is not None:
+        return control.last_step_value()
+    rate = keras_compat.current_learning_rate_object(owner)
+    if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
+        step = max(keras_compat.raw_step(owner) - 1, 0)
+        return float(ops.convert_to_numpy(rate(step)))
+    if callable(rate) and not isinstance(rate, keras.Variable):
+        return float(ops.convert_to_numpy(rate()))
+    return float(ops.convert_to_numpy(rate))
 
 
-def _learning_rate_owner(optimizer):
-    """The optimizer object whose `_learning_rate` is used in the update."""
-    seen = optimizer
-    while hasattr(seen, "inner_optimizer"):
-        seen = seen.inner_optimizer
-    if not isinstance(seen, keras.optimizers.Optimizer):
-        raise TypeError(
-            "Argument `optimizer` must be a keras.optimizers.Optimizer. "
-            f"Received: optimizer={optimizer!r}"
-        )
-    return seen
+def velocity_variables(optimizer):
+    """The velocity variables that hold the learning rate, or raises.
+
+    Keras' `SGD` (`momentums`, empty when `momentum=0`) and the package's
+    `LARS` (`velocities`).
+    """
+    from keras_lrphase.optimizers.lars import LARS
+
+    owner = keras_compat.learning_rate_owner(optimizer)
+    if isinstance(owner, keras.optimizers.SGD):
+        return list(getattr(owner, "momentums", []) or [])
+    if isinstance(owner, LARS):
+        return list(getattr(owner, "velocities", []) or [])
+    return None
+
+
+def supports_momentum_correction(optimizer):
+    """Whether `velocity_variables` knows the optimizer's velocities."""
+    return velocity_variables(optimizer) is not None
+
+
+def _scalar_variable(name, value):
+    return keras.Variable(
+        float(value), name=name, dtype="float32", trainable=False,
+        aggregation="only_first_replica",
+    )

@@ -5,9 +5,8 @@ import math
 import time
 
 import keras
-from keras import ops
 
-from keras_lrphase.schedules.controlled_learning_rate import _learning_rate_owner
+from keras_lrphase.schedules.controlled_learning_rate import last_step_learning_rate
 
 COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy",
            "learning_rate", "phase", "hessian_max_eigenvalue", "epoch_time",
@@ -115,22 +114,6 @@ class EpochRecorder(keras.callbacks.Callback):
                         row[key] = float(value) if value != "" else math.nan
                 rows.append(row)
         return rows
-
-
-def last_step_learning_rate(optimizer):
-    """The learning rate of the optimizer's last completed step, as a float.
-
-    Evaluates the learning rate (a float, a variable or any
-    `LearningRateSchedule`, including `ControlledLearningRate`) at the raw
-    step counter minus one, which is what Keras passed to it for the last
-    batch.
-    """
-    owner = _learning_rate_owner(optimizer)
-    rate = owner._learning_rate
-    if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
-        step = max(int(ops.convert_to_numpy(owner._iterations)) - 1, 0)
-        return float(ops.convert_to_numpy(rate(step)))
-    return float(ops.convert_to_numpy(rate))
 
 
 def _float(value):

@@ -1,0 +1,128 @@
+"""Every access to Keras internals, in one place.
+
+Checked against Keras 3.15.1 (TensorFlow, JAX and torch backends). When
+Keras changes one of these, this is the one module to update.
+
+* `learning_rate_owner(optimizer)`: the optimizer whose `_learning_rate` the
+  update reads (through `LossScaleOptimizer`, `LARSWrapper`).
+* `raw_step(optimizer)`: the raw step counter `_iterations` that Keras
+  passes to learning rate schedules (micro-steps under gradient
+  accumulation), as an int.
+* `current_learning_rate_object` / `replace_learning_rate_object`: read and
+  replace `_learning_rate` without Keras' setter, which would untrack the
+  optimizer's float learning-rate variable (it must stay an optimizer
+  variable: checkpoints save it, and on JAX it is then part of the train
+  step's state rather than a constant of the trace).
+* `CheckpointStateStore`: a `KerasSaveable` that, set as an attribute of a
+  model, is saved and restored by every Keras weight checkpoint of that
+  model (`model.save_weights`, `BackupAndRestore`, `ModelCheckpoint`,
+  `model.save`), in the same file as the weights, under the attribute's
+  name. A file without it loads as before; a model without it ignores it.
+* `print_msg`: Keras' own printer (respects `keras.config.disable_interactive_logging`).
+"""
+
+import json
+
+import keras
+import numpy as np
+from keras.src.saving.keras_saveable import KerasSaveable
+from keras.src.utils.io_utils import print_msg  # noqa: F401  (re-exported)
+
+
+def learning_rate_owner(optimizer):
+    """The optimizer object whose `_learning_rate` is used in the update."""
+    seen = optimizer
+    while hasattr(seen, "inner_optimizer"):
+        seen = seen.inner_optimizer
+    if not isinstance(seen, keras.optimizers.Optimizer):
+        raise ValueError(
+            "Argument `optimizer` must be a keras.optimizers.Optimizer. "
+            f"Received: optimizer={optimizer!r}"
+        )
+    return seen
+
+
+def raw_step(optimizer):
+    """The raw step counter schedules are called with, as a Python int."""
+    owner = learning_rate_owner(optimizer)
+    return int(keras.ops.convert_to_numpy(owner._iterations))
+
+
+def raw_step_variable(optimizer):
+    """The raw step counter variable itself (read inside the train step)."""
+    return learning_rate_owner(optimizer)._iterations
+
+
+def current_learning_rate_object(optimizer):
+    """The float variable, schedule or callable the update reads."""
+    return learning_rate_owner(optimizer)._learning_rate
+
+
+def replace_learning_rate_object(optimizer, value):
+    """Sets `_learning_rate` directly, keeping the variables tracked."""
+    learning_rate_owner(optimizer)._learning_rate = value
+
+
+def drop_train_function(model):
+    """Makes the next `fit` trace the train step again."""
+    _forget_jax_traces()
+    if getattr(model, "train_function", None) is not None:
+        model.train_function = None
+
+
+def retrace_train_function(model):
+    """Traces the train step again now, when one exists (JAX: constants)."""
+    _forget_jax_traces()
+    if getattr(model, "train_function", None) is not None:
+        model.make_train_function(force=True)
+
+
+def _forget_jax_traces():
+    # Keras' JAX trainer jits the bound method `model.train_step`; JAX keys
+    # its trace cache on that function, so a new `jit` of it can return the
+    # old trace, with the old constants. Clearing the caches is the one
+    # reliable way; the callbacks do it only when an in-graph constant
+    # changed (a warmup ramp set up, a scaled schedule's factor).
+    if keras.backend.backend() == "jax":
+        import jax
+
+        jax.clear_caches()
+
+
+class CheckpointStateStore(KerasSaveable):
+    """JSON-serialisable state saved inside a model's weight checkpoints.
+
+    `entries` maps a name to a callable returning that participant's state
+    (a JSON-serialisable dict) at save time. `loaded` maps each name found
+    in the last checkpoint loaded into the model to its state, and
+    `load_count` counts loads, so a participant can tell a fresh restore
+    from an old one.
+    """
+
+    def __init__(self):
+        self.entries = {}
+        self.loaded = {}
+        self.load_count = 0
+
+    def _obj_type(self):
+        return "Operation"
+
+    def save_own_variables(self, store):
+        payload = {name: get() for name, get in self.entries.items()}
+        text = json.dumps(payload, allow_nan=True, sort_keys=True)
+        store["state"] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+
+    def load_own_variables(self, store):
+        self.load_count += 1
+        if "state" not in store.keys():
+            self.loaded = {}
+            return
+        text = bytes(np.asarray(store["state"], dtype=np.uint8)).decode("utf-8")
+        try:
+            payload = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                "The keras_lrphase state stored in this checkpoint is "
+                f"damaged and cannot be read ({error})."
+            ) from None
+        self.loaded = payload if isinstance(payload, dict) else {}
