@@ -12,6 +12,7 @@ stderr and exit status 2.
 """
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -114,6 +115,22 @@ def build_parser():
         help="cosine-restarts: first period in epochs (default 10)")
     add("--restart-mult", type=float, default=2.0,
         help="cosine-restarts: period multiplier")
+    add("--autodecay-window", type=int, default=None,
+        help="autodecay: epochs of smoothed loss checked for stability "
+             "(default 5)")
+    add("--autodecay-tolerance", type=float, default=None,
+        help="autodecay: largest relative spread of a stable window "
+             "(default 0.05)")
+    add("--autodecay-drop-threshold", type=float, default=None,
+        help="autodecay: largest ratio of the stage's last to first smoothed "
+             "loss that counts as a significant drop (default 0.7)")
+    add("--momentum-correction", action="store_true",
+        help="rescale the momentum velocity by lr_new/lr_old when the "
+             "learning rate changes between epochs (Goyal et al. 2017)")
+    add("--stage-checkpoints", default=None, metavar="DIR",
+        help="save the model of every learning stage (the last epoch before "
+             "each decay, and the last epoch) to DIR/stage{N}.keras with a "
+             "JSON sidecar")
     add("--accumulate", type=int, default=1, metavar="N",
         help="process each batch as N sequential sub-batches (gradient "
              "accumulation); must divide --batch-size")
@@ -170,6 +187,11 @@ def _train_config(args):
         extra_epochs_fraction=args.extra_epochs_fraction,
         min_delta=args.min_delta,
         restart_epochs=args.restart_epochs, restart_mult=args.restart_mult,
+        autodecay_window=args.autodecay_window,
+        autodecay_tolerance=args.autodecay_tolerance,
+        autodecay_drop_threshold=args.autodecay_drop_threshold,
+        momentum_correction=args.momentum_correction,
+        stage_checkpoints=args.stage_checkpoints,
         accumulate=args.accumulate, augment=args.augment,
         train_size=args.train_size, test_size=args.test_size,
         eval_batch_size=args.eval_batch_size, seed=args.seed)
@@ -270,6 +292,9 @@ def _run_compare(parser, args, stamp):
             folder = os.path.join(folder, f"seed{config.seed}")
             tag += f" (seed {config.seed})"
         prefix = f"[{i}/{len(runs)}]"
+        if config.stage_checkpoints and not os.path.isabs(config.stage_checkpoints):
+            config = dataclasses.replace(
+                config, stage_checkpoints=os.path.join(folder, config.stage_checkpoints))
         summary = run_training(
             config, folder, verbose=args.verbose,
             log=lambda line: print(f"{prefix} {line}", flush=True),
@@ -339,12 +364,16 @@ def write_compare_outputs(preset, results, out, seconds, epochs_override=None):
             policy = f"step-wise (beta = {config.decay_factor:g})"
         elif config.schedule == "two-phase":
             policy = f"adaptive (beta = {config.decay_factor:g})"
+        elif config.schedule == "autodecay":
+            policy = f"AutoDecay (x{config.decay_factor:g})"
         else:
             policy = (f"cosine restarts ({config.restart_epochs}, "
                       f"x{config.restart_mult:g})")
         decays = "/".join(str(e) for e in first["decay_epochs"]) or "-"
-        if config.schedule == "two-phase":
+        if config.schedule in ("two-phase", "autodecay"):
             decays = f"adaptive ({decays})"
+        if config.momentum_correction:
+            policy += ", momentum corr."
         batch = str(config.batch_size)
         if config.accumulate > 1:
             batch += f" ({config.accumulate} x {config.batch_size // config.accumulate})"
@@ -355,7 +384,8 @@ def write_compare_outputs(preset, results, out, seconds, epochs_override=None):
         if with_paper:
             cells.append(f"{run.paper:.2f}%" if run.paper is not None else "-")
         minutes = sum(s["train_wall_time_s"] for s in summaries) / 60
-        cells += [str(first["epochs_completed"]), f"{minutes:.1f} min"]
+        cells += [_epochs_cell([s["epochs_completed"] for s in summaries]),
+                  f"{minutes:.1f} min"]
         lines.append("| " + " | ".join(cells) + " |")
         histories[run.label] = _mean_history(
             [EpochRecorder.read(os.path.join(f, HISTORY_FILE)) for f in folders])
@@ -390,6 +420,13 @@ def _mean_history(histories):
             row[key] = sum(rows[i][key] for rows in histories) / len(histories)
         mean.append(row)
     return mean
+
+
+def _epochs_cell(epochs):
+    """Epochs run: one number, or the mean and range over seeds."""
+    if len(set(epochs)) == 1:
+        return str(epochs[0])
+    return f"{sum(epochs) / len(epochs):.1f} ({min(epochs)}-{max(epochs)})"
 
 
 def _mean_pct(values):

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from keras_lrphase.training.run_config import RunConfig
-from keras_lrphase.training.runner import SharedEstimator
+from keras_lrphase import HessianMonitor
+from keras_lrphase.training.runner import build_callbacks
 from keras_lrphase.training.runner import build_learning_rate
 from keras_lrphase.training.runner import build_optimizer
 from keras_lrphase.training.runner import prepare_data
@@ -42,21 +43,30 @@ def test_build_optimizer():
     assert lars.trust_coefficient == 0.01 and lars.weight_decay == 0.0
 
 
-def test_shared_estimator_computes_once_per_step():
-    calls = []
+def test_two_phase_and_monitor_share_one_estimate_per_epoch():
+    config = RunConfig(schedule="two-phase", hessian_every=1).resolved()
+    x = np.zeros((4, 8, 8, 1), "float32")
+    y = np.zeros((4,), "int32")
+    callbacks, controller = build_callbacks(config, 3, (x, y))
+    monitor = [c for c in callbacks if isinstance(c, HessianMonitor)][0]
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(10)])
+    model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    for callback in callbacks:
+        callback.set_model(model)
+    assert controller.providers[0] is monitor.providers[0]
 
-    def estimator(model, x, y, initial_vector=None):
-        calls.append(initial_vector)
-        return len(calls)
 
-    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    model.compile(keras.optimizers.SGD(0.1), loss="mse")
-    shared = SharedEstimator(estimator)
-    assert shared(model, None, None, initial_vector="a") == 1
-    assert shared(model, None, None, initial_vector="b") == 1  # same step
-    model.fit(np.ones((2, 2)), np.ones((2, 1)), verbose=0)
-    assert shared(model, None, None) == 2
-    assert calls == ["a", None] and shared.calls == 2
+def test_build_callbacks_orders_controllers_before_checkpoints(tmp_path):
+    config = RunConfig(schedule="autodecay", warmup_epochs=2,
+                       momentum_correction=True, autodecay_window=4,
+                       stage_checkpoints=str(tmp_path), hessian_every=0).resolved()
+    callbacks, controller = build_callbacks(config, 3, None)
+    assert [type(c).__name__ for c in callbacks] == [
+        "GradualWarmup", "AutoDecay", "MomentumCorrection", "StageCheckpoint"]
+    assert controller.controller.window == 4
+    assert controller.controller.decay_factor == 0.1
+    assert controller.controller.warmup_epochs == 2
 
 
 def test_prepare_data_subsets_and_checks():

@@ -145,7 +145,7 @@ class ControllerCallback(ResumableCallback):
                 f"{type(model.optimizer).__name__}",
             )
         self._control = ControlledLearningRate.install(model.optimizer)
-        self._control.acquire(self, model)
+        self._control.acquire(self, model, scales=True)
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)

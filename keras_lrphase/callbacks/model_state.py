@@ -15,6 +15,7 @@ first package callback that sees the model. It is three things:
 from keras_lrphase.backend.keras_compat import CheckpointStateStore
 
 ATTRIBUTE = "_lrphase_state"
+EVENTS = "__events__"
 
 
 class ModelState(CheckpointStateStore):
@@ -53,6 +54,21 @@ class ModelState(CheckpointStateStore):
         self.entries[key] = get_state
         self.owners[key] = owner
         return key
+
+    def save_own_variables(self, store):
+        self.entries[EVENTS] = lambda: {str(k): v for k, v in self.events.items()}
+        try:
+            super().save_own_variables(store)
+        finally:
+            del self.entries[EVENTS]
+
+    def load_own_variables(self, store):
+        super().load_own_variables(store)
+        events = self.loaded.pop(EVENTS, None)
+        if events is not None:
+            self.events = {
+                int(k): [tuple(pair) for pair in v] for k, v in events.items()
+            }
 
     def seal(self):
         """Marks the participants of the current `fit` as complete."""

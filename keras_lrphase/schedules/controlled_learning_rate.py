@@ -37,6 +37,7 @@ learning rate recorded at the last epoch starts) is saved with the package's
 callbacks' resume state.
 """
 
+import contextlib
 import math
 import weakref
 
@@ -109,7 +110,7 @@ class ControlledLearningRate:
         self.factors = {}
         self.version = 0
         self._wrapper = None
-        self._users = set()
+        self._users = weakref.WeakSet()
         self._records = []
         self._corrected_step = None
 
@@ -118,9 +119,9 @@ class ControlledLearningRate:
     def install(cls, optimizer):
         """Returns the optimizer's control, creating it once.
 
-        On a schedule base the in-graph scaling is installed at once (the
-        train step must read the factors); on a float base nothing changes
-        in the optimizer until a warmup ramp is asked for.
+        Nothing changes in the optimizer until a callback `acquire`s the
+        control for a warmup ramp or for factors on a schedule, or a factor
+        is set on a schedule.
 
         Args:
             optimizer: A `keras.optimizers.Optimizer`, or a wrapper exposing
@@ -131,8 +132,6 @@ class ControlledLearningRate:
         if control is None:
             control = cls(owner)
             _CONTROLS[owner] = control
-        if not control.is_float:
-            control._install_wrapper()
         return control
 
     @property
@@ -149,7 +148,7 @@ class ControlledLearningRate:
             and self._wrapper is not None
         )
 
-    def acquire(self, user, model, warmup=False):
+    def acquire(self, user, model, warmup=False, scales=False):
         """Registers callback `user` for one `fit` (called from `set_model`).
 
         Args:
@@ -157,9 +156,11 @@ class ControlledLearningRate:
             model: The model being fit; its train function is traced again
                 when the in-graph scaling is installed now.
             warmup: Bool. Whether `user` needs the in-graph warmup ramp.
+            scales: Bool. Whether `user` sets factors (which a schedule
+                base needs in the train step).
         """
-        self._users.add(id(user))
-        if warmup or not self.is_float:
+        self._users.add(user)
+        if warmup or (scales and not self.is_float):
             if self._install_wrapper():
                 keras_compat.drop_train_function(model)
 
@@ -169,7 +170,7 @@ class ControlledLearningRate:
         The float variable stays with the decays; a schedule is given back
         unscaled. The train function is traced again by the next `fit`.
         """
-        self._users.discard(id(user))
+        self._users.discard(user)
         if self._users or not self.installed:
             return
         keras_compat.replace_learning_rate_object(self.owner, self.base)
@@ -193,6 +194,22 @@ class ControlledLearningRate:
 
     def _schedule_factors(self):
         return self.factors.values() if not self.is_float else ()
+
+    @contextlib.contextmanager
+    def plain_learning_rate(self):
+        """Within it, the optimizer holds its own learning rate (for saving).
+
+        A model saved inside it records the optimizer's float or schedule,
+        so it loads without the package; the train step is not affected.
+        """
+        if not self.installed:
+            yield
+            return
+        keras_compat.replace_learning_rate_object(self.owner, self.base)
+        try:
+            yield
+        finally:
+            keras_compat.replace_learning_rate_object(self.owner, self._wrapper)
 
     # -- factors ---------------------------------------------------------------
     def factor(self, name):
@@ -435,7 +452,6 @@ class ControlledLearningRate:
             fail("state", state, "must come from ControlledLearningRate.get_state()")
         self.restore_factors(state["factors"])
         self._records = [(int(s), float(v)) for s, v in state["records"]][-2:]
-        self._corrected_step = None
 
 
 def last_step_learning_rate(optimizer):

@@ -9,8 +9,8 @@ import keras
 from keras_lrphase.schedules.controlled_learning_rate import last_step_learning_rate
 
 COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy",
-           "learning_rate", "phase", "hessian_max_eigenvalue", "epoch_time",
-           "train_time")
+           "learning_rate", "phase", "hessian_max_eigenvalue",
+           "autodecay_smoothed_loss", "epoch_time", "train_time")
 WARMUP = "warmup"
 EXPLORATION = "exploration"
 CONVERGENCE = "convergence"
@@ -28,8 +28,10 @@ class EpochRecorder(keras.callbacks.Callback):
 
     Columns: `epoch` (1-based), `loss`, `accuracy`, `val_loss`,
     `val_accuracy`, `learning_rate` (of the epoch's last step),
-    `phase` (`"warmup"`, `"exploration"`, `"convergence"` or `"n/a"`),
+    `phase` (`"warmup"`, `"exploration"`, `"convergence"`, `"stage N"`
+    for AutoDecay, or `"n/a"`),
     `hessian_max_eigenvalue` (empty when not computed that epoch),
+    `autodecay_smoothed_loss` (AutoDecay's smoothed loss, empty otherwise),
     `epoch_time` (seconds from the epoch's start to the end of its
     callbacks: training, validation and the eigenvalue) and `train_time`
     (seconds of the training part only).
@@ -89,6 +91,7 @@ class EpochRecorder(keras.callbacks.Callback):
             "learning_rate": float(learning_rate),
             "phase": self.phase_fn(epoch, logs) if self.phase_fn else NO_PHASE,
             "hessian_max_eigenvalue": _float(logs.get("hessian_max_eigenvalue")),
+            "autodecay_smoothed_loss": _float(logs.get("autodecay_smoothed_loss")),
             "epoch_time": now - self._start,
             "train_time": (self._train_end or now) - self._start,
         }

@@ -8,7 +8,7 @@ from keras_lrphase.data import check_dataset
 from keras_lrphase.models import MODEL_NAMES
 from keras_lrphase.models import is_model_name
 
-SCHEDULES = ("step", "two-phase", "cosine-restarts")
+SCHEDULES = ("step", "two-phase", "autodecay", "cosine-restarts")
 AUGMENTATIONS = ("auto", "none", "crop", "crop-flip")
 DEFAULT_MODELS = {
     "digits": "small-cnn",
@@ -39,12 +39,13 @@ class RunConfig:
         momentum: Float in [0, 1). SGD/LARS momentum.
         weight_decay: Float >= 0. L2 coefficient on kernels (see
             `keras_lrphase.models.resnet.cifar_resnet`).
-        schedule: `"step"`, `"two-phase"` or `"cosine-restarts"`.
+        schedule: `"step"`, `"two-phase"`, `"autodecay"` or
+            `"cosine-restarts"`.
         decay_epochs: Tuple of ints or None. Step schedule: epochs after
             which the LR is multiplied by `decay_factor`; `None`: 50% and
             75% of `epochs` (the paper's 150/225 of 300).
-        decay_factor: Float in (0, 1) or None. `None`: 0.1 for step, 0.5 for
-            two-phase.
+        decay_factor: Float in (0, 1) or None. `None`: 0.1 for step and
+            AutoDecay, 0.5 for two-phase.
         warmup_epochs: Int >= 0. Gradual linear warmup epochs.
         lars: Float or None. LARS trust coefficient; `None` for SGD.
         hessian_batch_size: Int or None. Examples of the one batch the
@@ -60,6 +61,18 @@ class RunConfig:
         restart_epochs: Int or None. Cosine restarts: first period in
             epochs; `None`: 10.
         restart_mult: Float >= 1. Cosine restarts: period multiplier.
+        autodecay_window: Int >= 2 or None. AutoDecay: epochs of smoothed
+            loss checked for stability; `None`: `AutoDecay`'s default.
+        autodecay_tolerance: Float > 0 or None. AutoDecay: largest relative
+            spread of a stable window; `None`: `AutoDecay`'s default.
+        autodecay_drop_threshold: Float in (0, 1) or None. AutoDecay:
+            largest smoothed-loss ratio that counts as a significant drop;
+            `None`: `AutoDecay`'s default.
+        momentum_correction: Bool. Rescale the momentum velocity by
+            lr_new / lr_old at every learning-rate change between epochs
+            (`MomentumCorrection`).
+        stage_checkpoints: String or None. Folder where `StageCheckpoint`
+            saves the model of every learning stage.
         accumulate: Int >= 1. Sub-batches per optimizer step
             (`gradient_accumulation_steps`).
         augment: `"auto"` (the dataset's choice), `"none"`, `"crop"` or
@@ -94,6 +107,11 @@ class RunConfig:
     min_delta: float = 0.0
     restart_epochs: int = None
     restart_mult: float = 2.0
+    autodecay_window: int = None
+    autodecay_tolerance: float = None
+    autodecay_drop_threshold: float = None
+    momentum_correction: bool = False
+    stage_checkpoints: str = None
     accumulate: int = 1
     augment: str = "auto"
     train_size: int = None
@@ -186,6 +204,30 @@ class RunConfig:
                   "is only used by schedule='cosine-restarts'")
         if not self.restart_mult >= 1.0:
             _fail("restart_mult", self.restart_mult, "must be >= 1")
+        autodecay = (("autodecay_window", self.autodecay_window),
+                     ("autodecay_tolerance", self.autodecay_tolerance),
+                     ("autodecay_drop_threshold", self.autodecay_drop_threshold))
+        for name, value in autodecay:
+            if value is not None and self.schedule != "autodecay":
+                _fail(name, value, "is only used by schedule='autodecay'")
+        if self.autodecay_window is not None:
+            _int("autodecay_window", self.autodecay_window, 2)
+        if self.autodecay_tolerance is not None:
+            _positive("autodecay_tolerance", self.autodecay_tolerance)
+        if self.autodecay_drop_threshold is not None and not (
+                0.0 < self.autodecay_drop_threshold < 1.0):
+            _fail("autodecay_drop_threshold", self.autodecay_drop_threshold,
+                  "must be in (0, 1)")
+        if not isinstance(self.momentum_correction, bool):
+            _fail("momentum_correction", self.momentum_correction,
+                  "must be True or False")
+        if self.momentum_correction and self.momentum == 0.0:
+            _fail("momentum_correction", self.momentum_correction,
+                  "needs momentum > 0 (there is no velocity to correct)")
+        if self.stage_checkpoints is not None and not (
+                isinstance(self.stage_checkpoints, str) and self.stage_checkpoints):
+            _fail("stage_checkpoints", self.stage_checkpoints,
+                  "must be a folder path or None")
         if self.augment not in AUGMENTATIONS:
             _fail("augment", self.augment,
                   f"must be one of {', '.join(AUGMENTATIONS)}")
@@ -199,7 +241,7 @@ class RunConfig:
         if values["model"] is None:
             values["model"] = DEFAULT_MODELS[self.dataset]
         if values["decay_factor"] is None and self.schedule != "cosine-restarts":
-            values["decay_factor"] = 0.1 if self.schedule == "step" else 0.5
+            values["decay_factor"] = 0.5 if self.schedule == "two-phase" else 0.1
         if values["decay_epochs"] is None and self.schedule == "step":
             values["decay_epochs"] = default_decay_epochs(self.epochs)
         if values["decay_epochs"] is not None:

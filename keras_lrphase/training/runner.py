@@ -12,10 +12,14 @@
      (batches, including gradient accumulation micro-steps);
    * `two-phase`: a constant learning rate driven by
      `keras_lrphase.callbacks.two_phase_lr.TwoPhaseLR`;
+   * `autodecay`: a constant learning rate driven by
+     `keras_lrphase.callbacks.auto_decay.AutoDecay` (which may stop the
+     run before the epoch budget);
    * `cosine-restarts`: `keras.optimizers.schedules.CosineDecayRestarts`
      (SGDR, restarts after `restart_epochs`, periods growing by
      `restart_mult`);
-   and `GradualWarmup` on top for `warmup_epochs`;
+   and `GradualWarmup` on top for `warmup_epochs`, `MomentumCorrection`
+   with `momentum_correction`, `StageCheckpoint` with `stage_checkpoints`;
 3. train with momentum SGD, or `keras_lrphase.optimizers.lars.LARS` when
    `config.lars` is set, with `gradient_accumulation_steps=accumulate`;
 4. write `history.csv` (per epoch), `summary.json` and `curves.png`.
@@ -33,10 +37,12 @@ import time
 
 import keras
 import numpy as np
-from keras import ops
 
+from keras_lrphase.callbacks.auto_decay import AutoDecay
 from keras_lrphase.callbacks.gradual_warmup import GradualWarmup
 from keras_lrphase.callbacks.hessian_monitor import HessianMonitor
+from keras_lrphase.callbacks.momentum_correction import MomentumCorrection
+from keras_lrphase.callbacks.stage_checkpoint import StageCheckpoint
 from keras_lrphase.callbacks.two_phase_lr import TwoPhaseLR
 from keras_lrphase.data import channel_stats
 from keras_lrphase.data import eval_dataset
@@ -44,7 +50,6 @@ from keras_lrphase.data import load_dataset
 from keras_lrphase.data import normalized_batch
 from keras_lrphase.data import steps_per_epoch
 from keras_lrphase.data import train_dataset
-from keras_lrphase.hessian.estimator import HessianEigenvalueEstimator
 from keras_lrphase.models import get_model
 from keras_lrphase.optimizers.lars import LARS
 from keras_lrphase.training.epoch_recorder import CONVERGENCE
@@ -133,38 +138,6 @@ def build_optimizer(config, learning_rate):
                                 gradient_accumulation_steps=accumulation)
 
 
-class SharedEstimator:
-    """One eigenvalue estimate per model state, shared by several callbacks.
-
-    `TwoPhaseLR` and `HessianMonitor` both estimate the eigenvalue at epoch
-    ends; wrapped in one `SharedEstimator`, the second caller at the same
-    optimizer step gets the first caller's result instead of a second
-    computation.
-
-    Args:
-        estimator: Callable `estimator(model, x, y, initial_vector=None)`,
-            e.g. a `HessianEigenvalueEstimator`.
-    """
-
-    def __init__(self, estimator):
-        self.estimator = estimator
-        self._key = None
-        self._result = None
-        self.calls = 0
-
-    def __call__(self, model, x, y, initial_vector=None):
-        owner = model.optimizer
-        while hasattr(owner, "inner_optimizer"):
-            owner = owner.inner_optimizer
-        key = (id(model), int(ops.convert_to_numpy(owner._iterations)))
-        if key != self._key:
-            self._result = self.estimator(model, x, y,
-                                          initial_vector=initial_vector)
-            self._key = key
-            self.calls += 1
-        return self._result
-
-
 def run_training(config, out_dir, verbose=1, log=print, data=None):
     """Trains one configuration and writes its files to `out_dir`.
 
@@ -227,34 +200,14 @@ def run_training(config, out_dir, verbose=1, log=print, data=None):
     hessian_size = config.hessian_batch_size or min(
         n_train, max(config.batch_size, MIN_HESSIAN_BATCH))
     needs_hessian = config.schedule == "two-phase" or config.hessian_every > 0
-    callbacks = []
-    two_phase = None
-    if config.warmup_epochs > 0:
-        callbacks.append(GradualWarmup(config.warmup_epochs,
-                                       steps_per_epoch=micro_steps))
-    if needs_hessian:
-        hessian_data = normalized_batch(data.x_train, data.y_train,
-                                        hessian_size, mean, std,
-                                        seed=config.seed)
-        shared = SharedEstimator(
-            HessianEigenvalueEstimator(layer=None, seed=config.seed))
-    if config.schedule == "two-phase":
-        two_phase = TwoPhaseLR(
-            hessian_data, config.epochs,
-            warmup_epochs=config.warmup_epochs,
-            plateau_patience=config.plateau_patience,
-            extra_epochs_fraction=config.extra_epochs_fraction,
-            min_delta=config.min_delta,
-            decay_factor=config.decay_factor, estimator=shared,
-            verbose=1 if verbose else 0)
-        callbacks.append(two_phase)
-    if config.hessian_every > 0:
-        callbacks.append(HessianMonitor(hessian_data,
-                                        frequency=config.hessian_every,
-                                        estimator=shared))
     os.makedirs(out_dir, exist_ok=True)
+    hessian_data = (normalized_batch(data.x_train, data.y_train, hessian_size,
+                                     mean, std, seed=config.seed)
+                    if needs_hessian else None)
+    callbacks, controller = build_callbacks(
+        config, micro_steps, hessian_data, verbose=1 if verbose else 0)
     recorder = EpochRecorder(os.path.join(out_dir, HISTORY_FILE),
-                             phase_fn=_phase_fn(config, two_phase))
+                             phase_fn=_phase_fn(config))
     callbacks += [keras.callbacks.TerminateOnNaN(), recorder]
 
     if log is not None:
@@ -276,7 +229,9 @@ def run_training(config, out_dir, verbose=1, log=print, data=None):
 
     rows = recorder.rows
     summary = _summary(config, data, model, rows, steps, augment,
-                       hessian_size if needs_hessian else None, two_phase)
+                       hessian_size if needs_hessian else None, controller)
+    stages = [c for c in callbacks if isinstance(c, StageCheckpoint)]
+    summary["stage_checkpoints"] = stages[0].stages if stages else []
     summary["train_wall_time_s"] = round(train_seconds, 2)
     summary["wall_time_s"] = round(time.perf_counter() - started, 2)
     summary = _finite(summary)
@@ -291,18 +246,72 @@ def run_training(config, out_dir, verbose=1, log=print, data=None):
     return summary
 
 
-def _phase_fn(config, two_phase):
+def build_callbacks(config, micro_steps_per_epoch, hessian_data, verbose=0):
+    """The package callbacks of a run, in the order they must run.
+
+    The LR controllers come before the checkpointing callbacks, so a
+    checkpoint written at an epoch end includes their decisions there.
+
+    Args:
+        config: A resolved `RunConfig`.
+        micro_steps_per_epoch: Int. Raw optimizer steps per epoch.
+        hessian_data: `(x, y)` of the Hessian batch, or None when no
+            callback needs it.
+        verbose: 0 or 1. The controllers' decision lines.
+
+    Returns:
+        `(callbacks, controller)`: the list, and the `TwoPhaseLR` or
+        `AutoDecay` in it (None for the fixed schedules).
+    """
+    callbacks, controller = [], None
+    if config.warmup_epochs > 0:
+        callbacks.append(GradualWarmup(config.warmup_epochs,
+                                       steps_per_epoch=micro_steps_per_epoch))
+    eigen_kwargs = {"seed": config.seed}
+    if config.schedule == "two-phase":
+        controller = TwoPhaseLR(
+            hessian_data, config.epochs,
+            warmup_epochs=config.warmup_epochs,
+            plateau_patience=config.plateau_patience,
+            extra_epochs_fraction=config.extra_epochs_fraction,
+            min_delta=config.min_delta,
+            decay_factor=config.decay_factor, eigen_kwargs=eigen_kwargs,
+            verbose=verbose)
+    elif config.schedule == "autodecay":
+        options = {k: v for k, v in (
+            ("window", config.autodecay_window),
+            ("tolerance", config.autodecay_tolerance),
+            ("drop_threshold", config.autodecay_drop_threshold)) if v is not None}
+        controller = AutoDecay(decay_factor=config.decay_factor,
+                               warmup_epochs=config.warmup_epochs,
+                               verbose=verbose, **options)
+    if controller is not None:
+        callbacks.append(controller)
+    if config.hessian_every > 0:
+        # The same batch and arguments as TwoPhaseLR's: one estimate per
+        # epoch, shared.
+        callbacks.append(HessianMonitor(hessian_data,
+                                        frequency=config.hessian_every,
+                                        **eigen_kwargs))
+    if config.momentum_correction:
+        callbacks.append(MomentumCorrection())
+    if config.stage_checkpoints:
+        callbacks.append(StageCheckpoint(
+            os.path.join(config.stage_checkpoints, "stage{stage}.keras")))
+    return callbacks, controller
+
+
+def _phase_fn(config):
+    """The phase column: warmup, then what the schedule says of the epoch."""
     warmup = config.warmup_epochs
 
     def phase(epoch, logs):
         if epoch < warmup:
             return WARMUP
-        if two_phase is not None:
-            # The phase switches at the end of epoch `switch`: later epochs
-            # are trained in the convergence phase.
-            switch = two_phase.controller.switch_epoch
-            after = switch is not None and epoch > switch
-            return CONVERGENCE if after else EXPLORATION
+        if config.schedule == "two-phase":
+            return CONVERGENCE if logs.get("lrphase_phase") == 1 else EXPLORATION
+        if config.schedule == "autodecay":
+            return f"stage {int(logs.get('autodecay_stage', 0)) + 1}"
         if config.schedule == "step":
             first = config.decay_epochs[0] if config.decay_epochs else None
             return CONVERGENCE if first is not None and epoch >= first else EXPLORATION
@@ -312,22 +321,26 @@ def _phase_fn(config, two_phase):
 
 
 def _summary(config, data, model, rows, steps, augment, hessian_size,
-             two_phase):
+             controller):
     val = [r["val_accuracy"] for r in rows]
     finite = [(v, i) for i, v in enumerate(val) if not math.isnan(v)]
     best, best_index = max(finite) if finite else (math.nan, -1)
     train_times = [r["train_time"] for r in rows]
     steady = train_times[1:] if len(train_times) > 1 else train_times
     images = steps * config.batch_size
-    plateau = switch = None
-    if two_phase is not None:
-        controller = two_phase.controller
-        decay_epochs = [e + 1 for e in controller.decay_epochs]
-        if controller.plateau_epoch is not None:
-            plateau = controller.plateau_epoch + 1
-        if controller.switch_epoch is not None and (
-                controller.switch_epoch < controller.next_epoch):
-            switch = controller.switch_epoch + 1
+    plateau = switch = stop = None
+    if isinstance(controller, TwoPhaseLR):
+        state = controller.controller
+        decay_epochs = [e + 1 for e in state.decay_epochs]
+        if state.plateau_epoch is not None:
+            plateau = state.plateau_epoch + 1
+        if state.switch_epoch is not None and (
+                state.switch_epoch < state.next_epoch):
+            switch = state.switch_epoch + 1
+    elif isinstance(controller, AutoDecay):
+        state = controller.controller
+        decay_epochs = [e + 1 for e in state.decay_epochs]
+        stop = None if state.stop_epoch is None else state.stop_epoch + 1
     elif config.schedule == "step":
         decay_epochs = [e for e in config.decay_epochs if e < len(rows)]
     else:
@@ -347,8 +360,9 @@ def _summary(config, data, model, rows, steps, augment, hessian_size,
         "steps_per_epoch": steps,
         "hessian_batch_size": hessian_size,
         "epochs_completed": len(rows),
-        "diverged": len(rows) < config.epochs or any(
+        "diverged": (len(rows) < config.epochs and stop is None) or any(
             math.isnan(r["loss"]) for r in rows),
+        "stop_epoch": stop,
         "best_val_accuracy": best,
         "best_epoch": best_index + 1 if finite else None,
         "final_val_accuracy": val[-1] if val else math.nan,

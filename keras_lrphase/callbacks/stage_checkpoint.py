@@ -1,0 +1,221 @@
+"""Saves the model at the end of every learning stage (the Learning Stages paper, Section 5)."""
+
+import json
+import math
+import os
+
+from keras_lrphase._validation import check_bool
+from keras_lrphase._validation import fail
+from keras_lrphase.backend import keras_compat
+from keras_lrphase.callbacks.resumable_callback import ResumableCallback
+from keras_lrphase.callbacks.resumable_callback import _write_atomically
+from keras_lrphase.schedules.controlled_learning_rate import ControlledLearningRate
+from keras_lrphase.schedules.controlled_learning_rate import last_step_learning_rate
+
+END_OF_TRAINING = "end of training"
+LEARNING_RATE_DROP = "learning rate drop"
+
+
+class StageCheckpoint(ResumableCallback):
+    """Saves the model of every learning stage, with a JSON sidecar.
+
+    A learning stage is a run of epochs at one learning rate; it ends at
+    the last epoch before a decay of the learning rate, and the last stage
+    at the end of training. The models of the successive stages are what
+    the Learning Stages paper transfers to other tasks (Section 5).
+
+    Stage ends are recognised from
+
+    * the decision events of the package's controllers (`TwoPhaseLR`,
+      `AutoDecay`, any `ControllerCallback`): a `"decay"` event;
+    * a drop of the learning rate in force between two epochs that none of
+      them made: `ReduceLROnPlateau`, `LearningRateScheduler` or the
+      setter on a float learning rate, or a step of a schedule
+      (`PiecewiseConstantDecay`, a staircase `ExponentialDecay`: the
+      schedule was flat over the two steps before the drop). Warmup ramps
+      and smooth schedules (cosine, exponential) are not stage ends.
+
+    The check runs at the start of the next epoch, after every callback's
+    epoch-end decisions, so the order of the callbacks does not matter; the
+    model saved is the model at the end of the stage (nothing trains in
+    between). Changes made by callbacks placed after it in `on_epoch_begin`
+    (`LearningRateScheduler`) are seen one epoch late.
+
+    Each stage writes `filepath` (formatted like `ModelCheckpoint`'s, with
+    `{stage}` (from 1), `{epoch}` (the stage's last epoch, from 1) and the
+    epoch's logs) and a sidecar of the same name ending in `.json`:
+    `stage`, `first_epoch`, `last_epoch` (from 1), `learning_rate` (of the
+    stage's last step), `logs` (the loss and validation metrics at its
+    end), `ended_by` (the controller events, `"learning rate drop"` or
+    `"end of training"`) and `path`. A model saved while a warmup ramp or a
+    scaled schedule is in force records the optimizer's own learning rate,
+    so it loads without the package.
+
+    Args:
+        filepath: String. Where to save each stage, ending in `.keras`, or
+            `.weights.h5` with `save_weights_only=True`.
+        save_weights_only: Bool. Save only the weights. Defaults to
+            `False`.
+        state_path: Path or None. See `ResumableCallback`.
+
+    Example:
+
+    >>> import os, tempfile, numpy as np, keras
+    >>> from keras_lrphase import StageCheckpoint
+    >>> folder = tempfile.mkdtemp()
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    >>> model.compile(keras.optimizers.SGD(keras.optimizers.schedules.
+    ...     PiecewiseConstantDecay([3, 5], [0.1, 0.01, 0.001])), loss="mse")
+    >>> stages = StageCheckpoint(os.path.join(folder, "stage{stage}.keras"))
+    >>> _ = model.fit(np.ones((8, 2)), np.zeros((8, 1)), batch_size=4,
+    ...               epochs=4, verbose=0, callbacks=[stages])
+    >>> sorted(os.listdir(folder))  # two steps per epoch: decays after 2, 3
+    ['stage1.json', 'stage1.keras', 'stage2.json', 'stage2.keras', 'stage3.json', 'stage3.keras']
+    >>> [s["last_epoch"] for s in stages.stages]
+    [2, 3, 4]
+
+    References:
+        You, Long, Jordan, Wang, "Learning Stages: Phenomenon, Root Cause,
+        Mechanism Hypothesis, and Implications", Section 5 (the models of
+        the learning stages and their transfer).
+    """
+
+    state_name = "stage_checkpoint"
+
+    def __init__(self, filepath, *, save_weights_only=False, state_path=None):
+        super().__init__(state_path=state_path)
+        if not isinstance(filepath, (str, os.PathLike)) or not os.fspath(filepath):
+            fail("filepath", filepath, "must be a path")
+        filepath = os.fspath(filepath)
+        self.save_weights_only = check_bool("save_weights_only", save_weights_only)
+        suffix = ".weights.h5" if self.save_weights_only else ".keras"
+        if not filepath.endswith(suffix):
+            fail("filepath", filepath,
+                 f"must end in {suffix!r} (save_weights_only={self.save_weights_only})")
+        try:
+            filepath.format(stage=1, epoch=1)
+        except KeyError:
+            pass  # a log key, checked when the stage is saved
+        except (IndexError, ValueError) as error:
+            fail("filepath", filepath, f"must be a valid format string ({error})")
+        self.filepath = filepath
+        self.stages = []
+        self._control = None
+        self._reset()
+
+    def _reset(self):
+        self._next = 0
+        self._stage = 1
+        self._first_epoch = 0
+        self._last = None
+        self.stages = []
+
+    # -- Keras hooks -----------------------------------------------------------------
+    def set_model(self, model):
+        super().set_model(model)
+        if getattr(model, "optimizer", None) is None:
+            fail("model", model, "must be compiled with an optimizer for StageCheckpoint")
+        self._control = ControlledLearningRate.install(model.optimizer)
+        self._control.acquire(self, model)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        super().on_epoch_begin(epoch, logs)
+        step = keras_compat.raw_step(self.model.optimizer)
+        self._control.enter_epoch(step)
+        if self._last is not None and self._last["epoch"] == epoch - 1:
+            ended_by = self._stage_end(epoch - 1, self._control.boundary(step))
+            if ended_by:
+                self._save(ended_by)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        self._last = {
+            "epoch": epoch,
+            "learning_rate": last_step_learning_rate(self.model.optimizer),
+            "logs": {k: float(v) for k, v in logs.items()
+                     if isinstance(v, (int, float)) and not isinstance(v, bool)},
+        }
+        self._next = epoch + 1
+        self._end_epoch(epoch)
+
+    def on_train_end(self, logs=None):
+        if self._last is not None and self._last["epoch"] >= self._first_epoch:
+            step = keras_compat.raw_step(self.model.optimizer)
+            self._control.enter_epoch(step)
+            ended_by = self._stage_end(self._last["epoch"], self._control.boundary(step))
+            self._save(ended_by or [END_OF_TRAINING], final=True)
+        self._control.release(self, self.model)
+
+    # -- stages -----------------------------------------------------------------------
+    def _stage_end(self, epoch, boundary):
+        ended_by = [
+            f"{source}:{event}" for source, event in self._store.events_at(epoch)
+            if event == "decay"
+        ]
+        if not ended_by and boundary is not None and (
+            boundary["controlled_drop"] or boundary["schedule_step"]
+        ):
+            ended_by = [LEARNING_RATE_DROP]
+        return ended_by
+
+    def _save(self, ended_by, final=False):
+        last = self._last
+        values = dict(last["logs"], stage=self._stage, epoch=last["epoch"] + 1)
+        try:
+            path = self.filepath.format(**values)
+        except KeyError as error:
+            raise ValueError(
+                f"Argument `filepath` names {error} which is not in the epoch "
+                f"logs (available: {sorted(last['logs'])}). Received: "
+                f"filepath={self.filepath!r}"
+            ) from None
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        with self._control.plain_learning_rate():
+            if self.save_weights_only:
+                self.model.save_weights(path, overwrite=True)
+            else:
+                self.model.save(path, overwrite=True)
+        record = {
+            "stage": self._stage,
+            "first_epoch": self._first_epoch + 1,
+            "last_epoch": last["epoch"] + 1,
+            "learning_rate": last["learning_rate"],
+            "logs": {k: (None if math.isnan(v) else v) for k, v in last["logs"].items()},
+            "ended_by": list(ended_by),
+            "path": path,
+        }
+        _write_atomically(_sidecar_path(path, self.save_weights_only), record)
+        self.stages = [s for s in self.stages if s["stage"] != self._stage] + [record]
+        if not final:
+            self._stage += 1
+            self._first_epoch = last["epoch"] + 1
+
+    # -- state ---------------------------------------------------------------------------
+    def _next_epoch(self):
+        return self._next
+
+    def _payload(self):
+        return {
+            "stage": self._stage,
+            "first_epoch": self._first_epoch,
+            "last": self._last,
+            "stages": self.stages,
+            "learning_rate": self._control.get_state(),
+        }
+
+    def _restore(self, payload):
+        self._next = payload["next_epoch"]
+        self._stage = payload["stage"]
+        self._first_epoch = payload["first_epoch"]
+        self._last = payload["last"]
+        self.stages = list(payload["stages"])
+        self._control.set_state(payload["learning_rate"])
+
+    def _start_new_run(self):
+        self._reset()
+
+
+def _sidecar_path(path, weights_only):
+    suffix = ".weights.h5" if weights_only else ".keras"
+    return path[: -len(suffix)] + ".json"
