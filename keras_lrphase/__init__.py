@@ -1,6 +1,7 @@
 """keras-lrphase: large-batch training that reaches small-batch accuracy."""
 
 from keras_lrphase.callbacks.auto_decay import AutoDecay
+from keras_lrphase.callbacks.backup_and_restore import BackupAndRestore
 from keras_lrphase.callbacks.controller_callback import ControllerCallback
 from keras_lrphase.callbacks.gradual_warmup import GradualWarmup
 from keras_lrphase.callbacks.hessian_monitor import HessianMonitor

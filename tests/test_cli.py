@@ -17,7 +17,7 @@ SUMMARY_KEYS = {
     "best_val_accuracy", "best_epoch", "final_val_accuracy", "final_loss",
     "final_learning_rate", "decay_epochs", "plateau_epoch",
     "exploration_epochs", "images_per_second", "train_wall_time_s",
-    "wall_time_s",
+    "wall_time_s", "stop_epoch", "stage_checkpoints",
 }
 
 
@@ -108,6 +108,39 @@ def test_train_step_decay_converts_epochs_to_micro_steps(image_dir, tmp_path):
         summary = json.load(f)
     assert summary["decay_epochs"] == [2, 3] and summary["optimizer"] == "LARS"
     assert summary["steps_per_epoch"] == 2
+
+
+def test_train_autodecay_with_stage_checkpoints_and_momentum_correction(
+        image_dir, tmp_path):
+    stages = tmp_path / "stages"
+    out = _train(image_dir, tmp_path, "--batch-size", "8", "--epochs", "30",
+                 "--lr", "0.05", "--schedule", "autodecay",
+                 "--autodecay-window", "2", "--autodecay-tolerance", "0.5",
+                 "--autodecay-drop-threshold", "0.9", "--momentum-correction",
+                 "--stage-checkpoints", str(stages), "--hessian-every", "0")
+    _, rows = _read_history(os.path.join(out, "history.csv"))
+    with open(os.path.join(out, "summary.json")) as f:
+        summary = json.load(f)
+    # Window 2 within 50%: every stage is stable at its second epoch; the
+    # first drops below 90% of its first value (decay), the run stops when
+    # one does not.
+    assert summary["config"]["momentum_correction"] is True
+    assert summary["decay_epochs"] and summary["stop_epoch"] == len(rows)
+    assert not summary["diverged"]
+    assert [r["phase"] for r in rows][:2] == ["stage 1", "stage 1"]
+    assert all(r["autodecay_smoothed_loss"] != "" for r in rows)
+    records = summary["stage_checkpoints"]
+    assert len(records) == len(summary["decay_epochs"]) + 1
+    assert [r["last_epoch"] for r in records[:-1]] == summary["decay_epochs"]
+    assert sorted(os.listdir(stages))[:2] == ["stage1.json", "stage1.keras"]
+    lr = [float(r["learning_rate"]) for r in rows]
+    assert lr[summary["decay_epochs"][0]] == pytest.approx(0.005, rel=1e-6)
+
+
+def test_autodecay_options_need_the_autodecay_schedule(capsys):
+    assert main(["train", "--schedule", "step", "--autodecay-window", "3"]) == 2
+    assert ("Argument `autodecay_window` is only used by schedule='autodecay'"
+            in capsys.readouterr().err)
 
 
 def test_compare_demo_quick(tmp_path, capsys):

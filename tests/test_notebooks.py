@@ -7,20 +7,26 @@ import re
 import matplotlib
 import pytest
 
-NOTEBOOK = pathlib.Path(__file__).resolve().parents[1] / "notebooks" / "quickstart.ipynb"
+NOTEBOOKS = pathlib.Path(__file__).resolve().parents[1] / "notebooks"
 
 
-def test_quickstart_notebook_runs_and_reaches_the_convergence_phase():
+def execute(name):
+    """Runs a notebook's code cells in order; returns (namespace, output)."""
     matplotlib.use("Agg")
-    cells = json.loads(NOTEBOOK.read_text())["cells"]
+    path = NOTEBOOKS / name
+    cells = json.loads(path.read_text())["cells"]
     code = "\n".join(
         "".join(cell["source"]) for cell in cells if cell["cell_type"] == "code"
     )
     namespace = {}
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        exec(compile(code, str(NOTEBOOK), "exec"), namespace)
-    text = out.getvalue()
+        exec(compile(code, str(path), "exec"), namespace)
+    return namespace, out.getvalue()
+
+
+def test_quickstart_notebook_runs_and_reaches_the_convergence_phase():
+    namespace, text = execute("quickstart.ipynb")
     value = float(re.search(r"lambda_max = ([0-9.]+)", text).group(1))
     assert value > 0 and "converged: True" in text
     controller = namespace["controller"]
@@ -35,3 +41,19 @@ def test_quickstart_notebook_runs_and_reaches_the_convergence_phase():
     assert rates[last] == pytest.approx(
         rates[controller.switch_epoch] * 0.5**decays, rel=1e-6
     )
+
+
+def test_autodecay_notebook_shows_stages_and_loads_their_models():
+    namespace, text = execute("autodecay.ipynb")
+    controller = namespace["controller"]
+    stages = namespace["stages"].stages
+    history = namespace["history"].history
+    assert controller.decay_epochs and controller.should_stop
+    # One stage per decay plus the last one; they tile the epochs run.
+    assert len(stages) == len(controller.decay_epochs) + 1
+    assert stages[0]["first_epoch"] == 1
+    assert stages[-1]["last_epoch"] == len(history["loss"]) == controller.stop_epoch + 1
+    for before, after in zip(stages, stages[1:]):
+        assert after["first_epoch"] == before["last_epoch"] + 1
+    assert [s["last_epoch"] - 1 for s in stages[:-1]] == controller.decay_epochs
+    assert text.count("test accuracy") == len(stages)

@@ -6,7 +6,8 @@ from keras_lrphase.presets import get_preset
 
 def test_preset_names():
     assert PRESET_NAMES == ("demo", "cifar10-cpu", "cifar10-table2",
-                            "cifar10-lr-search")
+                            "cifar10-lr-search", "cifar10-autodecay-cpu",
+                            "cifar10-momentum-cpu")
     with pytest.raises(ValueError, match="preset='imagenet'"):
         get_preset("imagenet")
 
@@ -96,3 +97,21 @@ def test_lr_search_scales_table2_rates_into_the_cpu_setting():
     assert {runs[f"LARS {lr}"].lars for lr in ("2.5", "3.5", "5")} == {0.01}
     assert runs["LARS 3.5"].decay_epochs == cpu["large-batch"].decay_epochs
     assert runs["two-phase 8"].schedule == "two-phase"
+
+
+def test_autodecay_and_momentum_presets_are_the_cifar10_cpu_setting():
+    base = get_preset("cifar10-cpu").common
+    runs = get_preset("cifar10-autodecay-cpu").configs(data_dir="/d")
+    assert [c.schedule for _, c in runs] == ["step", "autodecay"]
+    for _, config in runs:
+        assert (config.model, config.train_size, config.epochs, config.batch_size,
+                config.lr, config.warmup_epochs) == (
+            base["model"], base["train_size"], base["epochs"], 128, 0.1, 3)
+        config.validate(check_data=False)
+    assert runs[1][1].stage_checkpoints == "stages"
+    runs = get_preset("cifar10-momentum-cpu").configs(data_dir="/d")
+    assert [(c.schedule, c.momentum_correction, c.seed) for _, c in runs] == [
+        ("step", False, 0), ("step", False, 1), ("step", True, 0), ("step", True, 1),
+        ("two-phase", False, 0), ("two-phase", False, 1),
+        ("two-phase", True, 0), ("two-phase", True, 1)]
+    assert {(c.batch_size, c.lr) for _, c in runs} == {(512, 0.4)}

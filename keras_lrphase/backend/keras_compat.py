@@ -19,6 +19,8 @@ Keras changes one of these, this is the one module to update.
   `model.save`), in the same file as the weights, under the attribute's
   name. A file without it loads as before; a model without it ignores it.
 * `print_msg`: Keras' own printer (respects `keras.config.disable_interactive_logging`).
+* `set_initial_epoch`: the attribute `fit` reads after `on_train_begin`,
+  which `keras.callbacks.BackupAndRestore` sets the same way.
 """
 
 import json
@@ -61,6 +63,11 @@ def current_learning_rate_object(optimizer):
 def replace_learning_rate_object(optimizer, value):
     """Sets `_learning_rate` directly, keeping the variables tracked."""
     learning_rate_owner(optimizer)._learning_rate = value
+
+
+def set_initial_epoch(model, epoch):
+    """The epoch the running `fit` starts at (what BackupAndRestore sets)."""
+    model._initial_epoch = int(epoch)
 
 
 def drop_train_function(model):

@@ -9,7 +9,8 @@ optimizer, and restores it with them. At the start of the first epoch of a
 `BackupAndRestore` restored its checkpoint, whatever the callback order),
 a callback picks, among
 
-1. the state in the checkpoint just restored into the model,
+1. the state in the checkpoint just restored into the model (when one was
+   restored, it is the only candidate: the weights belong with it),
 2. its own state in memory (a `fit` that continues an earlier one), and
 3. the copies in `state_path` (the last two epoch ends), if given,
 
@@ -163,6 +164,10 @@ class ResumableCallback(keras.callbacks.Callback, abc.ABC):
                 self._restore(payload)
                 self._file_states = [p for p in file_states if p["next_epoch"] < epoch]
                 return
+            if epoch > 0:
+                # The weights just restored belong with this state: another
+                # state would not match them.
+                raise ValueError(self._mismatch_message(epoch, found, 0, []))
         if memory == epoch and epoch > 0:
             return
         for payload in file_states:
@@ -189,6 +194,14 @@ class ResumableCallback(keras.callbacks.Callback, abc.ABC):
         ]
         for source, payload in found:
             lines.append(f"{source} expects epoch {payload.get('next_epoch')}")
+            if payload.get("next_epoch") == epoch + 1:
+                lines.append(
+                    f"(its weights are from the end of epoch {epoch + 1}, but "
+                    "BackupAndRestore's training_metadata.json says "
+                    f"{epoch}: Keras writes the two files one after the other "
+                    "and the run was killed in between; set \"epoch\" to "
+                    f"{epoch + 1} in that file to resume)"
+                )
             if payload.get("next_epoch") == epoch - 1:
                 lines.append(
                     f"(that checkpoint was written at the end of epoch {epoch} "

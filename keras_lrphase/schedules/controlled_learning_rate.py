@@ -109,6 +109,7 @@ class ControlledLearningRate:
         self.base = current
         self.factors = {}
         self.version = 0
+        self.structure_version = 0
         self._wrapper = None
         self._users = weakref.WeakSet()
         self._records = []
@@ -163,6 +164,7 @@ class ControlledLearningRate:
         if warmup or (scales and not self.is_float):
             if self._install_wrapper():
                 keras_compat.drop_train_function(model)
+                self._mark_traced(model)
 
     def release(self, user, model):
         """Ends `user`'s `fit`; the last one restores the optimizer's own LR.
@@ -176,6 +178,8 @@ class ControlledLearningRate:
         keras_compat.replace_learning_rate_object(self.owner, self.base)
         keras_compat.drop_train_function(model)
         self.version += 1
+        self.structure_version += 1
+        self._mark_traced(model)
 
     def _install_wrapper(self):
         if self.installed:
@@ -190,6 +194,7 @@ class ControlledLearningRate:
             )
         keras_compat.replace_learning_rate_object(self.owner, self._wrapper)
         self.version += 1
+        self.structure_version += 1
         return True
 
     def _schedule_factors(self):
@@ -350,19 +355,28 @@ class ControlledLearningRate:
     def refresh(self, model):
         """Makes `model`'s next train step use the current in-graph values.
 
-        On TensorFlow the compiled step reads the variables live and this
-        does nothing. On JAX the values that are not optimizer variables
-        (the scale on a schedule base, the ramp's length) are constants of
-        the traced step: when they changed since the step was traced
-        (`version`), it is traced again, once per change. The float
-        learning rate is an optimizer variable and never needs this.
+        Traces the train step again when the in-graph scaling was installed
+        or removed since it was traced (`structure_version`). Otherwise, on
+        TensorFlow and torch the step reads the variables live and nothing
+        is needed; on JAX the values that are not optimizer variables (the
+        scale on a schedule base, the ramp's length) are constants of the
+        trace, so it is traced again when they changed (`version`): once per
+        change. The float learning rate is an optimizer variable and never
+        needs this. The package's callbacks call it at every epoch start.
         """
-        if keras.backend.backend() != "jax":
-            return
-        if getattr(model, "_lrphase_lr_version", None) == self.version:
+        if getattr(model, "_lrphase_lr_version", None) == self._trace_version():
             return
         keras_compat.retrace_train_function(model)
-        model._lrphase_lr_version = self.version
+        self._mark_traced(model)
+
+    def _trace_version(self):
+        if keras.backend.backend() == "jax":
+            return self.version
+        return self.structure_version
+
+    def _mark_traced(self, model):
+        """Records that `model`'s next trace sees the current values."""
+        model._lrphase_lr_version = self._trace_version()
 
     # -- epoch boundaries: momentum correction, stage ends -------------------------
     def _control_value(self):

@@ -1,0 +1,53 @@
+"""Kills a training run at random instants and checks each resume.
+
+For each backend and each BackupAndRestore (the package's, and Keras' own
+with double_checkpoint=True), runs `tests/kill_resume_worker.py` to the end
+once, then again with N SIGKILLs at random moments, and prints how many
+runs resumed to exactly the uninterrupted result (weights, optimizer,
+controller state, learning rate of every step, decisions), and the errors
+of those that did not.
+
+    python benchmarks/kill_resume.py --kills 40 --runs 1
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+
+import test_resume_any_instant as harness  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kills", type=int, default=40)
+    parser.add_argument("--backends", default="tensorflow,jax")
+    parser.add_argument("--backups", default="package,keras")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    for backend in args.backends.split(","):
+        for backup in args.backups.split(","):
+            folder = tempfile.mkdtemp()
+            reference = os.path.join(folder, "reference")
+            os.makedirs(reference)
+            duration = harness.run_to_completion(reference, backend, backup)
+            started = time.monotonic()
+            interrupted = os.path.join(folder, "interrupted")
+            os.makedirs(interrupted)
+            outcome = "exact"
+            try:
+                killed = harness.killed_run(interrupted, backend, args.kills,
+                                            duration * 1.1, args.seed, backup)
+                harness.compare(reference, interrupted)
+            except AssertionError as error:
+                killed = "?"
+                outcome = "FAILED: " + str(error).strip().splitlines()[-1][:300]
+            print(f"{backend:10s} {backup:8s} kills={killed} "
+                  f"time={time.monotonic() - started:.0f}s {outcome}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

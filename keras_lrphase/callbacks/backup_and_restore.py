@@ -1,0 +1,124 @@
+"""`keras.callbacks.BackupAndRestore`, written so that no kill can break it."""
+
+import json
+import os
+
+import keras
+
+from keras_lrphase._validation import fail
+from keras_lrphase.backend import keras_compat
+from keras_lrphase.callbacks.model_state import model_state
+
+STATE_NAME = "backup_and_restore"
+
+
+class BackupAndRestore(keras.callbacks.BackupAndRestore):
+    """Keras' `BackupAndRestore` with one checkpoint file, replaced atomically.
+
+    Keras' own callback writes the weights (`latest.weights.h5`) and then
+    the epoch (`training_metadata.json`), each in place. A process killed
+    while the first weights file is being written leaves a run that cannot
+    resume; killed between the two files, it resumes one epoch off. This
+    subclass keeps the epoch inside the weights file (with the package's
+    callbacks' state) and writes that file under a temporary name, then
+    renames it over the previous one, so at any instant the folder holds
+    one complete checkpoint. `training_metadata.json` is still written
+    (after the rename) for tools that read it. Use it where you would use
+    Keras' callback, after the package's callbacks in `callbacks`.
+
+    A run resumes at the start of the epoch after the last completed one;
+    checkpoints are written at epoch ends only (Keras restarts an
+    interrupted epoch from its first batch, so a mid-epoch checkpoint could
+    not resume exactly).
+
+    Args:
+        backup_dir: String. Folder of the checkpoint (used by this run
+            only).
+        delete_checkpoint: Bool. Delete the folder when training ends.
+            Defaults to `True`.
+
+    Example:
+
+    >>> import os, tempfile, numpy as np, keras
+    >>> from keras_lrphase import BackupAndRestore
+    >>> folder = os.path.join(tempfile.mkdtemp(), "backup")
+    >>> class Interrupt(keras.callbacks.Callback):
+    ...     def on_epoch_begin(self, epoch, logs=None):
+    ...         if epoch == 2:
+    ...             raise RuntimeError("interrupted")
+    >>> def train(callbacks):
+    ...     keras.utils.set_random_seed(0)
+    ...     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    ...     model.compile(keras.optimizers.SGD(0.1), "mse")
+    ...     return model.fit(np.ones((4, 2)), np.zeros((4, 1)), epochs=4,
+    ...                      verbose=0, callbacks=callbacks)
+    >>> try:
+    ...     _ = train([BackupAndRestore(folder), Interrupt()])
+    ... except RuntimeError:
+    ...     pass
+    >>> sorted(os.listdir(folder))
+    ['latest.weights.h5', 'training_metadata.json']
+    >>> len(train([BackupAndRestore(folder)]).history["loss"])  # epochs 2, 3
+    2
+
+    References:
+        `keras.callbacks.BackupAndRestore`, which it subclasses.
+    """
+
+    def __init__(self, backup_dir, delete_checkpoint=True):
+        if not isinstance(backup_dir, (str, os.PathLike)) or not os.fspath(backup_dir):
+            fail("backup_dir", backup_dir, "must be a folder path")
+        super().__init__(os.fspath(backup_dir), save_freq="epoch",
+                         double_checkpoint=False,
+                         delete_checkpoint=delete_checkpoint)
+        self._temp_path = os.path.join(self.backup_dir, "writing.weights.h5")
+        self._store = None
+
+    def set_model(self, model):
+        super().set_model(model)
+        self._store = model_state(model)
+        self._store.register(STATE_NAME, self, self._checkpoint_payload)
+
+    def _checkpoint_payload(self):
+        return {"epoch": self._current_epoch}
+
+    def on_train_begin(self, logs=None):
+        for temp in (self._temp_path, self._training_metadata_path + ".tmp"):
+            if os.path.exists(temp):
+                os.remove(temp)  # a write that a kill cut short
+        self._load_model()
+
+    def _load_model(self):
+        if not self.model.built:
+            raise ValueError(
+                "To use the BackupAndRestore callback, the model must be built "
+                f"before you call `fit()`. Model {self.model.name!r} is "
+                "unbuilt: call it on a batch of data first."
+            )
+        if not os.path.exists(self._weights_path):
+            return
+        optimizer = self.model.optimizer
+        if optimizer is not None and not optimizer.built:
+            optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(self._weights_path)
+        saved = self._store.loaded.get(STATE_NAME)
+        if saved is None:  # a checkpoint written by Keras' own callback
+            with open(self._training_metadata_path) as f:
+                saved = json.load(f)
+        self._current_epoch = int(saved["epoch"])
+        keras_compat.set_initial_epoch(self.model, self._current_epoch)
+
+    def _save_model(self):
+        os.makedirs(self.backup_dir, exist_ok=True)
+        self.model.save_weights(self._temp_path, overwrite=True)
+        _fsync(self._temp_path)
+        os.replace(self._temp_path, self._weights_path)
+        metadata = self._training_metadata_path + ".tmp"
+        with open(metadata, "w") as f:
+            json.dump({"epoch": self._current_epoch, "batch": 0}, f)
+        os.replace(metadata, self._training_metadata_path)
+
+
+def _fsync(path):
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())

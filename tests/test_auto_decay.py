@@ -1,0 +1,126 @@
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from keras_lrphase import AutoDecay
+from keras_lrphase import GradualWarmup
+from scripted_training import Crash
+from scripted_training import EpochRecorder
+from scripted_training import Interrupted
+from scripted_training import ScriptedLoss
+from scripted_training import StepLearningRates
+from scripted_training import regression_data
+from scripted_training import tiny_model
+from test_auto_decay_controller import TRACE_B
+from test_auto_decay_controller import TRACE_B_LOSSES
+from test_auto_decay_controller import TRACE_B_SMOOTHED
+
+F32 = np.float32
+NAN = math.nan
+
+
+def fit(model, callbacks, epochs, batch_size=4, **kwargs):
+    x, y = regression_data()
+    return model.fit(x, y, batch_size=batch_size, epochs=epochs, shuffle=False,
+                     verbose=0, callbacks=callbacks, **kwargs)
+
+
+def trace_b_callback(**kwargs):
+    return AutoDecay(**TRACE_B, **kwargs)
+
+
+def test_exact_learning_rate_per_epoch_and_the_stop_epoch(capsys):
+    model = tiny_model(keras.optimizers.SGD(0.1))
+    callback = trace_b_callback(verbose=1)
+    steps = StepLearningRates()
+    history = fit(model, [ScriptedLoss(TRACE_B_LOSSES), callback, steps], 20)
+    h = history.history
+    # Decay at the end of epoch 5, stop at the end of epoch 7: 8 epochs.
+    assert len(h["loss"]) == 8
+    # The decay multiplies the float variable in place (in float64, stored
+    # as float32), as ReduceLROnPlateau does.
+    lr = [float(F32(0.1))] * 6 + [float(F32(float(F32(0.1)) * 0.1))] * 2
+    assert h["learning_rate"] == lr
+    assert steps.rates == list(np.repeat(lr, 2))
+    np.testing.assert_allclose(
+        h["autodecay_smoothed_loss"],
+        [NAN, 2.0, 4 / 3, NAN, 8 / 7, 16 / 15, 0.5, 7 / 15], rtol=1e-6)
+    assert h["autodecay_stage"] == [0] * 6 + [1] * 2
+    assert callback.controller.stop_epoch == 7
+    lines = [l for l in capsys.readouterr().out.splitlines() if "AutoDecay" in l]
+    assert lines == [
+        "Epoch 6: AutoDecay: stage 0 is stable (smoothed loss 1.067, 0.533 of "
+        "its first value 2); decaying the learning rate by 0.1.",
+        "Epoch 8: AutoDecay: stage 1 is stable without a significant drop "
+        "(smoothed loss 0.4667, 0.933 of its first value); stopping training.",
+    ]
+    assert TRACE_B_SMOOTHED[5] == pytest.approx(16 / 15)
+
+
+def test_decay_changes_the_training_itself():
+    x, y = regression_data()
+    model = tiny_model(keras.optimizers.SGD(0.1))
+    weights = []
+    record = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda e, l: weights.append(model.get_weights()))
+    fit(model, [ScriptedLoss(TRACE_B_LOSSES), trace_b_callback(), record], 20,
+        batch_size=8)
+    w = [v.astype("float64") for v in tiny_model(keras.optimizers.SGD()).get_weights()]
+    for epoch in range(8):
+        lr = 0.1 if epoch < 6 else 0.01
+        kernel, bias = w
+        residual = x @ kernel + bias - y
+        w = [kernel - lr * 2 * x.T @ residual / len(x),
+             bias - lr * 2 * residual.mean(axis=0)]
+        np.testing.assert_allclose(weights[epoch][0], w[0], rtol=1e-5, atol=1e-6)
+
+
+def test_min_lr_clamps_the_decay():
+    model = tiny_model(keras.optimizers.SGD(0.1))
+    history = fit(model, [ScriptedLoss(TRACE_B_LOSSES),
+                          trace_b_callback(min_lr=0.05)], 20)
+    assert history.history["learning_rate"][-1] == float(F32(0.05))
+
+
+def test_composes_with_warmup_and_a_schedule():
+    schedule = keras.optimizers.schedules.CosineDecay(0.1, 100)
+    model = tiny_model(keras.optimizers.SGD(schedule))
+    steps = StepLearningRates()
+    fit(model, [GradualWarmup(1), ScriptedLoss(TRACE_B_LOSSES),
+                trace_b_callback(), steps], 20)
+    base = [float(keras.ops.convert_to_numpy(schedule(s))) for s in range(16)]
+    ramp = [0.5, 0.75] + [1.0] * 14
+    factor = [1.0] * 12 + [0.1] * 4
+    np.testing.assert_allclose(
+        steps.rates, [b * r * f for b, r, f in zip(base, ramp, factor)], rtol=1e-6)
+    assert model.optimizer._learning_rate is schedule  # unscaled after fit
+
+
+@pytest.mark.parametrize("crash_at", [2, 4, 6, 7])
+def test_resume_with_backup_and_restore_is_exact(tmp_path, crash_at):
+    """No state_path: the state rides in BackupAndRestore's checkpoint."""
+    def session(rows, crash=None):
+        model = tiny_model(keras.optimizers.SGD(0.1, momentum=0.9))
+        callbacks = [ScriptedLoss(TRACE_B_LOSSES), trace_b_callback(),
+                     EpochRecorder(rows),
+                     keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))]
+        if crash is not None:
+            callbacks.append(Crash(crash))
+        try:
+            fit(model, callbacks, 20)
+        except Interrupted:
+            return None
+        return model
+
+    reference_rows = []
+    reference = session(reference_rows)  # deletes its backup at the end
+    rows = []
+    assert session(rows, crash=crash_at) is None
+    model = session(rows)
+    assert rows == reference_rows
+    for got, want in zip(model.get_weights(), reference.get_weights()):
+        np.testing.assert_array_equal(got, want)
+    for got, want in zip(model.optimizer.variables, reference.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
