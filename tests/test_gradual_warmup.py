@@ -5,6 +5,8 @@ import tensorflow as tf
 
 from keras_lrphase.callbacks import GradualWarmup
 from keras_lrphase.schedules.controlled_learning_rate import ControlledLearningRate
+from scripted_training import Crash
+from scripted_training import Interrupted
 from scripted_training import StepLearningRates
 from scripted_training import regression_data
 from scripted_training import tiny_model
@@ -156,8 +158,8 @@ def test_target_lr_is_not_reapplied_when_a_checkpoint_is_restored(tmp_path):
             on_epoch_end=lambda e, l: model.optimizer.__setattr__(
                 "learning_rate", 0.01) if e == 1 else None)
         try:
-            fit(model, [stop] + callbacks + [Interrupt(2)], 4)
-        except RuntimeError:
+            fit(model, [stop] + callbacks + [Crash(2)], 4)
+        except Interrupted:
             pass
         resumed = tiny_model(keras.optimizers.SGD(0.1))
         steps = StepLearningRates()
@@ -166,16 +168,6 @@ def test_target_lr_is_not_reapplied_when_a_checkpoint_is_restored(tmp_path):
         callbacks = [backup, warmup] if order == "before" else [warmup, backup]
         fit(resumed, callbacks + [steps], 4)
         assert steps.rates == [float(F32(0.01))] * 8, order
-
-
-class Interrupt(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise RuntimeError("interrupted")
 
 
 def test_no_per_batch_hooks():

@@ -6,7 +6,11 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_lrphase._validation import check_bool
+from keras_lrphase._validation import check_choice
 from keras_lrphase._validation import check_integer
+from keras_lrphase._validation import check_positive
+from keras_lrphase._validation import check_seed
 from keras_lrphase.backend import autodiff
 from keras_lrphase.hessian.batch import validate_batch
 from keras_lrphase.hessian.eigensolvers import SOLVERS
@@ -97,30 +101,14 @@ class HessianEigenvalueEstimator:
         training=False,
         seed=None,
     ):
-        if method not in SOLVERS:
-            raise ValueError(
-                f"Argument `method` must be one of {sorted(SOLVERS)}. "
-                f"Received: method={method!r}"
-            )
-        if hvp not in HVP_MODES:
-            raise ValueError(
-                f"Argument `hvp` must be one of {list(HVP_MODES)}. "
-                f"Received: hvp={hvp!r}"
-            )
-        max_iterations = check_integer("max_iterations", max_iterations, 1)
-        if not (isinstance(tolerance, (int, float)) and tolerance > 0):
-            raise ValueError(
-                "Argument `tolerance` must be a positive number. "
-                f"Received: tolerance={tolerance!r}"
-            )
+        self.method = check_choice("method", method, sorted(SOLVERS))
+        self.hvp = check_choice("hvp", hvp, HVP_MODES)
+        self.max_iterations = check_integer("max_iterations", max_iterations, 1)
+        self.tolerance = check_positive("tolerance", tolerance)
+        self.training = check_bool("training", training)
+        self.seed = check_seed("seed", seed)
         self.layer = layer
         self.loss = loss
-        self.method = method
-        self.max_iterations = int(max_iterations)
-        self.tolerance = float(tolerance)
-        self.hvp = hvp
-        self.training = bool(training)
-        self.seed = seed
         self._model = None
 
     def _prepare(self, model):

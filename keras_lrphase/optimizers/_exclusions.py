@@ -36,7 +36,7 @@ def check_exclusion(value, argument):
     if not isinstance(value, (list, tuple)) or not all(
         isinstance(pattern, str) for pattern in value
     ):
-        raise TypeError(
+        raise ValueError(
             f"Argument `{argument}` must be None, a list of variable-name "
             "patterns (strings) or a callable taking a variable. "
             f"Received: {argument}={value!r}"

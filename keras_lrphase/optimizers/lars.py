@@ -1,11 +1,13 @@
 """LARS: SGD with momentum and a layer-wise trust ratio (You et al., 2017)."""
 
-import math
 import numbers
 
 import keras
 from keras import ops
 
+from keras_lrphase._validation import check_bool
+from keras_lrphase._validation import check_number
+from keras_lrphase._validation import check_positive
 from keras_lrphase.optimizers import _exclusions
 
 
@@ -104,30 +106,15 @@ class LARS(keras.optimizers.Optimizer):
         exclude_from_weight_decay=None,
         **kwargs,
     ):
-        momentum = _number("momentum", momentum)
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(
-                "Argument `momentum` must be in [0, 1). "
-                f"Received: momentum={momentum}"
-            )
-        weight_decay = _number("weight_decay", weight_decay)
-        if not weight_decay >= 0.0:
-            raise ValueError(
-                "Argument `weight_decay` must be >= 0. "
-                f"Received: weight_decay={weight_decay}"
-            )
+        momentum = check_number("momentum", momentum, minimum=0.0, maximum=1.0,
+                                exclusive_maximum=True)
+        weight_decay = check_number("weight_decay", weight_decay, minimum=0.0)
         trust_coefficient, epsilon = check_trust_arguments(
             trust_coefficient, epsilon
         )
-        if not isinstance(nesterov, bool):
-            raise TypeError(
-                "Argument `nesterov` must be a bool. "
-                f"Received: nesterov={nesterov!r}"
-            )
-        if isinstance(learning_rate, int) and not isinstance(
-            learning_rate, bool
-        ):
-            learning_rate = float(learning_rate)
+        check_bool("nesterov", nesterov)
+        if isinstance(learning_rate, numbers.Real):
+            learning_rate = check_positive("learning_rate", learning_rate)
         # The base class would apply `weight_decay` a second time as
         # decoupled decay; `_apply_weight_decay` below disables that.
         super().__init__(
@@ -253,32 +240,10 @@ class LARS(keras.optimizers.Optimizer):
 
 def check_trust_arguments(trust_coefficient, epsilon):
     """Validated `(trust_coefficient, epsilon)` of a trust ratio, as floats."""
-    trust_coefficient = _number("trust_coefficient", trust_coefficient)
-    if not trust_coefficient > 0.0:
-        raise ValueError(
-            "Argument `trust_coefficient` must be positive. "
-            f"Received: trust_coefficient={trust_coefficient}"
-        )
-    epsilon = _number("epsilon", epsilon)
-    if not epsilon >= 0.0:
-        raise ValueError(
-            f"Argument `epsilon` must be >= 0. Received: epsilon={epsilon}"
-        )
-    return trust_coefficient, epsilon
-
-
-def _number(name, value):
-    """`value` as a finite float, or a ValueError naming the argument."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"Argument `{name}` must be a number. Received: {name}={value!r}"
-        )
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(
-            f"Argument `{name}` must be finite. Received: {name}={value}"
-        )
-    return value
+    return (
+        check_positive("trust_coefficient", trust_coefficient),
+        check_number("epsilon", epsilon, minimum=0.0),
+    )
 
 
 def _dense(gradient, variable):

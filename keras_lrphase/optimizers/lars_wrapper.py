@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_lrphase._validation import check_bool
+from keras_lrphase._validation import fail
 from keras_lrphase.optimizers import _exclusions
 from keras_lrphase.optimizers.lars import _dense
 from keras_lrphase.optimizers.lars import check_trust_arguments
@@ -88,10 +90,8 @@ class LARSWrapper(keras.optimizers.Optimizer):
         name=None,
     ):
         if not isinstance(optimizer, keras.optimizers.Optimizer):
-            raise TypeError(
-                "Argument `optimizer` must be a keras.optimizers.Optimizer "
-                f"instance. Received: optimizer={optimizer!r}"
-            )
+            fail("optimizer", optimizer,
+                 "must be a keras.optimizers.Optimizer instance")
         if hasattr(optimizer, "inner_optimizer"):
             raise ValueError(
                 "Argument `optimizer` must not itself wrap an optimizer "
@@ -109,10 +109,7 @@ class LARSWrapper(keras.optimizers.Optimizer):
         trust_coefficient, epsilon = check_trust_arguments(
             trust_coefficient, epsilon
         )
-        if not isinstance(clip, bool):
-            raise TypeError(
-                f"Argument `clip` must be a bool. Received: clip={clip!r}"
-            )
+        check_bool("clip", clip)
         exclusion = _exclusions.check_exclusion(
             exclude_from_adaptation, "exclude_from_adaptation"
         )
