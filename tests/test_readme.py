@@ -1,6 +1,7 @@
 import contextlib
 import math
 import io
+import os
 import pathlib
 import re
 
@@ -21,6 +22,21 @@ def test_readme_example_runs_and_reaches_the_convergence_phase():
     # The base LR 0.5 times decay_factor 0.5 once per decay.
     decays = math.log2(0.5 / float(learning_rate))
     assert decays == round(decays) and 0 <= decays <= 10
+
+
+def test_readme_autodecay_example_stops_early_and_keeps_the_stages():
+    code = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)[1]
+    out = io.StringIO()
+    namespace = {}
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "README.md", "exec"), namespace)
+    history = namespace["history"].history
+    files = sorted(os.listdir(namespace["folder"]))
+    stages = [f for f in files if f.endswith(".keras")]
+    assert len(history["loss"]) < 100
+    assert len(stages) >= 2 and "backup" not in files  # deleted at the end
+    assert [f"stage{i}.json" for i in range(1, len(stages) + 1)] == [
+        f for f in files if f.endswith(".json")]
 
 
 def test_readme_gives_the_two_commands():
