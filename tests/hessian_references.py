@@ -45,3 +45,13 @@ def softmax(logits):
 
 def top_eigenvalue(hessian):
     return float(np.linalg.eigvalsh(hessian)[-1])
+
+
+def sigmoid_cross_entropy_dense_hessian(features, probabilities):
+    """Hessian of the mean binary cross-entropy of sigmoid(h w + b) w.r.t. (w, b).
+
+    H = mean_n p_n (1 - p_n) a_n a_n^T, a_n = [h_n; 1].
+    """
+    a = augmented(np.asarray(features, np.float64))
+    p = np.asarray(probabilities, np.float64).reshape(-1)
+    return (a * (p * (1 - p))[:, None]).T @ a / a.shape[0]

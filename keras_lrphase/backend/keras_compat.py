@@ -18,6 +18,8 @@ Keras changes one of these, this is the one module to update.
   model (`model.save_weights`, `BackupAndRestore`, `ModelCheckpoint`,
   `model.save`), in the same file as the weights, under the attribute's
   name. A file without it loads as before; a model without it ignores it.
+* `compiled_loss`: Keras' `CompileLoss`, the loss exactly as `fit`
+  computes it (label reshaping, the `"crossentropy"` shorthand).
 * `print_msg`: Keras' own printer (respects `keras.config.disable_interactive_logging`).
 * `set_initial_epoch`: the attribute `fit` reads after `on_train_begin`,
   which `keras.callbacks.BackupAndRestore` sets the same way.
@@ -28,6 +30,7 @@ import json
 import keras
 import numpy as np
 from keras.src.saving.keras_saveable import KerasSaveable
+from keras.src.trainers.compile_utils import CompileLoss
 from keras.src.utils.io_utils import print_msg  # noqa: F401  (re-exported)
 
 
@@ -63,6 +66,22 @@ def current_learning_rate_object(optimizer):
 def replace_learning_rate_object(optimizer, value):
     """Sets `_learning_rate` directly, keeping the variables tracked."""
     learning_rate_owner(optimizer)._learning_rate = value
+
+
+def compiled_loss(model, loss=None):
+    """The loss as `fit` computes it, as a callable `loss(y_true, y_pred)`.
+
+    With `loss=None`, the model's own compiled loss (`model.compile(loss=...)`
+    with its loss weights); otherwise `loss` compiled the same way. Keras'
+    `CompileLoss` resolves names and the `"crossentropy"` shorthand from the
+    shapes it first sees and reshapes the labels to the predictions (labels
+    of shape (N,) for an output of shape (N, 1)), which calling the loss
+    function directly does not. The regularisation terms (`model.losses`)
+    are not part of it. Returns None when the model has no compiled loss.
+    """
+    if loss is None:
+        return getattr(model, "_compile_loss", None)
+    return CompileLoss(loss)
 
 
 def set_initial_epoch(model, epoch):

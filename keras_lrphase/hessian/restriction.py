@@ -20,6 +20,8 @@ import warnings
 import keras
 from keras import ops
 
+from keras_lrphase.backend import keras_compat
+
 ALL_LAYERS = "all"
 
 
@@ -208,14 +210,23 @@ def _resolve_layer(model, layer):
 
 
 def _resolve_loss(model, loss):
+    """The loss as the compiled model computes it (see `compiled_loss`)."""
+    if len(keras.tree.flatten(getattr(model, "outputs", None) or [None])) > 1:
+        raise ValueError(
+            "The Hessian is estimated for single-output models; model "
+            f"{model.name!r} has {len(model.outputs)} outputs. Build a "
+            "single-output model of the output you want (keras.Model("
+            "model.inputs, model.outputs[i])) and estimate on it."
+        )
     if loss is None:
-        loss = getattr(model, "loss", None)
-        if loss is None:
+        compiled = keras_compat.compiled_loss(model)
+        if compiled is None:
             raise ValueError(
                 "Argument `loss` is None and the model has no compiled loss. "
                 "Pass `loss=` (a Keras loss object, name or callable) or "
                 "compile the model with a loss."
             )
+        return compiled
     if isinstance(loss, (list, tuple)) and len(loss) == 1:
         loss = loss[0]
     if isinstance(loss, (dict, list, tuple)):
@@ -223,13 +234,20 @@ def _resolve_loss(model, loss):
             "Argument `loss` must be a single loss (the Hessian is estimated "
             f"for single-output models). Received: loss={loss!r}"
         )
-    resolved = keras.losses.get(loss) if isinstance(loss, str) else loss
-    if not callable(resolved):
+    if not (isinstance(loss, str) or callable(loss)):
         raise ValueError(
             "Argument `loss` must be a Keras loss object, name or callable. "
             f"Received: loss={loss!r}"
         )
-    return resolved
+    if isinstance(loss, str):
+        try:
+            keras.losses.get(loss)
+        except ValueError:
+            if loss not in ("crossentropy", "ce"):
+                raise ValueError(
+                    f"Argument `loss` names no Keras loss. Received: loss={loss!r}"
+                ) from None
+    return keras_compat.compiled_loss(model, loss)
 
 
 def _same_tensors(a, b):
