@@ -11,6 +11,9 @@ import math
 import numbers
 import os
 
+_FLOAT32_TINY = 1.1754944e-38
+_FLOAT32_MAX = 3.4028235e38
+
 
 def fail(name, value, requirement):
     """Raises the package's `ValueError` for argument `name`."""
@@ -78,11 +81,26 @@ def check_positive(name, value):
 
 
 def check_fraction(name, value):
-    """A number in the open interval (0, 1) (a decay factor)."""
-    return check_number(
+    """A number in the open interval (0, 1) (a decay factor).
+
+    It must also be a positive float32 (the dtype of learning rates): a
+    factor below 1.2e-38 would make the learning rate exactly 0.
+    """
+    number = check_number(
         name, value, minimum=0.0, maximum=1.0,
         exclusive_minimum=True, exclusive_maximum=True,
     )
+    if number < _FLOAT32_TINY:
+        fail(name, value, f"must be at least {_FLOAT32_TINY:.3g} (a float32)")
+    return number
+
+
+def check_learning_rate(name, value):
+    """A positive learning rate that float32 holds (not 0, not inf)."""
+    number = check_positive(name, value)
+    if not _FLOAT32_TINY <= number <= _FLOAT32_MAX:
+        fail(name, value, "must be a positive number that float32 can hold")
+    return number
 
 
 def check_choice(name, value, choices):

@@ -174,3 +174,38 @@ def test_set_state_refuses_bad_fields():
         bad = dict(state, state=dict(state["state"], **{field: value}))
         with pytest.raises(ValueError, match=message):
             TwoPhaseController(12).set_state(bad)
+
+
+def test_silently_accepted_inputs_are_refused():
+    """Inputs found to be accepted without a word (issue 10, bad input)."""
+    from keras_lrphase import GradualWarmup, LARS, top_hessian_eigenvalue
+
+    with pytest.raises(ValueError, match="Received: target_lr=1e\\+300"):
+        GradualWarmup(2, target_lr=1e300)
+    for value in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="`learning_rate` must be"):
+            LARS(learning_rate=value)
+    with pytest.raises(ValueError, match="at least 1.18e-38"):
+        TwoPhaseController(10, decay_factor=1e-320)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(loss="mse")
+    x, y = regression_data()
+    with pytest.raises(ValueError, match="not finite"):
+        top_hessian_eigenvalue(model, x * 1e20, y * 1e20, seed=0)
+    with pytest.raises(ValueError, match="`estimator` must be callable as"):
+        TwoPhaseLR((x, y), estimator=lambda model, x, y: None)
+    # A list of lists is one array, as in Keras' fit.
+    result = top_hessian_eigenvalue(model, x.tolist(), y.tolist(), seed=0)
+    assert np.isfinite(result.value)
+
+
+def test_a_reducer_that_drops_keys_is_named():
+    from keras_lrphase import MetricReducer
+
+    class Forgetful(MetricReducer):
+        def reduce_mean(self, values):
+            return {}
+
+    model = tiny_model(keras.optimizers.SGD(0.1))
+    with pytest.raises(ValueError, match="`reducer` must return a dict with the keys it was given \\['loss'\\]"):
+        fit(model, [TwoPhaseLR(regression_data(), reducer=Forgetful())], 2)

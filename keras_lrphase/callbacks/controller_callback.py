@@ -189,7 +189,12 @@ class ControllerCallback(ResumableCallback):
             provider = self._provider_for(name)
             results[name] = provider.compute(self.model)
             metrics[name] = float(results[name].value)
-        metrics = self.reducer.reduce_mean(metrics)
+        reduced = self.reducer.reduce_mean(metrics)
+        if not isinstance(reduced, dict) or set(reduced) != set(metrics):
+            fail("reducer", self.reducer,
+                 f"must return a dict with the keys it was given {sorted(metrics)}; "
+                 f"it returned {reduced!r}")
+        metrics = reduced
 
         before = controller.state
         decision = controller.decide(epoch, metrics)

@@ -4,7 +4,7 @@ import keras
 
 from keras_lrphase._validation import check_integer
 from keras_lrphase._validation import check_optional_integer
-from keras_lrphase._validation import check_positive
+from keras_lrphase._validation import check_learning_rate
 from keras_lrphase.backend.keras_compat import raw_step
 from keras_lrphase.schedules.controlled_learning_rate import ControlledLearningRate
 
@@ -86,9 +86,9 @@ class GradualWarmup(keras.callbacks.Callback):
         super().__init__()
         warmup_epochs = check_integer("warmup_epochs", warmup_epochs, 0)
         if initial_lr is not None:
-            initial_lr = check_positive("initial_lr", initial_lr)
+            initial_lr = check_learning_rate("initial_lr", initial_lr)
         if target_lr is not None:
-            target_lr = check_positive("target_lr", target_lr)
+            target_lr = check_learning_rate("target_lr", target_lr)
         if (
             initial_lr is not None
             and target_lr is not None

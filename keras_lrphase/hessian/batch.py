@@ -32,8 +32,16 @@ def first_batch(data, name="data"):
             f"Argument `{name}` must be a tuple `(x, y)` or a tf.data.Dataset. "
             f"Received: {name} of type {type(data).__name__}"
         )
-    x, y = (keras.tree.map_structure(np.asarray, part) for part in data)
-    return x, y
+    return as_arrays(data[0]), as_arrays(data[1])
+
+
+def as_arrays(part):
+    """Arrays of a nest; a list of numbers or of lists is one array."""
+    if isinstance(part, (list, tuple)) and part and all(
+        isinstance(item, (list, tuple, int, float, np.number)) for item in part
+    ):
+        return np.asarray(part)
+    return keras.tree.map_structure(np.asarray, part)
 
 
 def validate_batch(x, y):

@@ -12,6 +12,7 @@ from keras_lrphase._validation import check_integer
 from keras_lrphase._validation import check_positive
 from keras_lrphase._validation import check_seed
 from keras_lrphase.backend import autodiff
+from keras_lrphase.hessian.batch import as_arrays
 from keras_lrphase.hessian.batch import validate_batch
 from keras_lrphase.hessian.eigensolvers import SOLVERS
 from keras_lrphase.hessian.restriction import RestrictedLoss
@@ -147,6 +148,7 @@ class HessianEigenvalueEstimator:
         Raises:
             ValueError: naming `argument` and the model, with the cause.
         """
+        x, y = as_arrays(x), as_arrays(y)
         validate_batch(x, y)
         self._prepare(model)
         try:
@@ -183,6 +185,7 @@ class HessianEigenvalueEstimator:
         Returns:
             A `HessianEigenvalueResult`.
         """
+        x, y = as_arrays(x), as_arrays(y)
         validate_batch(x, y)
         self._prepare(model)
         restricted = self._restricted
@@ -298,6 +301,11 @@ def top_hessian_eigenvalue(
         A `HessianEigenvalueResult` with `.value`, `.vector`,
         `.iterations` and `.converged`.
 
+    Raises:
+        ValueError: if the estimate is not finite (an overflowing batch,
+            non-finite weights). `HessianEigenvalueEstimator` returns NaN
+            instead, which the callbacks treat as "no decision this epoch".
+
     References:
         "Achieving Small-Batch Accuracy with Large-Batch Scalability via
         Adaptive Learning Rate Adjustment" (ICLR 2022 submission),
@@ -313,4 +321,11 @@ def top_hessian_eigenvalue(
         training=training,
         seed=seed,
     )
-    return estimator(model, x, y, initial_vector=initial_vector)
+    result = estimator(model, x, y, initial_vector=initial_vector)
+    if not np.isfinite(result.value):
+        raise ValueError(
+            f"The Hessian eigenvalue of model {model.name!r} is not finite "
+            f"({result.value}): the loss or its derivatives overflow on this "
+            "batch (check the inputs' scale) or the weights are not finite."
+        )
+    return result

@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from keras_lrphase._validation import check_bool
+from keras_lrphase._validation import check_learning_rate
 from keras_lrphase._validation import check_number
 from keras_lrphase._validation import check_positive
 from keras_lrphase.optimizers import _exclusions
@@ -114,7 +115,7 @@ class LARS(keras.optimizers.Optimizer):
         )
         check_bool("nesterov", nesterov)
         if isinstance(learning_rate, numbers.Real):
-            learning_rate = check_positive("learning_rate", learning_rate)
+            learning_rate = check_learning_rate("learning_rate", learning_rate)
         # The base class would apply `weight_decay` a second time as
         # decoupled decay; `_apply_weight_decay` below disables that.
         super().__init__(

@@ -11,6 +11,7 @@ starts from the seeded random vector instead of failing.
 
 import base64
 import hashlib
+import inspect
 import math
 
 import keras
@@ -77,7 +78,7 @@ class HessianEigenvalueProvider:
                 f"`eigen_kwargs`. Received: eigen_kwargs={eigen_kwargs!r}"
             )
         if estimator is not None:
-            if not callable(estimator):
+            if not callable(estimator) or not _accepts_initial_vector(estimator):
                 raise ValueError(
                     "Argument `estimator` must be callable as "
                     "`estimator(model, x, y, initial_vector=None)`. "
@@ -165,6 +166,15 @@ class HessianEigenvalueProvider:
         self.vector = None
         self._computed_at = None
         self.last_result = None
+
+
+def _accepts_initial_vector(estimator):
+    try:
+        parameters = inspect.signature(estimator).parameters
+    except (TypeError, ValueError):  # a builtin: let the call tell
+        return True
+    return "initial_vector" in parameters or any(
+        p.kind is p.VAR_KEYWORD for p in parameters.values())
 
 
 def _layer_key(layer):
