@@ -1,22 +1,45 @@
-"""keras-lrphase: large-batch training that reaches small-batch accuracy."""
+"""keras-lrphase: large-batch training that reaches small-batch accuracy.
 
-from keras_lrphase.callbacks.auto_decay import AutoDecay
-from keras_lrphase.callbacks.backup_and_restore import BackupAndRestore
-from keras_lrphase.callbacks.controller_callback import ControllerCallback
-from keras_lrphase.callbacks.gradual_warmup import GradualWarmup
-from keras_lrphase.callbacks.hessian_monitor import HessianMonitor
-from keras_lrphase.callbacks.momentum_correction import MomentumCorrection
-from keras_lrphase.callbacks.stage_checkpoint import StageCheckpoint
-from keras_lrphase.callbacks.two_phase_lr import TwoPhaseLR
-from keras_lrphase.controllers.auto_decay_controller import AutoDecayController
-from keras_lrphase.controllers.two_phase_controller import TwoPhaseController
-from keras_lrphase.distributed.reduction import LocalReducer
-from keras_lrphase.distributed.reduction import MetricReducer
-from keras_lrphase.hessian.estimator import HessianEigenvalueEstimator
-from keras_lrphase.hessian.estimator import HessianEigenvalueResult
-from keras_lrphase.hessian.estimator import top_hessian_eigenvalue
-from keras_lrphase.optimizers.lars import LARS
-from keras_lrphase.optimizers.lars_wrapper import LARSWrapper
-from keras_lrphase.schedules.controlled_learning_rate import ControlledLearningRate
+The public names are imported on first use (PEP 562), so that
+`import keras_lrphase` itself imports no Keras backend and the command line
+can set up the backend's logging before it loads.
+"""
+
+import importlib
 
 __version__ = "0.1.0"
+
+_PUBLIC = {
+    "AutoDecay": "keras_lrphase.callbacks.auto_decay",
+    "AutoDecayController": "keras_lrphase.controllers.auto_decay_controller",
+    "BackupAndRestore": "keras_lrphase.callbacks.backup_and_restore",
+    "ControlledLearningRate": "keras_lrphase.schedules.controlled_learning_rate",
+    "ControllerCallback": "keras_lrphase.callbacks.controller_callback",
+    "GradualWarmup": "keras_lrphase.callbacks.gradual_warmup",
+    "HessianEigenvalueEstimator": "keras_lrphase.hessian.estimator",
+    "HessianEigenvalueResult": "keras_lrphase.hessian.estimator",
+    "HessianMonitor": "keras_lrphase.callbacks.hessian_monitor",
+    "LARS": "keras_lrphase.optimizers.lars",
+    "LARSWrapper": "keras_lrphase.optimizers.lars_wrapper",
+    "LocalReducer": "keras_lrphase.distributed.reduction",
+    "MetricReducer": "keras_lrphase.distributed.reduction",
+    "MomentumCorrection": "keras_lrphase.callbacks.momentum_correction",
+    "StageCheckpoint": "keras_lrphase.callbacks.stage_checkpoint",
+    "TwoPhaseController": "keras_lrphase.controllers.two_phase_controller",
+    "TwoPhaseLR": "keras_lrphase.callbacks.two_phase_lr",
+    "top_hessian_eigenvalue": "keras_lrphase.hessian.estimator",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'keras_lrphase' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))

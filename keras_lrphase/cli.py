@@ -67,7 +67,8 @@ def build_parser():
     train = sub.add_parser(
         "train", help="train one configuration",
         description="Train one configuration; writes history.csv, "
-                    "summary.json and curves.png to --out.")
+                    "summary.json and curves.png to --out.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = train.add_argument
     add("--dataset", default="digits",
         help="digits (embedded, default), cifar10, cifar100, svhn or folder")
@@ -81,13 +82,16 @@ def build_parser():
         help="resnet20 (cifar10 default), resnet32/44/56/110, wrn-16-8 (svhn "
              "default), wrn-28-10 (cifar100 default), small-cnn (digits "
              "default)")
-    add("--batch-size", type=int, default=128)
-    add("--epochs", type=int, default=30)
+    add("--batch-size", type=int, default=128,
+        help="examples per optimizer step")
+    add("--epochs", type=int, default=30, help="epoch budget")
     add("--lr", type=float, default=0.1, help="peak learning rate")
-    add("--momentum", type=float, default=0.9)
+    add("--momentum", type=float, default=0.9, help="SGD/LARS momentum")
     add("--weight-decay", type=float, default=1e-4,
         help="L2 coefficient on kernels (gradient term wd * w)")
-    add("--schedule", choices=SCHEDULES, default="step")
+    add("--schedule", choices=SCHEDULES, default="step",
+        help="step: x decay-factor at --decay-epochs; two-phase: TwoPhaseLR; "
+             "autodecay: AutoDecay (may stop early); cosine-restarts: SGDR")
     add("--decay-epochs", type=_int_list, default=None,
         help="step schedule: epochs after which the LR decays, e.g. 150,225 "
              "(default 50%%,75%% of --epochs)")
@@ -141,8 +145,11 @@ def build_parser():
         help="train on a class-balanced subset of this size")
     add("--test-size", type=int, default=None,
         help="validate on a class-balanced subset of this size")
-    add("--eval-batch-size", type=int, default=500)
-    add("--seed", type=int, default=0)
+    add("--eval-batch-size", type=int, default=500,
+        help="batch size of validation")
+    add("--seed", type=int, default=0,
+        help="seed of the weights, the shuffling, the augmentation and the "
+             "Hessian batch")
     add("--out", default=None, help="output folder (default runs/train-TIME)")
     add("--verbose", type=int, choices=(0, 1, 2), default=1,
         help="Keras progress: 1 progress bar, 2 one line per epoch, 0 none")
@@ -152,11 +159,12 @@ def build_parser():
         description="Run a preset's configurations one after another; "
                     "writes one folder per run plus table.md and "
                     "compare.png to --out.",
-        epilog="presets:\n" + "\n".join(
+        epilog="presets (time on 2 CPU cores):\n" + "\n".join(
             f"  {n}: {PRESETS[n].description}" for n in PRESET_NAMES),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add = compare.add_argument
-    add("--preset", required=True, choices=PRESET_NAMES)
+    add("--preset", required=True, choices=PRESET_NAMES,
+        help="the comparison to run (see below)")
     add("--out", default=None, help="output folder (default runs/PRESET)")
     add("--data-dir", default=None,
         help="data folder for every run (required by the cifar10-* presets)")
@@ -169,7 +177,8 @@ def build_parser():
     add("--seeds", type=int, default=None,
         help="repeat every run with seeds 0..N-1 (default: the preset's "
              "seeds; demo: 3)")
-    add("--verbose", type=int, choices=(0, 1, 2), default=1)
+    add("--verbose", type=int, choices=(0, 1, 2), default=1,
+        help="1: one progress line per run; 2: one line per epoch; 0: none")
     parser.subcommands = {"train": train, "compare": compare}
     return parser
 
@@ -199,8 +208,19 @@ def _train_config(args):
 
 def _fail(parser, message, status=USAGE_ERROR):
     first_line = str(message).strip().splitlines()[0] if str(message).strip() else "failed"
-    sys.stderr.write(f"{parser.prog}: error: {first_line}\n")
+    sys.stderr.write(f"{parser.prog}: error: {_flags(first_line)}\n")
     return status
+
+
+def _flags(message):
+    """Names the command-line flags where a message names `RunConfig` fields."""
+    names = set(RunConfig.__dataclass_fields__) | {"only", "seeds", "preset"}
+    for field in sorted(names, key=len, reverse=True):
+        flag = "--" + field.replace("_", "-")
+        message = re.sub(rf"`{field}`", flag, message)
+        message = re.sub(rf"(?<![\w-]){field}=", f"{flag}=", message)
+        message = re.sub(rf"schedule='([\w-]+)'", r"--schedule \1", message)
+    return message
 
 
 def main(argv=None):
@@ -223,8 +243,37 @@ def main(argv=None):
         except ValueError as error:
             return _fail(command, error)
         out = args.out or os.path.join("runs", f"train-{stamp}")
+        problem = _setup_problem(out)
+        if problem:
+            return _fail(command, problem)
         return _run_train(command, config, out, args.verbose)
+    out = args.out or os.path.join("runs", args.preset)
+    problem = _setup_problem(out)
+    if problem:
+        return _fail(command, problem)
     return _run_compare(command, args, stamp)
+
+
+def _setup_problem(out):
+    """What stops a run from writing its files, found before any work."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return ("the plots need matplotlib: pip install "
+                "\"keras-lrphase[plot]\" (or pip install matplotlib)")
+    path = os.path.abspath(out)
+    if os.path.exists(path) and not os.path.isdir(path):
+        return f"Argument --out must be a folder; it is a file. Received: --out={out!r}"
+    probe = path
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        return (f"Argument --out must be a folder path; {probe!r} is a file. "
+                f"Received: --out={out!r}")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return (f"Argument --out must be writable; {probe!r} is not. "
+                f"Received: --out={out!r}")
+    return None
 
 
 def _run_train(parser, config, out, verbose):

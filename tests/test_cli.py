@@ -139,7 +139,7 @@ def test_train_autodecay_with_stage_checkpoints_and_momentum_correction(
 
 def test_autodecay_options_need_the_autodecay_schedule(capsys):
     assert main(["train", "--schedule", "step", "--autodecay-window", "3"]) == 2
-    assert ("Argument `autodecay_window` is only used by schedule='autodecay'"
+    assert ("Argument --autodecay-window is only used by --schedule autodecay"
             in capsys.readouterr().err)
 
 
@@ -185,24 +185,25 @@ def test_compare_with_seeds_reports_mean_and_std(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["train", "--dataset", "imagenet"], "Argument `dataset` must be one of"),
-    (["train", "--model", "vgg16"], "model='vgg16'"),
+    (["train", "--dataset", "imagenet"], "Argument --dataset must be one of"),
+    (["train", "--model", "vgg16"], "--model='vgg16'"),
     (["train", "--dataset", "cifar10", "--data-dir", "/nonexistent/dir"],
-     "data_dir='/nonexistent/dir'"),
+     "--data-dir='/nonexistent/dir'"),
     (["train", "--batch-size", "100", "--accumulate", "3"],
-     "batch_size=100, accumulate=3"),
+     "--batch-size must be divisible by --accumulate. Received: "
+     "--batch-size=100, --accumulate=3"),
     (["train", "--epochs", "3", "--warmup-epochs", "5"],
-     "epochs=3, warmup_epochs=5"),
-    (["train", "--decay-epochs", "20,10", "--epochs", "30"], "decay_epochs='20,10'"),
+     "--epochs=3, --warmup-epochs=5"),
+    (["train", "--decay-epochs", "20,10", "--epochs", "30"], "--decay-epochs='20,10'"),
     (["train", "--decay-epochs", "a,b"], "expected comma-separated integers"),
     (["train", "--schedule", "linear"], "invalid choice: 'linear'"),
     (["train", "--schedule", "two-phase", "--decay-epochs", "5"],
-     "only used by schedule='step'"),
-    (["train", "--batch-size", "4096"], "batch_size=4096"),
+     "only used by --schedule step"),
+    (["train", "--batch-size", "4096"], "--batch-size=4096"),
     (["compare", "--preset", "cifar10-cpu"], "pass --data-dir"),
     (["compare", "--preset", "nope"], "invalid choice: 'nope'"),
-    (["compare", "--preset", "demo", "--only", "LARS"], "only='LARS'"),
-    (["compare", "--preset", "demo", "--seeds", "0"], "seeds=0"),
+    (["compare", "--preset", "demo", "--only", "LARS"], "--only='LARS'"),
+    (["compare", "--preset", "demo", "--seeds", "0"], "--seeds=0"),
 ])
 def test_bad_input_fails_with_one_line_error(argv, message, tmp_path, capsys):
     if argv[0] == "train":
@@ -235,9 +236,9 @@ def test_module_entry_point_exit_status():
         capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     errors = [l for l in result.stderr.splitlines() if "error:" in l]
-    assert errors == ["keras-lrphase train: error: Argument `dataset` must be one "
+    assert errors == ["keras-lrphase train: error: Argument --dataset must be one "
                       "of digits, cifar10, cifar100, svhn, folder. Received: "
-                      "dataset='mnist'"]
+                      "--dataset='mnist'"]
 
 
 @pytest.mark.jax
@@ -266,3 +267,47 @@ def test_run_folder_names():
 
     assert [_slug(label) for label in ("small-batch", "two-phase + LARS", "LARS")] == [
         "small-batch", "two-phase-LARS", "LARS"]
+
+
+def test_output_folder_problems_are_found_before_any_work(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    assert main(["train", "--out", str(afile)]) == 2
+    assert "Argument --out must be a folder; it is a file" in capsys.readouterr().err
+    assert main(["train", "--out", str(afile / "sub")]) == 2
+    assert f"{str(afile)!r} is a file" in capsys.readouterr().err
+    assert main(["compare", "--preset", "demo", "--out", str(afile)]) == 2
+
+
+def test_errors_name_the_flags(capsys):
+    assert main(["train", "--lr", "-1"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "keras-lrphase train: error: Argument --lr must be a positive number. "
+        "Received: --lr=-1.0")
+    assert main(["train", "--dataset", "cifar10", "--data-dir", "/nowhere"]) == 2
+    assert "Argument --data-dir must be" in capsys.readouterr().err
+
+
+def test_a_missing_backend_is_one_line_not_a_traceback(tmp_path):
+    env = dict(os.environ, KERAS_BACKEND="torch")
+    if subprocess.run([sys.executable, "-c", "import torch"], env=env,
+                      capture_output=True).returncode == 0:
+        pytest.skip("torch is installed")
+    out = subprocess.run([sys.executable, "-m", "keras_lrphase", "--help"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [
+        "keras-lrphase: error: Keras cannot load its backend (KERAS_BACKEND=torch): "
+        "No module named 'torch'. Install it with `pip install torch`, or set "
+        "KERAS_BACKEND to an installed backend."]
+
+
+def test_the_command_prints_no_backend_banner(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    out = subprocess.run([sys.executable, "-m", "keras_lrphase", "train", "--lr", "-1"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [
+        "keras-lrphase train: error: Argument --lr must be a positive number. "
+        "Received: --lr=-1.0"]
+    assert out.stdout == ""

@@ -329,9 +329,10 @@ def _summary(config, data, model, rows, steps, augment, hessian_size,
     steady = train_times[1:] if len(train_times) > 1 else train_times
     images = steps * config.batch_size
     plateau = switch = stop = None
+    # A decay decided at the end of the last epoch never took effect.
     if isinstance(controller, TwoPhaseLR):
         state = controller.controller
-        decay_epochs = [e + 1 for e in state.decay_epochs]
+        decay_epochs = [e + 1 for e in state.decay_epochs if e + 1 < len(rows)]
         if state.plateau_epoch is not None:
             plateau = state.plateau_epoch + 1
         if state.switch_epoch is not None and (
@@ -339,7 +340,7 @@ def _summary(config, data, model, rows, steps, augment, hessian_size,
             switch = state.switch_epoch + 1
     elif isinstance(controller, AutoDecay):
         state = controller.controller
-        decay_epochs = [e + 1 for e in state.decay_epochs]
+        decay_epochs = [e + 1 for e in state.decay_epochs if e + 1 < len(rows)]
         stop = None if state.stop_epoch is None else state.stop_epoch + 1
     elif config.schedule == "step":
         decay_epochs = [e for e in config.decay_epochs if e < len(rows)]
