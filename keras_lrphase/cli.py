@@ -127,7 +127,7 @@ def build_parser():
              "(default 0.05)")
     add("--autodecay-drop-threshold", type=float, default=None,
         help="autodecay: largest ratio of the stage's last to first smoothed "
-             "loss that counts as a significant drop (default 0.7)")
+             "loss that counts as a significant drop (default 0.85)")
     add("--momentum-correction", action="store_true",
         help="rescale the momentum velocity by lr_new/lr_old when the "
              "learning rate changes between epochs (Goyal et al. 2017)")

@@ -315,7 +315,7 @@ CIFAR10_AUTODECAY_CPU = Preset(
         "0.9. Step decay: x0.1 after 40 and 60 of 80 epochs. AutoDecay: x0.1 "
         "at the end of each stage (bias-corrected moving average of the loss "
         "with beta 0.9 stable over 5 epochs within 5%), stopping when a "
-        "stage brings its smoothed loss no lower than 70% of its first value; "
+        "stage brings its smoothed loss no lower than 85% of its first value; "
         "80 epochs at most. Its stage models are in <run>/seed<N>/stages."),
 )
 

@@ -162,7 +162,7 @@ def test_set_state_refuses_another_controller_or_configuration():
 def test_config_round_trip_and_defaults():
     c = AutoDecayController()
     assert c.get_config() == {
-        "beta": 0.9, "window": 5, "tolerance": 0.05, "drop_threshold": 0.7,
+        "beta": 0.9, "window": 5, "tolerance": 0.05, "drop_threshold": 0.85,
         "epsilon": 1e-8, "decay_factor": 0.1, "warmup_epochs": 0,
     }
     assert AutoDecayController.from_config(c.get_config()).get_config() == c.get_config()

@@ -42,7 +42,7 @@ class AutoDecay(ControllerCallback):
         tolerance: Float > 0. Largest relative spread of a stable window.
             Defaults to `0.05`.
         drop_threshold: Float in (0, 1). Largest ratio g(t) / g(1) that
-            counts as a significant drop. Defaults to `0.7`.
+            counts as a significant drop. Defaults to `0.85`.
         epsilon: Float > 0. Guards the ratios. Defaults to `1e-8`.
         decay_factor: Float in (0, 1). Defaults to `0.1`.
         warmup_epochs: Int >= 0. Epochs ignored at the start (the ramp
