@@ -70,6 +70,44 @@ def test_cache_key_changes_when_a_class_folder_changes(tmp_path):
     assert len(data.y_test) == 7
 
 
+def test_an_image_overwritten_in_place_is_decoded_again(tmp_path):
+    """Found in use: the cache served the old pixels of a replaced file."""
+    root = str(tmp_path / "imgs")
+    _write_folder(root)
+    cache = str(tmp_path / "cache")
+    before = load_image_folder(root, cache_dir=cache)
+    path = os.path.join(root, "train", "cat", "0001.png")
+    stat = os.stat(path)
+    image = np.full((4, 5, 3), 77, "uint8")
+    with open(path, "wb") as f:  # same name, same folder, same count
+        f.write(tf.io.encode_png(image).numpy())
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1000))
+    after = load_image_folder(root, cache_dir=cache)
+    np.testing.assert_array_equal(after.x_train[1], image)
+    assert not np.array_equal(before.x_train[1], after.x_train[1])
+
+
+@pytest.mark.parametrize("content", [b"", b"\xff\xd8\xff\xe0 truncated", b"not an image"])
+def test_a_broken_image_is_named(tmp_path, content):
+    root = str(tmp_path / "imgs")
+    _write_folder(root)
+    broken = os.path.join(root, "train", "dog", "0001.png")
+    with open(broken, "wb") as f:
+        f.write(content)
+    with pytest.raises(ValueError, match=f"Could not decode the image '{broken}'"):
+        load_image_folder(root, cache_dir=str(tmp_path / "cache"))
+
+
+def test_an_odd_image_size_is_blamed_on_the_odd_image_even_when_first(tmp_path):
+    root = str(tmp_path / "imgs")
+    _write_folder(root)
+    odd = os.path.join(root, "train", "cat", "0000.png")  # decoded first
+    with open(odd, "wb") as f:
+        f.write(tf.io.encode_png(np.zeros((7, 7, 3), "uint8")).numpy())
+    with pytest.raises(ValueError, match=f"most are \\(4, 5, 3\\), but '{odd}' is \\(7, 7, 3\\)"):
+        load_image_folder(root, cache_dir=str(tmp_path / "cache"))
+
+
 def test_bad_layouts_fail_with_one_line_errors(tmp_path):
     with pytest.raises(ValueError, match="existing folder"):
         scan_image_folder(str(tmp_path / "missing"))

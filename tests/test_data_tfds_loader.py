@@ -32,3 +32,9 @@ def test_unknown_name_and_bad_tfds_dir(tmp_path):
         load_tfds("mnist")
     with pytest.raises(ValueError, match="svhn_cropped/"):
         load_tfds("svhn", data_dir=str(tmp_path))
+
+
+def test_data_that_is_not_there_is_said_without_downloading(tmp_path):
+    (tmp_path / "cifar10").mkdir()
+    with pytest.raises(ValueError, match="The cifar10 data is not in .* does not download.*tfds build cifar10"):
+        load_tfds("cifar10", str(tmp_path))

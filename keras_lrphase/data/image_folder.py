@@ -6,9 +6,10 @@ The layout is the one `keras.utils.image_dataset_from_directory` reads:
     DIR/test/<class>/*.jpg|png|...
 
 Images are decoded once and cached as an uncompressed `.npz` of `uint8`
-arrays, keyed by the folder's absolute path and the names, counts and
-modification times of its class folders, so a changed folder is decoded
-again and an unchanged one loads in about a second.
+arrays, keyed by the folder's absolute path and the names, sizes and
+modification times of its files, so a changed folder (a file added,
+removed or overwritten in place) is decoded again and an unchanged one
+loads in about a second.
 """
 
 import hashlib
@@ -96,17 +97,23 @@ def scan_image_folder(data_dir):
 
 
 def cache_key(data_dir):
-    """Hex key of the folder's path and its class folders' counts and mtimes."""
+    """Hex key of the folder's path and of every file's name, size and mtime.
+
+    A file overwritten in place changes its modification time (and usually
+    its size), so the cache is decoded again; stat-ing the 60,000 files of
+    CIFAR-10 takes a fraction of a second.
+    """
     data_dir = os.path.abspath(os.fspath(data_dir))
     digest = hashlib.sha1(data_dir.encode())
     for split in SPLITS:
         root = os.path.join(data_dir, split)
         for entry in sorted(os.scandir(root), key=lambda e: e.name):
             if entry.is_dir() and not entry.name.startswith("."):
-                stat = entry.stat()
-                count = sum(1 for _ in os.scandir(entry.path))
-                digest.update(
-                    f"{split}/{entry.name}:{count}:{stat.st_mtime_ns};".encode())
+                digest.update(f"{split}/{entry.name}/".encode())
+                for item in sorted(os.scandir(entry.path), key=lambda e: e.name):
+                    stat = item.stat()
+                    digest.update(
+                        f"{item.name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
     return digest.hexdigest()[:16]
 
 
@@ -197,18 +204,17 @@ def _decode(files):
     import tensorflow as tf
 
     paths = [p for p, _ in files]
-    first = tf.io.decode_image(tf.io.read_file(paths[0]),
-                               expand_animations=False)
+    try:
+        first = tf.io.decode_image(tf.io.read_file(paths[0]),
+                                   expand_animations=False)
+    except tf.errors.InvalidArgumentError:
+        raise ValueError(_decode_failure(paths)) from None
     shape = tuple(int(d) for d in first.shape)
 
     def decode(path):
         image = tf.io.decode_image(tf.io.read_file(path),
                                    channels=shape[-1], expand_animations=False)
-        tf.debugging.assert_equal(
-            tf.shape(image), tf.constant(shape),
-            message=tf.strings.join(
-                ["All images must have shape ", str(shape), "; this one "
-                 "differs: ", path]))
+        tf.debugging.assert_equal(tf.shape(image), tf.constant(shape))
         return image
 
     ds = tf.data.Dataset.from_tensor_slices(paths).map(
@@ -217,8 +223,29 @@ def _decode(files):
     try:
         for batch in ds.batch(2048):
             batches.append(batch.numpy())
-    except tf.errors.InvalidArgumentError as error:
-        raise ValueError(
-            f"Could not decode the image folder: {error.message.splitlines()[0]}"
-        ) from None
+    except tf.errors.InvalidArgumentError:
+        raise ValueError(_decode_failure(paths)) from None
     return np.concatenate(batches).astype("uint8")
+
+
+def _decode_failure(paths):
+    """Names the file that failed: one that does not decode, or whose shape
+    differs from the shape most images have."""
+    import collections
+
+    import tensorflow as tf
+
+    shapes = {}
+    for path in paths:
+        try:
+            image = tf.io.decode_image(tf.io.read_file(path),
+                                       expand_animations=False)
+        except tf.errors.InvalidArgumentError as error:
+            reason = error.message.strip().splitlines()[0]
+            return f"Could not decode the image {path!r}: {reason}"
+        shapes[path] = tuple(int(d) for d in image.shape)
+    common, _ = collections.Counter(shapes.values()).most_common(1)[0]
+    odd = [p for p, shape in shapes.items() if shape != common]
+    more = f" (and {len(odd) - 1} more)" if len(odd) > 1 else ""
+    return (f"All images must have one shape; most are {common}, but "
+            f"{odd[0]!r} is {shapes[odd[0]]}{more}.")

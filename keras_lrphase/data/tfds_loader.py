@@ -29,9 +29,9 @@ def check_tfds_dir(name, data_dir):
 def load_tfds(name, data_dir=None):
     """Loads a dataset through `tfds.load` into an `ImageData` of `uint8`.
 
-    Use it where tensorflow-datasets can download (or `data_dir` holds the
-    prepared data, e.g. from `tfds build cifar10 --data_dir DIR`). In tests,
-    wrap the call in `tfds.testing.mock_data` so that nothing downloads.
+    The data must be prepared already (`tfds build cifar10 --data_dir DIR`
+    where there is internet access): nothing is downloaded at run time. In
+    tests, wrap the call in `tfds.testing.mock_data`.
 
     Args:
         name: String. `"cifar10"`, `"cifar100"` or `"svhn"` (TFDS
@@ -70,8 +70,20 @@ def load_tfds(name, data_dir=None):
         check_tfds_dir(name, data_dir)
     arrays = {}
     for key, split in (("train", train_split), ("test", test_split)):
-        ds = tfds.load(builder, split=split, as_supervised=True,
-                       data_dir=data_dir, shuffle_files=False)
+        try:
+            # Never downloads: the data must be prepared already.
+            ds = tfds.load(builder, split=split, as_supervised=True,
+                           data_dir=data_dir, shuffle_files=False,
+                           download=False)
+        except AssertionError:
+            where = data_dir or "the default TFDS folder (~/tensorflow_datasets)"
+            raise ValueError(
+                f"The {name} data is not in {where}, and keras-lrphase does "
+                "not download. Pass --data-dir with an image folder (train/ "
+                "and test/, one subfolder per class), or a TFDS data folder "
+                f"prepared with `tfds build {builder} --data_dir DIR` on a "
+                "machine with internet access."
+            ) from None
         xs, ys = [], []
         for x, y in tfds.as_numpy(ds.batch(4096)):
             xs.append(x)
