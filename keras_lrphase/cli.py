@@ -178,7 +178,8 @@ def build_parser():
         help="repeat every run with seeds 0..N-1 (default: the preset's "
              "seeds; demo: 3)")
     add("--verbose", type=int, choices=(0, 1, 2), default=1,
-        help="1: one progress line per run; 2: one line per epoch; 0: none")
+        help="1: one progress line per run (on a terminal) and its result; "
+             "2: Keras' line per epoch; 0: the results only")
     parser.subcommands = {"train": train, "compare": compare}
     return parser
 
@@ -346,6 +347,7 @@ def _run_compare(parser, args, stamp):
                 config, stage_checkpoints=os.path.join(folder, config.stage_checkpoints))
         summary = run_training(
             config, folder, verbose=args.verbose,
+            progress=f"{prefix} {tag}" if args.verbose == 1 else None,
             log=lambda line: print(f"{prefix} {line}", flush=True),
             data=datasets[_data_key(config.resolved())])
         entry = grouped.setdefault(run.label, (run, config.resolved(), [], []))

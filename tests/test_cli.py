@@ -311,3 +311,15 @@ def test_the_command_prints_no_backend_banner(tmp_path):
         "keras-lrphase train: error: Argument --lr must be a positive number. "
         "Received: --lr=-1.0"]
     assert out.stdout == ""
+
+
+def test_compare_prints_one_header_and_one_result_line_per_run(tmp_path, capsys):
+    """Not on a terminal: no progress bars, no colour codes."""
+    out = str(tmp_path / "demo")
+    assert main(["compare", "--preset", "demo", "--epochs", "2", "--out", out,
+                 "--only", "large-batch", "--seeds", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 5, lines
+    assert [line[:5] for line in lines[:4]] == ["[1/2]"] * 2 + ["[2/2]"] * 2
+    assert lines[-1].startswith("Wrote ")
+    assert not any("\x1b" in line or "━" in line for line in lines)

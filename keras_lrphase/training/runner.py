@@ -58,6 +58,7 @@ from keras_lrphase.training.epoch_recorder import NO_PHASE
 from keras_lrphase.training.epoch_recorder import WARMUP
 from keras_lrphase.training.epoch_recorder import EpochRecorder
 from keras_lrphase.training.plots import plot_curves
+from keras_lrphase.training.progress_line import ProgressLine
 from keras_lrphase.training.run_config import RunConfig
 
 HISTORY_FILE = "history.csv"
@@ -138,7 +139,8 @@ def build_optimizer(config, learning_rate):
                                 gradient_accumulation_steps=accumulation)
 
 
-def run_training(config, out_dir, verbose=1, log=print, data=None):
+def run_training(config, out_dir, verbose=1, log=print, data=None,
+                 progress=None):
     """Trains one configuration and writes its files to `out_dir`.
 
     Args:
@@ -152,6 +154,9 @@ def run_training(config, out_dir, verbose=1, log=print, data=None):
         data: `ImageData` or None. The data `prepare_data(config.resolved())`
             returns, when the caller loaded it already. Defaults to `None`
             (loaded here).
+        progress: String or None. With a string, Keras' progress bar is
+            replaced by one line rewritten in place on a terminal
+            (`ProgressLine`), starting with it. Defaults to `None`.
 
     Returns:
         The summary dict written to `summary.json` (NaN written as None).
@@ -209,6 +214,9 @@ def run_training(config, out_dir, verbose=1, log=print, data=None):
     recorder = EpochRecorder(os.path.join(out_dir, HISTORY_FILE),
                              phase_fn=_phase_fn(config))
     callbacks += [keras.callbacks.TerminateOnNaN(), recorder]
+    if progress is not None:
+        callbacks.append(ProgressLine(progress))
+        verbose = 0
 
     if log is not None:
         optimizer_name = (f"LARS (coefficient {config.lars:g})"

@@ -1,0 +1,59 @@
+"""One compact progress line per run, for `keras-lrphase compare`."""
+
+import math
+import sys
+
+import keras
+
+
+class ProgressLine(keras.callbacks.Callback):
+    """Rewrites one line per run at each epoch end, on a terminal only.
+
+    `compare` runs many configurations; Keras' progress bar prints thousands
+    of lines (with colour codes even when not on a terminal). This prints
+    `prefix epoch 12/80  loss 0.912  val 61.3%  lr 0.1` in place on a
+    terminal, and nothing when the output is a file or a pipe (the run's
+    summary line follows at its end either way).
+
+    Args:
+        prefix: String. Put in front of the line (e.g. `"[2/9] two-phase"`).
+        stream: File object. Defaults to `sys.stdout`.
+
+    Example:
+
+    >>> import io, numpy as np, keras
+    >>> class Terminal(io.StringIO):
+    ...     def isatty(self):
+    ...         return True
+    >>> out = Terminal()
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    >>> model.compile(keras.optimizers.SGD(0.1), loss="mse")
+    >>> _ = model.fit(np.ones((4, 2)), np.zeros((4, 1)), epochs=2, verbose=0,
+    ...               callbacks=[ProgressLine("[1/1] run", stream=out)])
+    >>> out.getvalue().split("\\r")[-1].split()[:4]
+    ['[1/1]', 'run', 'epoch', '2/2']
+    """
+
+    def __init__(self, prefix, stream=None):
+        super().__init__()
+        self.prefix = prefix
+        self.stream = stream or sys.stdout
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.stream.isatty():
+            return
+        logs = logs or {}
+        parts = [f"{self.prefix} epoch {epoch + 1}/{self.params.get('epochs')}"]
+        for key, label, fmt in (("loss", "loss", "{:.3f}"),
+                                ("val_accuracy", "val", "{:.1%}"),
+                                ("learning_rate", "lr", "{:.3g}")):
+            value = logs.get(key)
+            if value is not None and not (isinstance(value, float) and math.isnan(value)):
+                parts.append(f"{label} {fmt.format(float(value))}")
+        self.stream.write("\r" + "  ".join(parts) + "\033[K")
+        self.stream.flush()
+
+    def on_train_end(self, logs=None):
+        if self.stream.isatty():
+            self.stream.write("\r\033[K")
+            self.stream.flush()
