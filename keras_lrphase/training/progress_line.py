@@ -30,8 +30,8 @@ class ProgressLine(keras.callbacks.Callback):
     >>> model.compile(keras.optimizers.SGD(0.1), loss="mse")
     >>> _ = model.fit(np.ones((4, 2)), np.zeros((4, 1)), epochs=2, verbose=0,
     ...               callbacks=[ProgressLine("[1/1] run", stream=out)])
-    >>> out.getvalue().split("\\r")[-1].split()[:4]
-    ['[1/1]', 'run', 'epoch', '2/2']
+    >>> [line.split()[:4] for line in out.getvalue().split("\\r")[1:3]]
+    [['[1/1]', 'run', 'epoch', '1/2'], ['[1/1]', 'run', 'epoch', '2/2']]
     """
 
     def __init__(self, prefix, stream=None):
