@@ -73,10 +73,10 @@ def killed_run(workdir, backend, kills, duration, seed, backup="package"):
             _, err = process.communicate()
             raise AssertionError(err.decode()[-3000:])
         time.sleep(rng.uniform(0.0, duration))
-        if process.poll() is not None:  # finished before the kill
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+        if process.wait() != -signal.SIGKILL:  # it finished before the kill
             break
-        process.send_signal(signal.SIGKILL)
-        process.wait()
         killed += 1
     if not os.path.exists(os.path.join(workdir, "result.json")):
         run_to_completion(workdir, backend, backup)
