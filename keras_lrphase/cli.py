@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import datetime
 import json
+import math
 import os
 import re
 import sys
@@ -32,6 +33,7 @@ from keras_lrphase.training.runner import HISTORY_FILE
 from keras_lrphase.training.runner import prepare_data
 from keras_lrphase.training.runner import prepare_data_checks
 from keras_lrphase.training.runner import run_training
+from keras_lrphase.training.statistics import welch_t_test
 
 USAGE_ERROR = 2
 RUN_ERROR = 1
@@ -403,6 +405,12 @@ def write_compare_outputs(preset, results, out, seconds, epochs_override=None):
         lines.append("")
     header = ["configuration", "batch", "LR", "LR decay", "decay epochs",
               "LARS", "best val. acc.", "final val. acc."]
+    finals = {run.label: [s["final_val_accuracy"] for s in summaries]
+              for run, _, summaries, _ in results}
+    compared = seeds > 1 and any(
+        (run.versus or preset.reference) in finals for run, *_ in results)
+    if compared:
+        header.append("p (Welch, final)")
     if with_paper:
         header.append("paper")
     header += ["epochs", "time"]
@@ -432,6 +440,8 @@ def write_compare_outputs(preset, results, out, seconds, epochs_override=None):
                  f"{config.lars:g}" if config.lars is not None else "-",
                  _mean_pct([s["best_val_accuracy"] for s in summaries]),
                  _mean_pct([s["final_val_accuracy"] for s in summaries])]
+        if compared:
+            cells.append(_p_value_cell(run, preset, finals))
         if with_paper:
             cells.append(f"{run.paper:.2f}%" if run.paper is not None else "-")
         minutes = sum(s["train_wall_time_s"] for s in summaries) / 60
@@ -441,6 +451,10 @@ def write_compare_outputs(preset, results, out, seconds, epochs_override=None):
         histories[run.label] = _mean_history(
             [EpochRecorder.read(os.path.join(f, HISTORY_FILE)) for f in folders])
     lines.append("")
+    if compared:
+        lines.append("p: two-sided Welch t-test of the final validation "
+                     "accuracies over seeds against the row named after "
+                     "\"vs\".")
     if with_paper and preset.paper_source:
         lines.append(f"Paper column: {preset.paper_source}.")
     if preset.notes:
@@ -471,6 +485,18 @@ def _mean_history(histories):
             row[key] = sum(rows[i][key] for rows in histories) / len(histories)
         mean.append(row)
     return mean
+
+
+def _p_value_cell(run, preset, finals):
+    versus = run.versus or preset.reference
+    if versus is None or versus == run.label or versus not in finals:
+        return "-"
+    mine = [v for v in finals[run.label] if v is not None]
+    theirs = [v for v in finals[versus] if v is not None]
+    if len(mine) < 2 or len(theirs) < 2:
+        return "-"
+    _, _, p = welch_t_test(mine, theirs)
+    return "-" if math.isnan(p) else f"{p:.3g} vs {versus}"
 
 
 def _epochs_cell(epochs):

@@ -31,11 +31,15 @@ class PresetRun:
             run's output folder.
         paper: Float or None. The paper's validation accuracy (percent) for
             this configuration, where the preset mirrors the paper.
+        versus: String or None. The label of the run this one is tested
+            against (Welch's t-test over seeds); None uses the preset's
+            `reference`.
     """
 
     label: str
     overrides: dict
     paper: float = None
+    versus: str = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +56,8 @@ class Preset:
         notes: String. Free text written under the table.
         seeds: Tuple of ints. Every run is repeated with each seed; the
             table reports the mean and standard deviation over seeds.
+        reference: String or None. The label of the run the others are
+            tested against (Welch's t-test over seeds).
     """
 
     name: str
@@ -62,6 +68,7 @@ class Preset:
     paper_source: str = None
     notes: str = ""
     seeds: tuple = (0,)
+    reference: str = None
 
     @property
     def epochs(self):
@@ -166,6 +173,7 @@ DEMO = Preset(
         "0.28 points; accuracies are the mean +- standard deviation over "
         "seeds 0, 1, 2."),
     seeds=(0, 1, 2),
+    reference="large-batch",
 )
 
 # A reduced CIFAR-10 for 2 CPU cores: He et al.'s CIFAR ResNet with one
@@ -204,6 +212,7 @@ CIFAR10_CPU = Preset(
         "plateau = no loss decrease larger than 0.03 for 4 epochs (5% of "
         "the budget), then x/3 extra epochs, then Hessian-aware decays by "
         "0.5 (eigenvalue of the output layer on a fixed 1024-image batch)."),
+    reference="large-batch",
 )
 
 # The two-phase paper, Table 2 (ResNet-20 on CIFAR-10, 300 epochs, warmup 10 epochs).
@@ -317,6 +326,7 @@ CIFAR10_AUTODECAY_CPU = Preset(
         "with beta 0.9 stable over 5 epochs within 5%), stopping when a "
         "stage brings its smoothed loss no lower than 85% of its first value; "
         "80 epochs at most. Its stage models are in <run>/seed<N>/stages."),
+    reference="step decay",
 )
 
 # Goyal et al.'s momentum correction measured on the `cifar10-cpu` rows that
@@ -332,11 +342,13 @@ CIFAR10_MOMENTUM_CPU = Preset(
     runs=(
         PresetRun("step decay", dict(schedule="step")),
         PresetRun("step decay + correction", dict(schedule="step",
-                                                  momentum_correction=True)),
+                                                  momentum_correction=True),
+                  versus="step decay"),
         PresetRun("two-phase", dict(schedule="two-phase", min_delta=0.03)),
         PresetRun("two-phase + correction", dict(schedule="two-phase",
                                                  min_delta=0.03,
-                                                 momentum_correction=True)),
+                                                 momentum_correction=True),
+                  versus="two-phase"),
     ),
     requires_data_dir=True,
     notes=(

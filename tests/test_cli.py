@@ -172,15 +172,25 @@ def test_compare_demo_quick(tmp_path, capsys):
 def test_compare_with_seeds_reports_mean_and_std(tmp_path, capsys):
     out = str(tmp_path / "seeds")
     assert main(["compare", "--preset", "demo", "--epochs", "1", "--out", out,
-                 "--only", "large-batch", "--seeds", "2", "--verbose", "0"]) == 0
+                 "--only", "large-batch,two-phase", "--seeds", "2",
+                 "--verbose", "0"]) == 0
     assert sorted(os.listdir(os.path.join(out, "large-batch"))) == ["seed0", "seed1"]
     results = json.load(open(os.path.join(out, "results.json")))
     runs = results["large-batch"]["runs"]
     assert [r["config"]["seed"] for r in runs] == [0, 1]
     finals = [100 * r["final_val_accuracy"] for r in runs]
     mean, std = np.mean(finals), np.std(finals, ddof=1)
-    row = [l for l in open(os.path.join(out, "table.md")) if l.startswith("| large-batch")][0]
-    assert f"| {mean:.2f} +- {std:.2f}% |" in row
+    table = open(os.path.join(out, "table.md")).read()
+    row = [l for l in table.splitlines() if l.startswith("| large-batch")][0]
+    assert f"| {mean:.2f} +- {std:.2f}% | - |" in row  # the reference row
+    # Welch's test of two-phase's final accuracies against large-batch's.
+    from keras_lrphase.training.statistics import welch_t_test
+    other = [r["final_val_accuracy"] for r in results["two-phase"]["runs"]]
+    _, _, p = welch_t_test(other, [f / 100 for f in finals])
+    row = [l for l in table.splitlines() if l.startswith("| two-phase")][0]
+    expected = "-" if np.isnan(p) else f"{p:.3g} vs large-batch"
+    assert f"| {expected} |" in row
+    assert "p (Welch, final)" in table and "two-sided Welch t-test" in table
     assert "(seed 1)" in capsys.readouterr().out
 
 
