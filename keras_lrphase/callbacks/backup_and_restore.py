@@ -73,16 +73,18 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
                          delete_checkpoint=delete_checkpoint)
         self._temp_path = os.path.join(self.backup_dir, "writing.weights.h5")
         self._store = None
+        self._key = STATE_NAME
 
     def set_model(self, model):
         super().set_model(model)
         self._store = model_state(model)
-        self._store.register(STATE_NAME, self, self._checkpoint_payload)
+        self._key = self._store.register(STATE_NAME, self, self._checkpoint_payload)
 
     def _checkpoint_payload(self):
         return {"epoch": self._current_epoch}
 
     def on_train_begin(self, logs=None):
+        self._store.seal()
         for temp in (self._temp_path, self._training_metadata_path + ".tmp"):
             if os.path.exists(temp):
                 os.remove(temp)  # a write that a kill cut short
@@ -101,7 +103,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         if optimizer is not None and not optimizer.built:
             optimizer.build(self.model.trainable_variables)
         self.model.load_weights(self._weights_path)
-        saved = self._store.loaded.get(STATE_NAME)
+        saved = self._store.loaded.get(self._key)
         if saved is None:  # a checkpoint written by Keras' own callback
             with open(self._training_metadata_path) as f:
                 saved = json.load(f)
