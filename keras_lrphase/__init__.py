@@ -1,11 +1,16 @@
 """keras-lrphase: large-batch training that reaches small-batch accuracy.
 
-The public names are imported on first use (PEP 562), so that
-`import keras_lrphase` itself imports no Keras backend and the command line
-can set up the backend's logging before it loads.
+Importing the package registers its serializable classes with Keras (so
+models saved with them load after `import keras_lrphase`); the public names
+are imported on first use (PEP 562).
 """
 
 import importlib
+
+# The classes a saved model can name: registered on import.
+import keras_lrphase.optimizers.lars  # noqa: F401
+import keras_lrphase.optimizers.lars_wrapper  # noqa: F401
+import keras_lrphase.schedules.scaled_learning_rate  # noqa: F401
 
 __version__ = "0.1.0"
 

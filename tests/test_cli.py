@@ -303,7 +303,7 @@ def test_a_missing_backend_is_one_line_not_a_traceback(tmp_path):
     if subprocess.run([sys.executable, "-c", "import torch"], env=env,
                       capture_output=True).returncode == 0:
         pytest.skip("torch is installed")
-    out = subprocess.run([sys.executable, "-m", "keras_lrphase", "--help"],
+    out = subprocess.run([sys.executable, "-m", "keras_lrphase_command", "--help"],
                          env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 1
     assert out.stderr.strip().splitlines() == [
@@ -314,7 +314,7 @@ def test_a_missing_backend_is_one_line_not_a_traceback(tmp_path):
 
 def test_the_command_prints_no_backend_banner(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    out = subprocess.run([sys.executable, "-m", "keras_lrphase", "train", "--lr", "-1"],
+    out = subprocess.run([sys.executable, "-m", "keras_lrphase_command", "train", "--lr", "-1"],
                          env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert out.stderr.splitlines() == [
