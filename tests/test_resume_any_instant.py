@@ -65,6 +65,8 @@ def killed_run(workdir, backend, kills, duration, seed, backup="package"):
     rng = random.Random(seed)
     killed = 0
     while killed < kills:
+        if os.path.exists(os.path.join(workdir, "result.json")):
+            break  # the run finished (a kill during Python's exit is no kill)
         ready = os.path.join(workdir, "ready")
         if os.path.exists(ready):
             os.remove(ready)
