@@ -433,3 +433,25 @@ def test_jax_backend_matches_tensorflow(tmp_path):
     assert results["jax"]["finite_difference"] == pytest.approx(
         results["tensorflow"]["forward_over_back"], rel=1e-2
     )
+
+
+def test_a_model_built_on_an_intermediate_tensor_is_restricted():
+    """Found in a FeatureSpace program: keras.Model(inputs=encoded, ...)."""
+    raw = keras.Input((D,))
+    encoded = keras.layers.Dense(5, name="encode")(raw)  # not a keras.Input
+    hidden = keras.layers.Dense(8, activation="relu", name="hidden")(encoded)
+    out = keras.layers.Dense(C, name="head")(hidden)
+    model = keras.Model(inputs=encoded, outputs=out)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback warning
+        restricted = RestrictedLoss(model, loss=keras.losses.MeanSquaredError())
+    assert restricted.restricted and restricted.prefix is not None
+    x = np.random.default_rng(0).normal(size=(N, 5)).astype("float32")
+    y = np.zeros((N, C), "float32")
+    kernel, bias = model.get_layer("hidden").get_weights()
+    features = np.maximum(x @ kernel + bias, 0.0)
+    result = top_hessian_eigenvalue(model, x, y, loss="mse", method="lanczos",
+                                    tolerance=1e-8, seed=0)
+    assert result.restricted
+    assert result.value == pytest.approx(
+        top_eigenvalue(mse_dense_hessian(features, C)), rel=1e-5)

@@ -18,6 +18,9 @@ Keras changes one of these, this is the one module to update.
   model (`model.save_weights`, `BackupAndRestore`, `ModelCheckpoint`,
   `model.save`), in the same file as the weights, under the attribute's
   name. A file without it loads as before; a model without it ignores it.
+* `functional_graph`, `calls_in_graph`, `call_input`: a layer's call in a
+  model's own graph (`_nodes_by_depth`), which `layer.input` is not for a
+  model built on an intermediate tensor (Keras calls a clone of the graph).
 * `compiled_loss`: Keras' `CompileLoss`, the loss exactly as `fit`
   computes it (label reshaping, the `"crossentropy"` shorthand).
 * `print_msg`: Keras' own printer (respects `keras.config.disable_interactive_logging`).
@@ -82,6 +85,30 @@ def compiled_loss(model, loss=None):
     if loss is None:
         return getattr(model, "_compile_loss", None)
     return CompileLoss(loss)
+
+
+def functional_graph(model):
+    """The Functional graph of a Functional or Sequential model, or None."""
+    graph = getattr(model, "_functional", None) or model
+    try:
+        graph.input, graph.output
+    except (AttributeError, ValueError):
+        return None
+    return graph if hasattr(graph, "_nodes_by_depth") else None
+
+
+def calls_in_graph(graph, layer):
+    """The nodes (calls) of `layer` in this graph."""
+    return [
+        node for nodes in graph._nodes_by_depth.values() for node in nodes
+        if node.operation is layer
+    ]
+
+
+def call_input(node):
+    """The input tensor(s) of one call of a layer, shaped like `layer.input`."""
+    tensors = list(node.input_tensors)
+    return tensors[0] if len(tensors) == 1 else tensors
 
 
 def set_initial_epoch(model, epoch):

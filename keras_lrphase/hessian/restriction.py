@@ -90,21 +90,19 @@ class RestrictedLoss:
         model, layer = self.model, self.layer
         if layer is None:
             return None, model, None
-        graph = getattr(model, "_functional", None) or model
-        try:
-            model_input, model_output = graph.input, graph.output
-        except (AttributeError, ValueError):
+        graph = keras_compat.functional_graph(model)
+        if graph is None:
             return None, model, "it is not a graph (Functional) model"
+        model_input, model_output = graph.input, graph.output
         if not any(candidate is layer for candidate in model.layers):
             return None, model, "the layer is nested inside a sub-model"
-        calls = sum(
-            node.operation is layer
-            for nodes in graph._nodes_by_depth.values()
-            for node in nodes
-        )
-        if calls != 1:
+        calls = keras_compat.calls_in_graph(graph, layer)
+        if len(calls) != 1:
             return None, model, "the layer is shared (called more than once)"
-        layer_input = layer.input
+        # The input of the layer's call in this model's graph: a model built
+        # on an intermediate tensor calls a clone of its graph, so the
+        # layer's first call (`layer.input`) belongs to another graph.
+        layer_input = keras_compat.call_input(calls[0])
         try:
             head = keras.Model(layer_input, model_output)
         except ValueError as error:
