@@ -21,6 +21,9 @@ Keras changes one of these, this is the one module to update.
 * `functional_graph`, `calls_in_graph`, `call_input`: a layer's call in a
   model's own graph (`_nodes_by_depth`), which `layer.input` is not for a
   model built on an intermediate tensor (Keras calls a clone of the graph).
+* `call_accepts_training`, `optimizer_variables_to_train`,
+  `variable_index`: what `LARSWrapper` and the Hessian restriction read of
+  a model's call signature and an optimizer's variable bookkeeping.
 * `compiled_loss`: Keras' `CompileLoss`, the loss exactly as `fit`
   computes it (label reshaping, the `"crossentropy"` shorthand).
 * `print_msg`: Keras' own printer (respects `keras.config.disable_interactive_logging`).
@@ -109,6 +112,21 @@ def call_input(node):
     """The input tensor(s) of one call of a layer, shaped like `layer.input`."""
     tensors = list(node.input_tensors)
     return tensors[0] if len(tensors) == 1 else tensors
+
+
+def call_accepts_training(model):
+    """Whether `model.call` takes `training=` (as `model.__call__` checks)."""
+    return getattr(model, "_call_has_training_arg", True)
+
+
+def optimizer_variables_to_train(optimizer):
+    """The model variables a built optimizer updates, in its index order."""
+    return optimizer._trainable_variables
+
+
+def variable_index(optimizer, variable):
+    """The index of `variable` in the optimizer's slot lists."""
+    return optimizer._get_variable_index(variable)
 
 
 def set_initial_epoch(model, epoch):

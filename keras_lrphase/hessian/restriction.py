@@ -257,6 +257,6 @@ def _same_tensors(a, b):
 
 def _training_kwargs(model, training):
     """`training=` only for models whose `call` accepts it (as `__call__`)."""
-    if getattr(model, "_call_has_training_arg", True):
+    if keras_compat.call_accepts_training(model):
         return {"training": training}
     return {}

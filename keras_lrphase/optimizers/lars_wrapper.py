@@ -5,6 +5,7 @@ from keras import ops
 
 from keras_lrphase._validation import check_bool
 from keras_lrphase._validation import fail
+from keras_lrphase.backend import keras_compat
 from keras_lrphase.optimizers import _exclusions
 from keras_lrphase.optimizers.lars import _dense
 from keras_lrphase.optimizers.lars import check_trust_arguments
@@ -153,7 +154,7 @@ class LARSWrapper(keras.optimizers.Optimizer):
             not _exclusions.is_excluded(
                 self._adaptation_exclusion, v, "exclude_from_adaptation"
             )
-            for v in self.inner_optimizer._trainable_variables
+            for v in keras_compat.optimizer_variables_to_train(self.inner_optimizer)
         ]
 
     def apply(self, grads, trainable_variables=None):
@@ -174,7 +175,7 @@ class LARSWrapper(keras.optimizers.Optimizer):
         """`gradient` times the trust ratio of `variable`."""
         if self._adapts is None:  # the inner optimizer was applied directly
             self._adapts = self._adaptation_mask()
-        index = self.inner_optimizer._get_variable_index(variable)
+        index = keras_compat.variable_index(self.inner_optimizer, variable)
         if not self._adapts[index]:
             return gradient
         dtype = variable.dtype
