@@ -166,3 +166,28 @@ def test_a_log_key_missing_from_the_logs_names_the_filepath(tmp_path):
     stages = StageCheckpoint(str(tmp_path / "m{val_loss}.keras"))
     with pytest.raises(ValueError, match="`filepath` names 'val_loss'.*available: \\['loss'"):
         fit(model, [stages], 1)
+
+
+def test_a_run_killed_after_its_last_epoch_ends_as_it_would_have(tmp_path):
+    """Resumed into a fit with no epoch left: the state is still restored."""
+    def session(stages_dir):
+        model = tiny_model(keras.optimizers.SGD(0.1))
+        two_phase = TwoPhaseLR(regression_data(), 12, plateau_patience=2,
+                               estimator=ScriptedEstimator(TRACE_A_EIGENVALUES))
+        stages = StageCheckpoint(str(tmp_path / stages_dir / "stage{stage}.keras"))
+        backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"),
+                                                  delete_checkpoint=False)
+        history = fit(model, [ScriptedLoss(TRACE_A_LOSSES), two_phase, stages, backup], 12)
+        return model, two_phase, stages, history
+
+    model, two_phase, stages, _ = session("first")
+    # As if killed after the last epoch, before the checkpoint was deleted:
+    # the next fit starts at epoch 12 and runs no epoch.
+    again, two_phase_again, stages_again, history = session("second")
+    assert history.history == {}
+    assert two_phase_again.controller.state == two_phase.controller.state
+    final = [{k: v for k, v in s.items() if k != "path"} for s in stages.stages]
+    assert [{k: v for k, v in s.items() if k != "path"}
+            for s in stages_again.stages] == final
+    # Only the last stage is saved again (the others were saved before).
+    assert sorted(os.listdir(tmp_path / "second")) == ["stage3.json", "stage3.keras"]

@@ -222,6 +222,7 @@ class ControllerCallback(ResumableCallback):
         self._end_epoch(epoch)
 
     def on_train_end(self, logs=None):
+        super().on_train_end(logs)
         if self._control is not None:
             self._control.release(self, self.model)
 

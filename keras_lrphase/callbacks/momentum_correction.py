@@ -79,6 +79,7 @@ class MomentumCorrection(ResumableCallback):
         self._end_epoch(epoch)
 
     def on_train_end(self, logs=None):
+        super().on_train_end(logs)
         self._control.release(self, self.model)
 
     def _next_epoch(self):

@@ -112,6 +112,21 @@ class ResumableCallback(keras.callbacks.Callback, abc.ABC):
         self._epoch_open = epoch
         self._saved_during_epoch_at = None
 
+    def on_train_end(self, logs=None):
+        # A run killed after its last epoch (in an `on_train_end`, before
+        # BackupAndRestore deleted its checkpoint) resumes into a `fit` that
+        # runs no epoch at all: restore the state it ended with, so that
+        # what happens at the end of training happens as it would have.
+        if self._started or self._store is None:
+            return
+        self._started = True
+        epochs = (self.params or {}).get("epochs")
+        if self._store.load_count != self._seen_loads:
+            self._seen_loads = self._store.load_count
+            saved = self._store.loaded.get(self._state_key)
+            if saved is not None and saved.get("next_epoch") == epochs:
+                self._restore(saved)
+
     # -- checkpoints ----------------------------------------------------------------
     def _checkpoint_payload(self):
         if self._epoch_open is not None:

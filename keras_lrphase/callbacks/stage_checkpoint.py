@@ -139,6 +139,7 @@ class StageCheckpoint(ResumableCallback):
         self._end_epoch(epoch)
 
     def on_train_end(self, logs=None):
+        super().on_train_end(logs)
         if self._last is not None and self._last["epoch"] >= self._first_epoch:
             step = keras_compat.raw_step(self.model.optimizer)
             self._control.enter_epoch(step)
