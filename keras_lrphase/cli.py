@@ -24,6 +24,7 @@ import time
 from keras_lrphase.presets import PRESETS
 from keras_lrphase.presets import PRESET_NAMES
 from keras_lrphase.presets import get_preset
+from keras_lrphase.presets import preset_time
 from keras_lrphase.training.epoch_recorder import EpochRecorder
 from keras_lrphase.training.plots import plot_compare
 from keras_lrphase.training.run_config import AUGMENTATIONS
@@ -161,8 +162,9 @@ def build_parser():
         description="Run a preset's configurations one after another; "
                     "writes one folder per run plus table.md and "
                     "compare.png to --out.",
-        epilog="presets (time on 2 CPU cores):\n" + "\n".join(
-            f"  {n}: {PRESETS[n].description}" for n in PRESET_NAMES),
+        epilog="presets (measured time on 2 CPU cores):\n" + "\n".join(
+            f"  {n} ({preset_time(PRESETS[n])}): {PRESETS[n].description}"
+            for n in PRESET_NAMES),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add = compare.add_argument
     add("--preset", required=True, choices=PRESET_NAMES,

@@ -58,6 +58,10 @@ class Preset:
             table reports the mean and standard deviation over seeds.
         reference: String or None. The label of the run the others are
             tested against (Welch's t-test over seeds).
+        minutes: Float or None. Measured wall time of the whole preset on
+            this project's 2-core CPU machine (its default seeds); None:
+            it needs an accelerator. The one place this figure is kept: the
+            README's table and `--help` show it.
     """
 
     name: str
@@ -69,6 +73,7 @@ class Preset:
     notes: str = ""
     seeds: tuple = (0,)
     reference: str = None
+    minutes: float = None
 
     @property
     def epochs(self):
@@ -150,8 +155,7 @@ DEMO = Preset(
     name="demo",
     description=(
         "Offline demo: small CNN on scikit-learn's 8x8 digits; two-phase vs "
-        "step decay at a large batch, 3 seeds (about 1.5 minutes on 2 CPU "
-        "cores)."),
+        "step decay at a large batch, 3 seeds."),
     common=dict(dataset="digits", model="small-cnn", epochs=100,
                 weight_decay=5e-4, warmup_epochs=5, hessian_every=1,
                 momentum=0.9, augment="crop"),
@@ -174,6 +178,7 @@ DEMO = Preset(
         "seeds 0, 1, 2."),
     seeds=(0, 1, 2),
     reference="large-batch",
+    minutes=2.0,
 )
 
 # A reduced CIFAR-10 for 2 CPU cores: He et al.'s CIFAR ResNet with one
@@ -188,9 +193,9 @@ DEMO = Preset(
 CIFAR10_CPU = Preset(
     name="cifar10-cpu",
     description=(
-        "Reduced CIFAR-10 for a 2-core CPU (about 30 minutes): ResNet-8 on a "
-        "5,000-image subset, 80 epochs; two-phase vs step decay at batch "
-        "512, with a batch-128 reference."),
+        "Reduced CIFAR-10 for a 2-core CPU: ResNet-8 on a 5,000-image "
+        "subset, 80 epochs; two-phase vs step decay at batch 512, with a "
+        "batch-128 reference."),
     common=dict(dataset="cifar10", model="resnet8", epochs=80,
                 train_size=5000, test_size=5000, weight_decay=1e-4,
                 warmup_epochs=3, hessian_every=1, hessian_batch_size=1024,
@@ -213,6 +218,7 @@ CIFAR10_CPU = Preset(
         "the budget), then x/3 extra epochs, then Hessian-aware decays by "
         "0.5 (eigenvalue of the output layer on a fixed 1024-image batch)."),
     reference="large-batch",
+    minutes=21.0,
 )
 
 # The two-phase paper, Table 2 (ResNet-20 on CIFAR-10, 300 epochs, warmup 10 epochs).
@@ -278,7 +284,7 @@ CIFAR10_LR_SEARCH = Preset(
     description=(
         "Table 2 learning-rate search: the illegible LARS and two-phase "
         "rates, run in the cifar10-cpu setting with each rate scaled by "
-        "512/8192 (about 45 minutes on 2 CPU cores)."),
+        "512/8192."),
     common=dict(CIFAR10_CPU.common, batch_size=512),
     runs=tuple(
         PresetRun(f"LARS {lr:g}", dict(lr=lr * _SEARCH_SCALE, schedule="step",
@@ -300,6 +306,7 @@ CIFAR10_LR_SEARCH = Preset(
         "garbled cell reading x.8. Everything else is cifar10-cpu: ResNet-8, "
         "5,000 training images, 80 epochs, 3 warmup epochs, one seed. With "
         "5,000 validation images one standard error is about 0.66 points."),
+    minutes=42.0,
 )
 
 # The Learning Stages paper's claim for AutoDecay: the accuracy of a tuned
@@ -327,6 +334,7 @@ CIFAR10_AUTODECAY_CPU = Preset(
         "stage brings its smoothed loss no lower than 85% of its first value; "
         "80 epochs at most. Its stage models are in <run>/seed<N>/stages."),
     reference="step decay",
+    minutes=20.0,
 )
 
 # Goyal et al.'s momentum correction measured on the `cifar10-cpu` rows that
@@ -357,12 +365,20 @@ CIFAR10_MOMENTUM_CPU = Preset(
         "start where the learning rate in force changed, the SGD velocity is "
         "multiplied by lr_new / lr_old (Goyal et al. 2017, Section 2.2)."),
     seeds=(0, 1),
+    minutes=56.0,
 )
 
 PRESETS = {p.name: p for p in (DEMO, CIFAR10_CPU, CIFAR10_TABLE2,
                                CIFAR10_LR_SEARCH, CIFAR10_AUTODECAY_CPU,
                                CIFAR10_MOMENTUM_CPU)}
 PRESET_NAMES = tuple(PRESETS)
+
+
+def preset_time(preset):
+    """`"21 min"` (measured on 2 CPU cores) or `"needs an accelerator"`."""
+    if preset.minutes is None:
+        return "needs an accelerator"
+    return f"{preset.minutes:g} min"
 
 
 def get_preset(name):

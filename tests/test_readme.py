@@ -45,3 +45,17 @@ def test_readme_gives_the_two_commands():
     assert 'pip install -e ".[test,jax]" && python -m pytest -q' in text
     ci = (README.parent / ".ci" / "run").read_text()
     assert 'pip install -q -e ".[test,jax]"' in ci and "python -m pytest -q" in ci
+
+
+def test_readme_preset_times_are_the_presets_figures():
+    from keras_lrphase.presets import PRESET_NAMES, PRESETS, preset_time
+
+    rows = {}
+    for line in README.read_text().splitlines():
+        match = re.match(r"\| `([\w-]+)` \| .* \| ([^|]+) \|$", line)
+        if match:
+            rows[match.group(1)] = match.group(2).strip()
+    assert set(rows) == set(PRESET_NAMES)
+    for name in PRESET_NAMES:
+        assert rows[name] == preset_time(PRESETS[name]), name
+        assert "minute" not in PRESETS[name].description
