@@ -24,6 +24,14 @@ their decisions at that epoch end. The other order is detected at the
 first epoch end (a warning), and a checkpoint written that way is refused
 at resume with the same explanation, because the decision it lacks cannot
 be recomputed.
+
+A run killed after its last epoch, before `BackupAndRestore` deleted its
+checkpoint, resumes into a `fit` with no epoch left; the state is then
+restored at `on_train_end`, so the end-of-training work (the last stage of
+`StageCheckpoint`) is done as it would have been. One case stays inexact,
+by Keras' design: a run that a controller stopped early (AutoDecay) and that
+is killed in that same window resumes at the next epoch, and Keras trains
+one batch before it can stop again.
 """
 
 import abc
