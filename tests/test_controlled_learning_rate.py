@@ -317,3 +317,13 @@ def test_decays_reach_the_compiled_step_on_each_backend(tmp_path, backend):
     # every backend); on JAX each later change is a constant of the trace.
     assert float_traces == 1
     assert schedule_traces == (3 if backend == "jax" else 2)
+
+
+def test_a_learning_rate_replaced_by_the_user_is_the_new_base():
+    optimizer = keras.optimizers.SGD(0.1)
+    ControlledLearningRate.install(optimizer).set_factor("a", 0.5)
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.3, 10, 0.5)
+    optimizer.learning_rate = schedule
+    controlled = ControlledLearningRate.install(optimizer)
+    assert controlled.base is schedule and controlled.factors == {}
+    assert controlled.value_at(0) == pytest.approx(0.3)

@@ -130,7 +130,10 @@ class ControlledLearningRate:
         """
         owner = keras_compat.learning_rate_owner(optimizer)
         control = _CONTROLS.get(owner)
-        if control is None:
+        current = keras_compat.current_learning_rate_object(owner)
+        if control is None or (
+            current is not control.base and current is not control._wrapper
+        ):  # new, or the user gave the optimizer another learning rate
             control = cls(owner)
             _CONTROLS[owner] = control
         return control
