@@ -54,7 +54,8 @@ def test_controllers_with_keras_callbacks_and_inputs(tmp_path, inputs):
     if inputs == "arrays":
         fit_args = dict(x=x, y=y, batch_size=16)
     elif inputs == "tf.data":
-        fit_args = dict(x=tf.data.Dataset.from_tensor_slices((x, y)).batch(16))
+        fit_args = dict(x=tf.data.Dataset.from_tensor_slices((x, y)).batch(16),
+                        shuffle=False)
     else:
         fit_args = dict(x=Batches(x, y, 16))
     log = tmp_path / "log.csv"
