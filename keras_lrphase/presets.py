@@ -333,8 +333,9 @@ CIFAR10_AUTODECAY_CPU = Preset(
         "with beta 0.9 stable over 5 epochs within 5%), stopping when a "
         "stage brings its smoothed loss no lower than 85% of its first value; "
         "80 epochs at most. Its stage models are in <run>/seed<N>/stages."),
+    seeds=(0, 1),
     reference="step decay",
-    minutes=20.0,
+    minutes=135.0,
 )
 
 # Goyal et al.'s momentum correction measured on the `cifar10-cpu` rows that

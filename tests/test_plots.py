@@ -19,3 +19,19 @@ def test_phase_spans_and_plots(tmp_path):
     for name in ("c.png", "d.png"):
         with open(tmp_path / name, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_first_decay_epoch_skips_warmup_ramps():
+    from keras_lrphase.training.plots import first_decay_epoch
+
+    lrs = [0.03, 0.06, 0.1, 0.1, 0.05, 0.05, 0.01]
+    phases = ["warmup", "warmup", "stage 1", "stage 1", "stage 2", "stage 2",
+              "stage 3"]
+    rows = [dict(epoch=i + 1, phase=p, learning_rate=lr)
+            for i, (p, lr) in enumerate(zip(phases, lrs))]
+    assert first_decay_epoch(rows) == 5
+    # A ramp down inside warmup is not a decay; a constant LR has none.
+    ramp = [dict(epoch=1, phase="warmup", learning_rate=0.2),
+            dict(epoch=2, phase="exploration", learning_rate=0.1),
+            dict(epoch=3, phase="exploration", learning_rate=0.1)]
+    assert first_decay_epoch(ramp) is None

@@ -1,6 +1,7 @@
 """The figures of a run (`curves.png`) and of a comparison (`compare.png`)."""
 
 import math
+import textwrap
 
 from keras_lrphase.training.epoch_recorder import CONVERGENCE
 from keras_lrphase.training.epoch_recorder import WARMUP
@@ -30,6 +31,25 @@ def phase_spans(rows, phase):
         else:
             spans.append((row["epoch"], row["epoch"]))
     return spans
+
+
+def first_decay_epoch(rows):
+    """The first epoch (1-based) trained at a lower LR than the one before.
+
+    Warmup epochs do not count: the epoch after a warmup epoch is never a
+    decay. Returns None when the LR never drops.
+    """
+    for before, row in zip(rows, rows[1:]):
+        if before["phase"] == WARMUP:
+            continue
+        if row["learning_rate"] < before["learning_rate"] * (1 - 1e-6):
+            return row["epoch"]
+    return None
+
+
+def _title(fig, title):
+    if title:
+        fig.suptitle("\n".join(textwrap.wrap(title, 110)))
 
 
 def plot_curves(rows, path, title=None):
@@ -79,8 +99,7 @@ def plot_curves(rows, path, title=None):
         axes[0, 1].text(0.99, 0.02, "shaded: convergence phase",
                         ha="right", va="bottom", fontsize=8, color="grey",
                         transform=axes[0, 1].transAxes)
-    if title:
-        fig.suptitle(title)
+    _title(fig, title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -102,9 +121,9 @@ def plot_compare(histories, path, title=None):
                     color=f"C{i}")
         loss_ax.plot(epochs, [r["loss"] for r in rows], label=label,
                      color=f"C{i}")
-        switch = [s for s, _ in phase_spans(rows, CONVERGENCE)]
-        if switch:
-            acc_ax.axvline(switch[0] - 0.5, color=f"C{i}", ls=":", lw=1)
+        decay = first_decay_epoch(rows)
+        if decay is not None:
+            acc_ax.axvline(decay - 0.5, color=f"C{i}", ls=":", lw=1)
     acc_ax.set_ylabel("validation accuracy")
     loss_ax.set_ylabel("training loss")
     loss_ax.set_yscale("log")
@@ -112,11 +131,10 @@ def plot_compare(histories, path, title=None):
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     acc_ax.legend(fontsize=8, loc="lower right")
-    acc_ax.text(0.01, 0.98, "dotted: start of convergence phase",
+    acc_ax.text(0.01, 0.98, "dotted: first LR decay",
                 ha="left", va="top", fontsize=8, color="grey",
                 transform=acc_ax.transAxes)
-    if title:
-        fig.suptitle(title)
+    _title(fig, title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
