@@ -102,13 +102,14 @@ def test_lr_search_scales_table2_rates_into_the_cpu_setting():
 def test_autodecay_and_momentum_presets_are_the_cifar10_cpu_setting():
     base = get_preset("cifar10-cpu").common
     runs = get_preset("cifar10-autodecay-cpu").configs(data_dir="/d")
-    assert [c.schedule for _, c in runs] == ["step", "autodecay"]
+    assert [(c.schedule, c.seed) for _, c in runs] == [
+        ("step", 0), ("step", 1), ("autodecay", 0), ("autodecay", 1)]
     for _, config in runs:
         assert (config.model, config.train_size, config.epochs, config.batch_size,
                 config.lr, config.warmup_epochs) == (
             base["model"], base["train_size"], base["epochs"], 128, 0.1, 3)
         config.validate(check_data=False)
-    assert runs[1][1].stage_checkpoints == "stages"
+    assert runs[2][1].stage_checkpoints == "stages"
     runs = get_preset("cifar10-momentum-cpu").configs(data_dir="/d")
     assert [(c.schedule, c.momentum_correction, c.seed) for _, c in runs] == [
         ("step", False, 0), ("step", False, 1), ("step", True, 0), ("step", True, 1),
