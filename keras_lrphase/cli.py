@@ -28,9 +28,12 @@ from keras_lrphase.presets import preset_time
 from keras_lrphase.training.epoch_recorder import EpochRecorder
 from keras_lrphase.training.plots import plot_compare
 from keras_lrphase.training.run_config import AUGMENTATIONS
+from keras_lrphase.training.run_config import PIPELINES
+from keras_lrphase.training.run_config import PRECISIONS
 from keras_lrphase.training.run_config import RunConfig
 from keras_lrphase.training.run_config import SCHEDULES
 from keras_lrphase.training.runner import HISTORY_FILE
+from keras_lrphase.training.runner import SUMMARY_FILE
 from keras_lrphase.training.runner import prepare_data
 from keras_lrphase.training.runner import prepare_data_checks
 from keras_lrphase.training.runner import run_training
@@ -144,6 +147,11 @@ def build_parser():
     add("--augment", choices=AUGMENTATIONS, default="auto",
         help="training augmentation (auto: crops and flips for CIFAR, "
              "none for SVHN and folders)")
+    add("--pipeline", choices=PIPELINES, default="auto",
+        help="input pipeline (auto: tf.data when TensorFlow is installed, "
+             "else numpy, which runs on every backend)")
+    add("--precision", choices=tuple(PRECISIONS), default="fp32",
+        help="fp32, or mixed precision with bfloat16 compute (bf16)")
     add("--train-size", type=int, default=None,
         help="train on a class-balanced subset of this size")
     add("--test-size", type=int, default=None,
@@ -181,6 +189,18 @@ def build_parser():
     add("--seeds", type=int, default=None,
         help="repeat every run with seeds 0..N-1 (default: the preset's "
              "seeds; demo: 3)")
+    add("--train-size", type=int, default=None,
+        help="train every run on a class-balanced subset of this size "
+             "(for a quick check)")
+    add("--test-size", type=int, default=None,
+        help="validate every run on a class-balanced subset of this size")
+    add("--jobs", type=int, default=1, metavar="N",
+        help="run N configurations at once, in separate processes (they "
+             "share the machine and its accelerator)")
+    add("--pipeline", choices=PIPELINES, default=None,
+        help="input pipeline of every run (default: the runs' own, auto)")
+    add("--precision", choices=tuple(PRECISIONS), default=None,
+        help="precision of every run (default: the runs' own, fp32)")
     add("--verbose", type=int, choices=(0, 1, 2), default=1,
         help="1: one progress line per run (on a terminal) and its result; "
              "2: Keras' line per epoch; 0: the results only")
@@ -207,6 +227,7 @@ def _train_config(args):
         momentum_correction=args.momentum_correction,
         stage_checkpoints=args.stage_checkpoints,
         accumulate=args.accumulate, augment=args.augment,
+        pipeline=args.pipeline, precision=args.precision,
         train_size=args.train_size, test_size=args.test_size,
         eval_batch_size=args.eval_batch_size, seed=args.seed)
 
@@ -219,7 +240,7 @@ def _fail(parser, message, status=USAGE_ERROR):
 
 def _flags(message):
     """Names the command-line flags where a message names `RunConfig` fields."""
-    names = set(RunConfig.__dataclass_fields__) | {"only", "seeds", "preset"}
+    names = set(RunConfig.__dataclass_fields__) | {"only", "seeds", "preset", "jobs"}
     for field in sorted(names, key=len, reverse=True):
         flag = "--" + field.replace("_", "-")
         message = re.sub(rf"`{field}`", flag, message)
@@ -317,6 +338,15 @@ def _run_compare(parser, args, stamp):
                     f"Argument `only` must name runs of preset {preset.name!r} "
                     f"({', '.join(known)}). Received: only={args.only!r}")
             runs = [(run, c) for run, c in runs if run.label in wanted]
+        if args.jobs < 1:
+            raise ValueError(
+                f"Argument `jobs` must be >= 1. Received: jobs={args.jobs}")
+        overrides = {k: v for k, v in (("pipeline", args.pipeline),
+                                       ("precision", args.precision),
+                                       ("train_size", args.train_size),
+                                       ("test_size", args.test_size))
+                     if v is not None}
+        runs = [(run, dataclasses.replace(c, **overrides)) for run, c in runs]
         for _, config in runs:
             config.validate()
     except ValueError as error:
@@ -339,37 +369,111 @@ def _run_compare(parser, args, stamp):
     several = len({c.seed for _, c in runs}) > 1
     grouped = {}
     started = time.perf_counter()
+    tasks = []
     for i, (run, config) in enumerate(runs, 1):
         folder = os.path.join(out, _slug(run.label))
         tag = f"{run.label}"
         if several:
             folder = os.path.join(folder, f"seed{config.seed}")
             tag += f" (seed {config.seed})"
-        prefix = f"[{i}/{len(runs)}]"
         if config.stage_checkpoints and not os.path.isabs(config.stage_checkpoints):
             config = dataclasses.replace(
                 config, stage_checkpoints=os.path.join(folder, config.stage_checkpoints))
-        summary = run_training(
-            config, folder, verbose=args.verbose,
-            progress=f"{prefix} {tag}" if args.verbose == 1 else None,
-            log=lambda line: print(f"{prefix} {line}", flush=True),
-            data=datasets[_data_key(config.resolved())])
+        tasks.append((run, config, folder, f"[{i}/{len(runs)}]", tag))
+    summaries = {}
+    pending = []
+    for run, config, folder, prefix, tag in tasks:
+        done = _finished_summary(config, folder)
+        if done is not None:
+            summaries[folder] = done
+            print(f"{prefix} {tag}: done before ({folder}/{SUMMARY_FILE})",
+                  flush=True)
+        else:
+            pending.append((run, config, folder, prefix, tag))
+    if args.jobs > 1 and len(pending) > 1:
+        summaries.update(_run_parallel(pending, args, datasets))
+    else:
+        for run, config, folder, prefix, tag in pending:
+            summaries[folder] = run_training(
+                config, folder, verbose=args.verbose,
+                progress=f"{prefix} {tag}" if args.verbose == 1 else None,
+                log=lambda line, prefix=prefix: print(f"{prefix} {line}", flush=True),
+                data=datasets[_data_key(config.resolved())], resume=True)
+            _print_result(run, prefix, tag, summaries[folder])
+    for run, config, folder, prefix, tag in tasks:
         entry = grouped.setdefault(run.label, (run, config.resolved(), [], []))
-        entry[2].append(summary)
+        entry[2].append(summaries[folder])
         entry[3].append(folder)
-        decays = ", ".join(str(e) for e in summary["decay_epochs"]) or "none"
-        print(f"{prefix} {tag}: best val accuracy "
-              f"{_pct(summary['best_val_accuracy'])} (epoch "
-              f"{summary['best_epoch']}), final "
-              f"{_pct(summary['final_val_accuracy'])}, LR decays after epochs "
-              f"{decays}, {summary['train_wall_time_s']:.0f} s"
-              + (f", paper {run.paper:.2f}%" if run.paper is not None else ""),
-              flush=True)
     write_compare_outputs(preset, list(grouped.values()), out,
                           time.perf_counter() - started, args.epochs)
     print(f"Wrote {os.path.join(out, 'table.md')} and "
           f"{os.path.join(out, 'compare.png')}")
     return 0
+
+
+def _print_result(run, prefix, tag, summary):
+    decays = ", ".join(str(e) for e in summary["decay_epochs"]) or "none"
+    print(f"{prefix} {tag}: best val accuracy "
+          f"{_pct(summary['best_val_accuracy'])} (epoch "
+          f"{summary['best_epoch']}), final "
+          f"{_pct(summary['final_val_accuracy'])}, LR decays after epochs "
+          f"{decays}, {summary['train_wall_time_s']:.0f} s"
+          + (f", paper {run.paper:.2f}%" if run.paper is not None else ""),
+          flush=True)
+
+
+def _finished_summary(config, folder):
+    """The `summary.json` of a run already finished with this configuration."""
+    path = os.path.join(folder, SUMMARY_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        summary = json.load(f)
+    wanted = json.loads(json.dumps(config.resolved().to_dict()))
+    return summary if summary.get("config") == wanted else None
+
+
+def _run_one(config, folder, prefix, tag, every):
+    """One run of `compare --jobs` (in its own process)."""
+    summary = run_training(
+        config, folder, verbose=0, progress=f"{prefix} {tag}",
+        progress_every=every,
+        log=lambda line: print(f"{prefix} {line}", flush=True), resume=True)
+    return folder, summary
+
+
+def _run_parallel(pending, args, datasets):
+    """Runs `pending` in `args.jobs` processes; their summaries by folder.
+
+    Each process imports Keras afresh (spawned, not forked) and reads the
+    data from the decode cache filled by the caller. On JAX, processes
+    sharing one accelerator take its memory as they need it rather than
+    75% each at start.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import as_completed
+
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    summaries = {}
+    context = multiprocessing.get_context("spawn")
+    by_folder = {folder: (run, prefix, tag)
+                 for run, _, folder, prefix, tag in pending}
+    with ProcessPoolExecutor(max_workers=args.jobs,
+                             mp_context=context) as pool:
+        futures = [
+            # The pipeline is resolved here: a spawned process could see
+            # other installed packages than the caller.
+            pool.submit(_run_one,
+                        dataclasses.replace(
+                            config, pipeline=config.resolved().pipeline),
+                        folder, prefix, tag, max(1, config.epochs // 10))
+            for _, config, folder, prefix, tag in pending]
+        for future in as_completed(futures):
+            folder, summary = future.result()
+            summaries[folder] = summary
+            _print_result(*by_folder[folder], summary)
+    return summaries
 
 
 def _data_key(config):

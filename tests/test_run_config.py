@@ -49,6 +49,8 @@ def test_default_decay_epochs():
     (dict(restart_epochs=5), "restart_epochs=5"),
     (dict(schedule="cosine-restarts", restart_mult=0.5), "restart_mult=0.5"),
     (dict(augment="mixup"), "augment='mixup'"),
+    (dict(pipeline="grain"), "pipeline='grain'"),
+    (dict(precision="fp16"), "precision='fp16'"),
     (dict(hessian_batch_size=0), "hessian_batch_size=0"),
     (dict(hessian_every=-1), "hessian_every=-1"),
     (dict(dataset="folder"), "required for dataset='folder'"),
@@ -65,3 +67,36 @@ def test_to_dict_is_json_ready():
     assert values["decay_epochs"] == [3, 4] and values["dataset"] == "digits"
     assert RunConfig(**dict(values, decay_epochs=(3, 4))) == RunConfig(
         decay_epochs=(3, 4), epochs=5)
+
+
+def test_pipeline_auto_resolves_to_tf_data_where_tensorflow_is_installed():
+    assert RunConfig().resolved().pipeline == "tf.data"
+    assert RunConfig(pipeline="numpy").resolved().pipeline == "numpy"
+
+
+def test_bf16_trains_with_bfloat16_compute_and_float32_weights(tmp_path):
+    import keras
+
+    from keras_lrphase.training import runner
+
+    seen = {}
+
+    class Probe(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            seen["policy"] = self.model.dtype_policy.name
+            seen["weights"] = {w.dtype for w in self.model.trainable_weights}
+            seen["global"] = keras.config.dtype_policy().name
+
+    build = runner.build_callbacks
+    runner.build_callbacks = lambda *a, **k: (build(*a, **k)[0] + [Probe()], None)
+    try:
+        summary = runner.run_training(
+            RunConfig(dataset="digits", epochs=1, batch_size=256, train_size=512,
+                      test_size=100, precision="bf16"),
+            str(tmp_path), verbose=0, log=None)
+    finally:
+        runner.build_callbacks = build
+    assert seen == {"policy": "mixed_bfloat16", "weights": {"float32"},
+                    "global": "float32"}
+    assert summary["config"]["precision"] == "bf16"
+    assert keras.config.dtype_policy().name == "float32"

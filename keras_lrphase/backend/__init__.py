@@ -15,6 +15,7 @@ an arbitrary nest `data`, returning a scalar.
 """
 
 import importlib
+import importlib.util
 
 import keras
 
@@ -22,6 +23,15 @@ _MODULES = {
     "tensorflow": "keras_lrphase.backend.tensorflow_autodiff",
     "jax": "keras_lrphase.backend.jax_autodiff",
 }
+
+
+def tensorflow_installed():
+    """Whether TensorFlow can be imported, checked without importing it."""
+    try:
+        return importlib.util.find_spec("tensorflow") is not None
+    except (ImportError, ValueError):
+        # ValueError: `sys.modules["tensorflow"]` is None (import blocked).
+        return False
 
 
 def autodiff():

@@ -11,6 +11,9 @@
 
 import os
 
+from keras_lrphase.data.array_pipeline import TrainBatches
+from keras_lrphase.data.array_pipeline import normalize_array
+from keras_lrphase.data.array_pipeline import random_crop_flip_array
 from keras_lrphase.data.digits import load_digits_data
 from keras_lrphase.data.image_data import ImageData
 from keras_lrphase.data.image_folder import default_cache_dir

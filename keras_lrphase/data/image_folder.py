@@ -201,6 +201,58 @@ def load_image_folder(data_dir, name=None, augment="none", cache_dir=None,
 
 
 def _decode(files):
+    """Decodes every file of `files` into one `uint8` array.
+
+    With TensorFlow's decoders when TensorFlow is installed, else with
+    Pillow's (the backend-neutral path); both decode JPEG with libjpeg.
+    """
+    from keras_lrphase.backend import tensorflow_installed
+
+    if not tensorflow_installed():
+        return _decode_with_pillow([p for p, _ in files])
+    return _decode_with_tensorflow(files)
+
+
+def _decode_with_pillow(paths):
+    import collections
+    from concurrent.futures import ThreadPoolExecutor
+
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ImportError(
+            "Reading an image folder without TensorFlow needs Pillow: "
+            "pip install pillow"
+        ) from None
+
+    def read(path):
+        try:
+            with Image.open(path) as image:
+                mode = image.mode
+                if mode not in ("L", "RGB"):
+                    image = image.convert("RGBA" if "A" in mode else "RGB")
+                array = np.asarray(image)
+        except OSError as error:
+            return path, str(error).splitlines()[0]
+        return path, array if array.ndim == 3 else array[..., None]
+
+    with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool:
+        decoded = list(pool.map(read, paths, chunksize=256))
+    for path, array in decoded:
+        if isinstance(array, str):
+            raise ValueError(f"Could not decode the image {path!r}: {array}")
+    shapes = collections.Counter(array.shape for _, array in decoded)
+    if len(shapes) > 1:
+        common = shapes.most_common(1)[0][0]
+        odd = [p for p, array in decoded if array.shape != common]
+        more = f" (and {len(odd) - 1} more)" if len(odd) > 1 else ""
+        raise ValueError(
+            f"All images must have one shape; most are {common}, but "
+            f"{odd[0]!r} is {dict(decoded)[odd[0]].shape}{more}.")
+    return np.stack([array for _, array in decoded]).astype("uint8")
+
+
+def _decode_with_tensorflow(files):
     import tensorflow as tf
 
     paths = [p for p, _ in files]

@@ -2,6 +2,7 @@
 
 import csv
 import math
+import os
 import time
 
 import keras
@@ -40,6 +41,10 @@ class EpochRecorder(keras.callbacks.Callback):
         path: String. The CSV file to write.
         phase_fn: Callable `phase_fn(epoch, logs)` returning the phase
             string, or `None` to record `"n/a"`. Defaults to `None`.
+        resume: Bool. Keep the rows of the epochs before the first one this
+            `fit` trains (a run resumed by `BackupAndRestore`) instead of
+            starting a new file; rows of later epochs, left by a run
+            stopped before its checkpoint, are dropped. Defaults to `False`.
 
     Example:
 
@@ -56,18 +61,44 @@ class EpochRecorder(keras.callbacks.Callback):
         `keras.callbacks.CSVLogger`, which it extends with fixed columns.
     """
 
-    def __init__(self, path, phase_fn=None):
+    def __init__(self, path, phase_fn=None, resume=False):
         super().__init__()
         self.path = path
         self.phase_fn = phase_fn
+        self.resume = resume
         self.rows = []
+        self.resumed_epochs = 0
 
     def on_train_begin(self, logs=None):
         self.rows = []
-        with open(self.path, "w", newline="") as f:
-            csv.writer(f).writerow(COLUMNS)
+        self.resumed_epochs = 0
+        self._first_epoch = True
+        if not self.resume:
+            self._write([])
+
+    def _write(self, rows):
+        partial = f"{self.path}.tmp"
+        with open(partial, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(COLUMNS)
+            for row in rows:
+                writer.writerow(_cells(row))
+        os.replace(partial, self.path)
 
     def on_epoch_begin(self, epoch, logs=None):
+        if self.resume and self._first_epoch:
+            kept = []
+            if os.path.exists(self.path):
+                kept = [r for r in self.read(self.path, skip_broken=True)
+                        if r["epoch"] <= epoch]
+            if [r["epoch"] for r in kept] != list(range(1, epoch + 1)):
+                raise ValueError(
+                    f"Cannot resume at epoch {epoch + 1}: {self.path!r} does "
+                    f"not hold the rows of epochs 1..{epoch}")
+            self.rows = kept
+            self.resumed_epochs = len(kept)
+            self._write(kept)
+        self._first_epoch = False
         self._start = time.perf_counter()
         self._train_end = None
 
@@ -97,26 +128,50 @@ class EpochRecorder(keras.callbacks.Callback):
         }
         self.rows.append(row)
         with open(self.path, "a", newline="") as f:
-            csv.writer(f).writerow(
-                ["" if isinstance(row[c], float) and math.isnan(row[c])
-                 else row[c] for c in COLUMNS])
+            csv.writer(f).writerow(_cells(row))
+            f.flush()
+            os.fsync(f.fileno())
 
     @staticmethod
-    def read(path):
-        """Reads a `history.csv` back as a list of dicts (floats, NaN for empty)."""
+    def read(path, skip_broken=False):
+        """Reads a `history.csv` back as a list of dicts (floats, NaN for empty).
+
+        Args:
+            path: String. The file.
+            skip_broken: Bool. Drop a row that does not parse (the last row
+                of a process killed while writing it) instead of raising.
+                Defaults to `False`.
+        """
         rows = []
         with open(path, newline="") as f:
             for raw in csv.DictReader(f):
-                row = {}
-                for key, value in raw.items():
-                    if key == "phase":
-                        row[key] = value
-                    elif key == "epoch":
-                        row[key] = int(value)
-                    else:
-                        row[key] = float(value) if value != "" else math.nan
+                try:
+                    row = _parse(raw)
+                except (TypeError, ValueError):
+                    if skip_broken:
+                        continue
+                    raise
                 rows.append(row)
         return rows
+
+
+def _parse(raw):
+    if None in raw or None in raw.values():
+        raise ValueError(f"malformed history row: {raw}")
+    row = {}
+    for key, value in raw.items():
+        if key == "phase":
+            row[key] = value
+        elif key == "epoch":
+            row[key] = int(value)
+        else:
+            row[key] = float(value) if value != "" else math.nan
+    return row
+
+
+def _cells(row):
+    return ["" if isinstance(row[c], float) and math.isnan(row[c]) else row[c]
+            for c in COLUMNS]
 
 
 def _float(value):

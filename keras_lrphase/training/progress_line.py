@@ -18,6 +18,10 @@ class ProgressLine(keras.callbacks.Callback):
     Args:
         prefix: String. Put in front of the line (e.g. `"[2/9] two-phase"`).
         stream: File object. Defaults to `sys.stdout`.
+        every: Int or None. Instead of rewriting one line on a terminal,
+            print a full line every `every` epochs (and at the last), to a
+            terminal or a file alike: what runs in parallel processes
+            (`compare --jobs`) use. Defaults to `None`.
 
     Example:
 
@@ -34,13 +38,18 @@ class ProgressLine(keras.callbacks.Callback):
     [['[1/1]', 'run', 'epoch', '1/2'], ['[1/1]', 'run', 'epoch', '2/2']]
     """
 
-    def __init__(self, prefix, stream=None):
+    def __init__(self, prefix, stream=None, every=None):
         super().__init__()
         self.prefix = prefix
         self.stream = stream or sys.stdout
+        self.every = every
 
     def on_epoch_end(self, epoch, logs=None):
-        if not self.stream.isatty():
+        epochs = self.params.get("epochs")
+        if self.every is not None:
+            if (epoch + 1) % self.every and epoch + 1 != epochs:
+                return
+        elif not self.stream.isatty():
             return
         logs = logs or {}
         parts = [f"{self.prefix} epoch {epoch + 1}/{self.params.get('epochs')}"]
@@ -50,10 +59,13 @@ class ProgressLine(keras.callbacks.Callback):
             value = logs.get(key)
             if value is not None and not (isinstance(value, float) and math.isnan(value)):
                 parts.append(f"{label} {fmt.format(float(value))}")
-        self.stream.write("\r" + "  ".join(parts) + "\033[K")
+        if self.every is not None:
+            self.stream.write("  ".join(parts) + "\n")
+        else:
+            self.stream.write("\r" + "  ".join(parts) + "\033[K")
         self.stream.flush()
 
     def on_train_end(self, logs=None):
-        if self.stream.isatty():
+        if self.every is None and self.stream.isatty():
             self.stream.write("\r\033[K")
             self.stream.flush()

@@ -3,6 +3,7 @@
 import dataclasses
 import math
 
+from keras_lrphase.backend import tensorflow_installed
 from keras_lrphase.data import DATASET_NAMES
 from keras_lrphase.data import check_dataset
 from keras_lrphase.models import MODEL_NAMES
@@ -10,6 +11,8 @@ from keras_lrphase.models import is_model_name
 
 SCHEDULES = ("step", "two-phase", "autodecay", "cosine-restarts")
 AUGMENTATIONS = ("auto", "none", "crop", "crop-flip")
+PIPELINES = ("auto", "tf.data", "numpy")
+PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16"}
 DEFAULT_MODELS = {
     "digits": "small-cnn",
     "cifar10": "resnet20",
@@ -77,6 +80,12 @@ class RunConfig:
             (`gradient_accumulation_steps`).
         augment: `"auto"` (the dataset's choice), `"none"`, `"crop"` or
             `"crop-flip"`.
+        pipeline: `"auto"` (`"tf.data"` when TensorFlow is installed, else
+            `"numpy"`), `"tf.data"` (`keras_lrphase.data.train_dataset`) or
+            `"numpy"` (`keras_lrphase.data.TrainBatches`, every backend,
+            the same augmentation stream on each).
+        precision: `"fp32"` or `"bf16"` (Keras policy `mixed_bfloat16`:
+            bfloat16 compute, float32 weights).
         train_size: Int or None. Class-balanced training subset size (the
             same images whatever the seed).
         test_size: Int or None. Class-balanced test subset size.
@@ -114,6 +123,8 @@ class RunConfig:
     stage_checkpoints: str = None
     accumulate: int = 1
     augment: str = "auto"
+    pipeline: str = "auto"
+    precision: str = "fp32"
     train_size: int = None
     test_size: int = None
     eval_batch_size: int = 500
@@ -231,6 +242,16 @@ class RunConfig:
         if self.augment not in AUGMENTATIONS:
             _fail("augment", self.augment,
                   f"must be one of {', '.join(AUGMENTATIONS)}")
+        if self.pipeline not in PIPELINES:
+            _fail("pipeline", self.pipeline,
+                  f"must be one of {', '.join(PIPELINES)}")
+        if self.pipeline == "tf.data" and not tensorflow_installed():
+            _fail("pipeline", self.pipeline,
+                  "needs TensorFlow (pip install tensorflow), or use "
+                  "pipeline='numpy'")
+        if self.precision not in PRECISIONS:
+            _fail("precision", self.precision,
+                  f"must be one of {', '.join(PRECISIONS)}")
         if check_data:
             check_dataset(self.dataset, self.data_dir)
         return self
@@ -246,6 +267,8 @@ class RunConfig:
             values["decay_epochs"] = default_decay_epochs(self.epochs)
         if values["decay_epochs"] is not None:
             values["decay_epochs"] = tuple(values["decay_epochs"])
+        if values["pipeline"] == "auto":
+            values["pipeline"] = "tf.data" if tensorflow_installed() else "numpy"
         if values["restart_epochs"] is None and self.schedule == "cosine-restarts":
             values["restart_epochs"] = 10
         return RunConfig(**values)

@@ -33,20 +33,24 @@ loss, which the two-phase plateau detection monitors.
 import json
 import math
 import os
+import shutil
 import time
 
 import keras
 import numpy as np
 
 from keras_lrphase.callbacks.auto_decay import AutoDecay
+from keras_lrphase.callbacks.backup_and_restore import BackupAndRestore
 from keras_lrphase.callbacks.gradual_warmup import GradualWarmup
 from keras_lrphase.callbacks.hessian_monitor import HessianMonitor
 from keras_lrphase.callbacks.momentum_correction import MomentumCorrection
 from keras_lrphase.callbacks.stage_checkpoint import StageCheckpoint
 from keras_lrphase.callbacks.two_phase_lr import TwoPhaseLR
+from keras_lrphase.data import TrainBatches
 from keras_lrphase.data import channel_stats
 from keras_lrphase.data import eval_dataset
 from keras_lrphase.data import load_dataset
+from keras_lrphase.data import normalize_array
 from keras_lrphase.data import normalized_batch
 from keras_lrphase.data import steps_per_epoch
 from keras_lrphase.data import train_dataset
@@ -59,9 +63,12 @@ from keras_lrphase.training.epoch_recorder import WARMUP
 from keras_lrphase.training.epoch_recorder import EpochRecorder
 from keras_lrphase.training.plots import plot_curves
 from keras_lrphase.training.progress_line import ProgressLine
+from keras_lrphase.training.run_config import PRECISIONS
 from keras_lrphase.training.run_config import RunConfig
 
 HISTORY_FILE = "history.csv"
+BACKUP_DIR = "backup"
+RUN_FILE = "run.json"
 SUMMARY_FILE = "summary.json"
 CURVES_FILE = "curves.png"
 MIN_HESSIAN_BATCH = 1024
@@ -140,7 +147,7 @@ def build_optimizer(config, learning_rate):
 
 
 def run_training(config, out_dir, verbose=1, log=print, data=None,
-                 progress=None):
+                 progress=None, resume=False, progress_every=None):
     """Trains one configuration and writes its files to `out_dir`.
 
     Args:
@@ -157,6 +164,17 @@ def run_training(config, out_dir, verbose=1, log=print, data=None,
         progress: String or None. With a string, Keras' progress bar is
             replaced by one line rewritten in place on a terminal
             (`ProgressLine`), starting with it. Defaults to `None`.
+        progress_every: Int or None. With `progress`: print a full
+            progress line every so many epochs instead of rewriting one
+            line on a terminal. Defaults to `None`.
+        resume: Bool. Keep a checkpoint in `out_dir/backup` at every epoch
+            end (weights, optimizer, the controllers' state) and continue
+            from it when `out_dir` holds one: a run stopped at any point
+            and started again with the same arguments ends as one
+            uninterrupted run would (exactly with the `numpy` pipeline,
+            whose batches depend only on the seed and the epoch). The
+            checkpoint is deleted once `summary.json` is written.
+            Defaults to `False`.
 
     Returns:
         The summary dict written to `summary.json` (NaN written as None).
@@ -186,14 +204,28 @@ def run_training(config, out_dir, verbose=1, log=print, data=None,
     micro_steps = steps * config.accumulate
     augment = data.augment if config.augment == "auto" else config.augment
     mean, std = channel_stats(data.x_train)
-    train_ds = train_dataset(data.x_train, data.y_train, config.batch_size,
-                             mean, std, augment=augment,
-                             accumulate=config.accumulate, seed=config.seed)
-    val_ds = eval_dataset(data.x_test, data.y_test, config.eval_batch_size,
-                          mean, std)
+    pipeline_callbacks = []
+    if config.pipeline == "numpy":
+        train_ds = TrainBatches(data.x_train, data.y_train, config.batch_size,
+                                mean, std, augment=augment,
+                                accumulate=config.accumulate, seed=config.seed)
+        pipeline_callbacks.append(train_ds.epoch_callback())
+        val_ds = (normalize_array(data.x_test, mean, std),
+                  np.asarray(data.y_test, "int32"))
+    else:
+        train_ds = train_dataset(data.x_train, data.y_train, config.batch_size,
+                                 mean, std, augment=augment,
+                                 accumulate=config.accumulate, seed=config.seed)
+        val_ds = eval_dataset(data.x_test, data.y_test, config.eval_batch_size,
+                              mean, std)
 
-    model = get_model(config.model, data.input_shape, data.num_classes,
-                      weight_decay=config.weight_decay)
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(PRECISIONS[config.precision])
+    try:
+        model = get_model(config.model, data.input_shape, data.num_classes,
+                          weight_decay=config.weight_decay)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
     optimizer = build_optimizer(config,
                                 build_learning_rate(config, micro_steps))
     model.compile(
@@ -212,10 +244,17 @@ def run_training(config, out_dir, verbose=1, log=print, data=None,
     callbacks, controller = build_callbacks(
         config, micro_steps, hessian_data, verbose=1 if verbose else 0)
     recorder = EpochRecorder(os.path.join(out_dir, HISTORY_FILE),
-                             phase_fn=_phase_fn(config))
+                             phase_fn=_phase_fn(config), resume=resume)
+    callbacks += pipeline_callbacks
     callbacks += [keras.callbacks.TerminateOnNaN(), recorder]
+    backup_dir = os.path.join(out_dir, BACKUP_DIR)
+    if resume:
+        _claim_backup(backup_dir, config, steps * config.batch_size)
+        # After the recorder: a checkpoint at an epoch end is written once
+        # that epoch's history row is.
+        callbacks.append(BackupAndRestore(backup_dir, delete_checkpoint=False))
     if progress is not None:
-        callbacks.append(ProgressLine(progress))
+        callbacks.append(ProgressLine(progress, every=progress_every))
         verbose = 0
 
     if log is not None:
@@ -232,10 +271,16 @@ def run_training(config, out_dir, verbose=1, log=print, data=None,
 
     fit_start = time.perf_counter()
     model.fit(train_ds, epochs=config.epochs, validation_data=val_ds,
+              validation_batch_size=(config.eval_batch_size
+                                     if config.pipeline == "numpy" else None),
               callbacks=callbacks, verbose=verbose, shuffle=False)
     train_seconds = time.perf_counter() - fit_start
 
     rows = recorder.rows
+    if recorder.resumed_epochs:
+        # This invocation trained only the later epochs: count the earlier
+        # ones from their history rows.
+        train_seconds += sum(r["epoch_time"] for r in rows[:recorder.resumed_epochs])
     summary = _summary(config, data, model, rows, steps, augment,
                        hessian_size if needs_hessian else None, controller)
     stages = [c for c in callbacks if isinstance(c, StageCheckpoint)]
@@ -251,7 +296,36 @@ def run_training(config, out_dir, verbose=1, log=print, data=None,
              f"{config.batch_size}, {config.schedule}"
              + (f", LARS {config.lars:g}" if config.lars else ""))
     plot_curves(rows, os.path.join(out_dir, CURVES_FILE), title=title)
+    if resume:
+        shutil.rmtree(backup_dir, ignore_errors=True)
     return summary
+
+
+def _claim_backup(backup_dir, config, images_per_epoch):
+    """Keeps `backup_dir` only if it was written for this same `config`.
+
+    A checkpoint left by a run of another configuration (other epochs,
+    rate, seed...) must not be resumed: it is deleted, and the run starts
+    from its first epoch. The folder's `run.json` names the configuration
+    (and the images per epoch, for progress reports).
+    """
+    marker = os.path.join(backup_dir, RUN_FILE)
+    wanted = json.loads(json.dumps(config.to_dict()))
+    if os.path.isdir(backup_dir):
+        try:
+            with open(marker) as f:
+                same = json.load(f)["config"] == wanted
+        except (OSError, ValueError, KeyError, TypeError):
+            same = False
+        if not same:
+            shutil.rmtree(backup_dir)
+    if not os.path.isdir(backup_dir):
+        os.makedirs(backup_dir)
+        partial = marker + ".tmp"
+        with open(partial, "w") as f:
+            json.dump({"config": wanted,
+                       "images_per_epoch": int(images_per_epoch)}, f)
+        os.replace(partial, marker)
 
 
 def build_callbacks(config, micro_steps_per_epoch, hessian_data, verbose=0):

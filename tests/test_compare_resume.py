@@ -1,0 +1,118 @@
+"""Runs resume from their folder; `compare --jobs` gives what one process gives."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from keras_lrphase.cli import main
+from keras_lrphase.training import runner
+from keras_lrphase.training.epoch_recorder import EpochRecorder
+from keras_lrphase.training.run_config import RunConfig
+
+KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate",
+        "phase", "hessian_max_eigenvalue")
+
+
+def _config(**overrides):
+    values = dict(dataset="digits", epochs=5, batch_size=128, train_size=512,
+                  test_size=200, schedule="two-phase", warmup_epochs=1,
+                  plateau_patience=1, lr=0.2, pipeline="numpy",
+                  augment="crop")
+    values.update(overrides)
+    return RunConfig(**values)
+
+
+def _rows(folder):
+    return [{k: r[k] for k in KEYS}
+            for r in EpochRecorder.read(os.path.join(folder, "history.csv"))]
+
+
+class _Crash(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("crash_after", [0, 2])
+def test_a_stopped_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch,
+                                                           crash_after):
+    config = _config()
+    whole = runner.run_training(config, str(tmp_path / "whole"), verbose=0,
+                                log=None, resume=True)
+    assert not os.path.exists(tmp_path / "whole" / "backup")
+
+    build = runner.build_callbacks
+
+    def crashing(*args, **kwargs):
+        callbacks, controller = build(*args, **kwargs)
+        return callbacks + [_Crash(crash_after)], controller
+
+    monkeypatch.setattr(runner, "build_callbacks", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_training(config, str(tmp_path / "cut"), verbose=0, log=None,
+                            resume=True)
+    monkeypatch.setattr(runner, "build_callbacks", build)
+    # The crash comes before the epoch's row and checkpoint are written.
+    assert len(_rows(str(tmp_path / "cut"))) == crash_after
+    resumed = runner.run_training(config, str(tmp_path / "cut"), verbose=0,
+                                  log=None, resume=True)
+    assert _rows(str(tmp_path / "cut")) == _rows(str(tmp_path / "whole"))
+    for key in ("final_val_accuracy", "final_loss", "decay_epochs",
+                "plateau_epoch", "epochs_completed"):
+        assert resumed[key] == whole[key]
+
+
+def test_a_checkpoint_of_another_configuration_is_not_resumed(tmp_path, monkeypatch):
+    build = runner.build_callbacks
+    monkeypatch.setattr(runner, "build_callbacks", lambda *a, **k: (
+        build(*a, **k)[0] + [_Crash(1)], build(*a, **k)[1]))
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_training(_config(lr=0.3), str(tmp_path / "run"), verbose=0,
+                            log=None, resume=True)
+    monkeypatch.setattr(runner, "build_callbacks", build)
+    runner.run_training(_config(), str(tmp_path / "run"), verbose=0, log=None,
+                        resume=True)
+    runner.run_training(_config(), str(tmp_path / "fresh"), verbose=0, log=None)
+    assert _rows(str(tmp_path / "run")) == _rows(str(tmp_path / "fresh"))
+
+
+def _compare(out, *extra):
+    try:
+        return main(["compare", "--preset", "demo", "--epochs", "3", "--seeds",
+                     "1", "--pipeline", "numpy", "--verbose", "0", "--out",
+                     out, *extra])
+    except SystemExit as exit:
+        return exit.code
+
+
+def test_compare_jobs_give_the_sequential_result_and_finished_runs_are_kept(
+        tmp_path, capsys):
+    assert _compare(str(tmp_path / "one")) == 0
+    assert _compare(str(tmp_path / "two"), "--jobs", "2") == 0
+    for run in ("small-batch", "large-batch", "two-phase"):
+        assert (_rows(str(tmp_path / "one" / run))
+                == _rows(str(tmp_path / "two" / run)))
+    capsys.readouterr()
+    # Called again, nothing is trained again: the table is rewritten.
+    summary = tmp_path / "two" / "two-phase" / "summary.json"
+    before = summary.read_text()
+    assert _compare(str(tmp_path / "two"), "--jobs", "2") == 0
+    out = capsys.readouterr().out
+    assert out.count("done before") == 3
+    assert summary.read_text() == before
+    # Another budget is another configuration: trained again.
+    assert _compare(str(tmp_path / "two"), "--epochs", "2", "--only",
+                    "two-phase") == 0
+    assert json.loads(summary.read_text())["epochs_completed"] == 2
+
+
+def test_compare_rejects_bad_jobs(tmp_path, capsys):
+    assert _compare(str(tmp_path / "x"), "--jobs", "0") == 2
+    assert "Argument --jobs must be >= 1. Received: --jobs=0" in capsys.readouterr().err
