@@ -41,6 +41,7 @@ from keras_lrphase.training.statistics import welch_t_test
 
 USAGE_ERROR = 2
 RUN_ERROR = 1
+INTERRUPTED = 130
 
 
 class _Parser(argparse.ArgumentParser):
@@ -390,16 +391,23 @@ def _run_compare(parser, args, stamp):
                   flush=True)
         else:
             pending.append((run, config, folder, prefix, tag))
-    if args.jobs > 1 and len(pending) > 1:
-        summaries.update(_run_parallel(pending, args, datasets))
-    else:
-        for run, config, folder, prefix, tag in pending:
-            summaries[folder] = run_training(
-                config, folder, verbose=args.verbose,
-                progress=f"{prefix} {tag}" if args.verbose == 1 else None,
-                log=lambda line, prefix=prefix: print(f"{prefix} {line}", flush=True),
-                data=datasets[_data_key(config.resolved())], resume=True)
-            _print_result(run, prefix, tag, summaries[folder])
+    try:
+        if args.jobs > 1 and len(pending) > 1:
+            summaries.update(_run_parallel(pending, args, datasets))
+        else:
+            for run, config, folder, prefix, tag in pending:
+                summaries[folder] = run_training(
+                    config, folder, verbose=args.verbose,
+                    progress=f"{prefix} {tag}" if args.verbose == 1 else None,
+                    log=lambda line, prefix=prefix: print(f"{prefix} {line}",
+                                                          flush=True),
+                    data=datasets[_data_key(config.resolved())], resume=True)
+                _print_result(run, prefix, tag, summaries[folder])
+    except KeyboardInterrupt:
+        sys.stderr.write(
+            f"{parser.prog}: interrupted; the runs keep their last completed "
+            f"epoch: call the same command again to continue ({out}).\n")
+        return INTERRUPTED
     for run, config, folder, prefix, tag in tasks:
         entry = grouped.setdefault(run.label, (run, config.resolved(), [], []))
         entry[2].append(summaries[folder])
@@ -469,10 +477,17 @@ def _run_parallel(pending, args, datasets):
                             config, pipeline=config.resolved().pipeline),
                         folder, prefix, tag, max(1, config.epochs // 10))
             for _, config, folder, prefix, tag in pending]
-        for future in as_completed(futures):
-            folder, summary = future.result()
-            summaries[folder] = summary
-            _print_result(*by_folder[folder], summary)
+        try:
+            for future in as_completed(futures):
+                folder, summary = future.result()
+                summaries[folder] = summary
+                _print_result(*by_folder[folder], summary)
+        except KeyboardInterrupt:
+            # Stop the runs now; each keeps its last completed epoch.
+            pool.shutdown(wait=False, cancel_futures=True)
+            for process in multiprocessing.active_children():
+                process.terminate()
+            raise
     return summaries
 
 

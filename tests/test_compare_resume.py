@@ -116,3 +116,16 @@ def test_compare_jobs_give_the_sequential_result_and_finished_runs_are_kept(
 def test_compare_rejects_bad_jobs(tmp_path, capsys):
     assert _compare(str(tmp_path / "x"), "--jobs", "0") == 2
     assert "Argument --jobs must be >= 1. Received: --jobs=0" in capsys.readouterr().err
+
+
+def test_an_interrupted_compare_says_how_to_continue(tmp_path, capsys, monkeypatch):
+    from keras_lrphase import cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "run_training", interrupted)
+    assert _compare(str(tmp_path / "x")) == 130
+    err = capsys.readouterr().err
+    assert "interrupted; the runs keep their last completed epoch" in err
+    assert "Traceback" not in err
