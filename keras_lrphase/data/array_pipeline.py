@@ -15,7 +15,7 @@ identical augmentations.)
 import keras
 import numpy as np
 
-from keras_lrphase.data.pipeline import AUGMENT_MODES
+from keras_lrphase.data.pipeline import check_batching
 from keras_lrphase.data.pipeline import crop_padding
 from keras_lrphase.data.pipeline import steps_per_epoch
 
@@ -111,17 +111,7 @@ class TrainBatches(keras.utils.PyDataset):
     def __init__(self, x, y, batch_size, mean, std, augment="none",
                  accumulate=1, seed=0, initial_epoch=0, **kwargs):
         super().__init__(**kwargs)
-        if augment not in AUGMENT_MODES:
-            raise ValueError(
-                f"Argument `augment` must be one of {', '.join(AUGMENT_MODES)}. "
-                f"Received: augment={augment!r}"
-            )
-        accumulate = int(accumulate)
-        if accumulate < 1 or batch_size % accumulate:
-            raise ValueError(
-                f"Argument `batch_size` must be divisible by `accumulate`. "
-                f"Received: batch_size={batch_size}, accumulate={accumulate}"
-            )
+        accumulate = check_batching(augment, batch_size, accumulate)
         self._x = np.asarray(x)
         self._y = np.asarray(y, "int32")
         self._mean = np.asarray(mean, "float32")

@@ -129,6 +129,22 @@ def steps_per_epoch(num_examples, batch_size):
     return steps
 
 
+def check_batching(augment, batch_size, accumulate):
+    """Checks the arguments both training pipelines share; returns `accumulate`."""
+    if augment not in AUGMENT_MODES:
+        raise ValueError(
+            f"Argument `augment` must be one of {', '.join(AUGMENT_MODES)}. "
+            f"Received: augment={augment!r}"
+        )
+    accumulate = int(accumulate)
+    if accumulate < 1 or batch_size % accumulate:
+        raise ValueError(
+            f"Argument `batch_size` must be divisible by `accumulate`. "
+            f"Received: batch_size={batch_size}, accumulate={accumulate}"
+        )
+    return accumulate
+
+
 def train_dataset(x, y, batch_size, mean, std, augment="none", accumulate=1,
                   seed=None):
     """The training pipeline: shuffle, batch, augment, prefetch.
@@ -173,17 +189,7 @@ def train_dataset(x, y, batch_size, mean, std, augment="none", accumulate=1,
     """
     import tensorflow as tf
 
-    if augment not in AUGMENT_MODES:
-        raise ValueError(
-            f"Argument `augment` must be one of {', '.join(AUGMENT_MODES)}. "
-            f"Received: augment={augment!r}"
-        )
-    accumulate = int(accumulate)
-    if accumulate < 1 or batch_size % accumulate:
-        raise ValueError(
-            f"Argument `batch_size` must be divisible by `accumulate`. "
-            f"Received: batch_size={batch_size}, accumulate={accumulate}"
-        )
+    accumulate = check_batching(augment, batch_size, accumulate)
     steps = steps_per_epoch(len(x), batch_size)
     sub_batch = batch_size // accumulate
     padding = crop_padding(*np.shape(x)[1:3])
