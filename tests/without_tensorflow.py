@@ -2,16 +2,22 @@
 
 `python tests/without_tensorflow.py ARGS...` blocks the imports of
 TensorFlow and TFDS (as if they were not installed), then runs the CLI.
+Importing this module (pytest's doctest collection does) blocks nothing.
 """
 
 import sys
 
-for name in ("tensorflow", "tensorflow_datasets", "tf_keras"):
-    sys.modules[name] = None
 
-from keras_lrphase.cli import main  # noqa: E402
+def main(argv):
+    for name in ("tensorflow", "tensorflow_datasets", "tf_keras"):
+        sys.modules[name] = None
+    from keras_lrphase.cli import main as cli_main
+
+    status = cli_main(argv)
+    loaded = [m for m, module in sys.modules.items() if module is not None]
+    assert "tensorflow" not in loaded
+    return status
+
 
 if __name__ == "__main__":
-    status = main(sys.argv[1:])
-    assert "tensorflow" not in [m for m, v in sys.modules.items() if v is not None]
-    sys.exit(status)
+    sys.exit(main(sys.argv[1:]))
