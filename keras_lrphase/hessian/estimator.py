@@ -54,7 +54,10 @@ class HessianEigenvalueEstimator:
     Hessian-vector product, so the per-epoch cost in a callback is one
     forward pass over the batch plus the products on the layer's head.
     `top_hessian_eigenvalue` is the one-shot form; the arguments are the
-    same.
+    same. The Hessian is that of the data loss alone, computed as the
+    compiled model computes it: regularisation terms (`model.losses`, such
+    as L2 kernel regularisers) are not part of it, as in the paper's
+    definition.
 
     Args:
         layer: A layer, a layer name, `None` (the last layer with trainable
