@@ -56,8 +56,7 @@ class HessianEigenvalueEstimator:
     `top_hessian_eigenvalue` is the one-shot form; the arguments are the
     same. The Hessian is that of the data loss alone, computed as the
     compiled model computes it: regularisation terms (`model.losses`, such
-    as L2 kernel regularisers) are not part of it, as in the paper's
-    definition.
+    as L2 kernel regularisers) are not part of it.
 
     Args:
         layer: A layer, a layer name, `None` (the last layer with trainable
