@@ -380,7 +380,9 @@ def _run_compare(parser, args, stamp):
         if config.stage_checkpoints and not os.path.isabs(config.stage_checkpoints):
             config = dataclasses.replace(
                 config, stage_checkpoints=os.path.join(folder, config.stage_checkpoints))
-        tasks.append((run, config, folder, f"[{i}/{len(runs)}]", tag))
+        # Resolved once here: what a finished run is compared with, and what
+        # a spawned process runs (it could see other installed packages).
+        tasks.append((run, config.resolved(), folder, f"[{i}/{len(runs)}]", tag))
     summaries = {}
     pending = []
     for run, config, folder, prefix, tag in tasks:
@@ -393,7 +395,7 @@ def _run_compare(parser, args, stamp):
             pending.append((run, config, folder, prefix, tag))
     try:
         if args.jobs > 1 and len(pending) > 1:
-            summaries.update(_run_parallel(pending, args, datasets))
+            summaries.update(_run_parallel(pending, args.jobs))
         else:
             for run, config, folder, prefix, tag in pending:
                 summaries[folder] = run_training(
@@ -401,7 +403,7 @@ def _run_compare(parser, args, stamp):
                     progress=f"{prefix} {tag}" if args.verbose == 1 else None,
                     log=lambda line, prefix=prefix: print(f"{prefix} {line}",
                                                           flush=True),
-                    data=datasets[_data_key(config.resolved())], resume=True)
+                    data=datasets[_data_key(config)], resume=True)
                 _print_result(run, prefix, tag, summaries[folder])
     except KeyboardInterrupt:
         sys.stderr.write(
@@ -409,7 +411,7 @@ def _run_compare(parser, args, stamp):
             f"epoch: call the same command again to continue ({out}).\n")
         return INTERRUPTED
     for run, config, folder, prefix, tag in tasks:
-        entry = grouped.setdefault(run.label, (run, config.resolved(), [], []))
+        entry = grouped.setdefault(run.label, (run, config, [], []))
         entry[2].append(summaries[folder])
         entry[3].append(folder)
     write_compare_outputs(preset, list(grouped.values()), out,
@@ -431,14 +433,14 @@ def _print_result(run, prefix, tag, summary):
 
 
 def _finished_summary(config, folder):
-    """The `summary.json` of a run already finished with this configuration."""
+    """The `summary.json` of a run already finished with this (resolved)
+    configuration, or None."""
     path = os.path.join(folder, SUMMARY_FILE)
     if not os.path.exists(path):
         return None
     with open(path) as f:
         summary = json.load(f)
-    wanted = json.loads(json.dumps(config.resolved().to_dict()))
-    return summary if summary.get("config") == wanted else None
+    return summary if summary.get("config") == config.to_dict() else None
 
 
 def _run_one(config, folder, prefix, tag, every):
@@ -450,8 +452,8 @@ def _run_one(config, folder, prefix, tag, every):
     return folder, summary
 
 
-def _run_parallel(pending, args, datasets):
-    """Runs `pending` in `args.jobs` processes; their summaries by folder.
+def _run_parallel(pending, jobs):
+    """Runs `pending` in `jobs` processes; their summaries by folder.
 
     Each process imports Keras afresh (spawned, not forked) and reads the
     data from the decode cache filled by the caller. On JAX, processes
@@ -467,15 +469,10 @@ def _run_parallel(pending, args, datasets):
     context = multiprocessing.get_context("spawn")
     by_folder = {folder: (run, prefix, tag)
                  for run, _, folder, prefix, tag in pending}
-    with ProcessPoolExecutor(max_workers=args.jobs,
-                             mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         futures = [
-            # The pipeline is resolved here: a spawned process could see
-            # other installed packages than the caller.
-            pool.submit(_run_one,
-                        dataclasses.replace(
-                            config, pipeline=config.resolved().pipeline),
-                        folder, prefix, tag, max(1, config.epochs // 10))
+            pool.submit(_run_one, config, folder, prefix, tag,
+                        max(1, config.epochs // 10))
             for _, config, folder, prefix, tag in pending]
         try:
             for future in as_completed(futures):

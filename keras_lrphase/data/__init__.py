@@ -12,7 +12,6 @@
 import os
 
 from keras_lrphase.data.array_pipeline import TrainBatches
-from keras_lrphase.data.array_pipeline import normalize_array
 from keras_lrphase.data.array_pipeline import random_crop_flip_array
 from keras_lrphase.data.digits import load_digits_data
 from keras_lrphase.data.image_data import ImageData
@@ -22,6 +21,7 @@ from keras_lrphase.data.image_folder import load_image_folder
 from keras_lrphase.data.image_folder import scan_image_folder
 from keras_lrphase.data.pipeline import channel_stats
 from keras_lrphase.data.pipeline import eval_dataset
+from keras_lrphase.data.pipeline import normalize_array
 from keras_lrphase.data.pipeline import normalized_batch
 from keras_lrphase.data.pipeline import random_crop_flip
 from keras_lrphase.data.pipeline import steps_per_epoch
@@ -32,7 +32,6 @@ from keras_lrphase.data.tfds_loader import load_tfds
 
 DATASET_NAMES = ("digits", "cifar10", "cifar100", "svhn", "folder")
 _NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "svhn": 10}
-
 
 def check_dataset(name, data_dir=None):
     """Rejects a bad dataset name or data folder cheaply, before any decoding.
@@ -80,7 +79,6 @@ def check_dataset(name, data_dir=None):
         return
     check_tfds_dir(name, data_dir)
 
-
 def load_dataset(name, data_dir=None, cache_dir=None, verbose=0):
     """Loads dataset `name` into an `ImageData`.
 
@@ -110,7 +108,6 @@ def load_dataset(name, data_dir=None, cache_dir=None, verbose=0):
             data_dir, name=name if name != "folder" else None,
             augment=augment, cache_dir=cache_dir, verbose=verbose)
     return load_tfds(name, data_dir)
-
 
 __all__ = [
     "DATASET_NAMES", "ImageData", "channel_stats", "check_dataset",

@@ -17,17 +17,8 @@ import numpy as np
 
 from keras_lrphase.data.pipeline import check_batching
 from keras_lrphase.data.pipeline import crop_padding
+from keras_lrphase.data.pipeline import normalize_array
 from keras_lrphase.data.pipeline import steps_per_epoch
-
-
-def normalize_array(images, mean, std):
-    """`(images / 255 - mean) / std` as `float32` (no /255 for float input)."""
-    images = np.asarray(images)
-    scale = 255.0 if images.dtype == np.uint8 else 1.0
-    out = images.astype("float32") / np.float32(scale)
-    out -= np.asarray(mean, "float32")
-    out /= np.asarray(std, "float32")
-    return out
 
 
 def random_crop_flip_array(images, padding, rng, flip=True):

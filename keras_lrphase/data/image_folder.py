@@ -214,7 +214,6 @@ def _decode(files):
 
 
 def _decode_with_pillow(paths):
-    import collections
     from concurrent.futures import ThreadPoolExecutor
 
     try:
@@ -241,14 +240,9 @@ def _decode_with_pillow(paths):
     for path, array in decoded:
         if isinstance(array, str):
             raise ValueError(f"Could not decode the image {path!r}: {array}")
-    shapes = collections.Counter(array.shape for _, array in decoded)
-    if len(shapes) > 1:
-        common = shapes.most_common(1)[0][0]
-        odd = [p for p, array in decoded if array.shape != common]
-        more = f" (and {len(odd) - 1} more)" if len(odd) > 1 else ""
-        raise ValueError(
-            f"All images must have one shape; most are {common}, but "
-            f"{odd[0]!r} is {dict(decoded)[odd[0]].shape}{more}.")
+    shapes = {path: array.shape for path, array in decoded}
+    if len(set(shapes.values())) > 1:
+        raise ValueError(_odd_shape_message(shapes))
     return np.stack([array for _, array in decoded]).astype("uint8")
 
 
@@ -283,8 +277,6 @@ def _decode_with_tensorflow(files):
 def _decode_failure(paths):
     """Names the file that failed: one that does not decode, or whose shape
     differs from the shape most images have."""
-    import collections
-
     import tensorflow as tf
 
     shapes = {}
@@ -296,6 +288,13 @@ def _decode_failure(paths):
             reason = error.message.strip().splitlines()[0]
             return f"Could not decode the image {path!r}: {reason}"
         shapes[path] = tuple(int(d) for d in image.shape)
+    return _odd_shape_message(shapes)
+
+
+def _odd_shape_message(shapes):
+    """Names the first image whose shape differs from most images' shape."""
+    import collections
+
     common, _ = collections.Counter(shapes.values()).most_common(1)[0]
     odd = [p for p, shape in shapes.items() if shape != common]
     more = f" (and {len(odd) - 1} more)" if len(odd) > 1 else ""

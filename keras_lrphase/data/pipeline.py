@@ -50,6 +50,16 @@ def normalize(images, mean, std):
     return (images - tf.constant(mean, "float32")) / tf.constant(std, "float32")
 
 
+def normalize_array(images, mean, std):
+    """`(images / 255 - mean) / std` as `float32` (no /255 for float input)."""
+    images = np.asarray(images)
+    scale = 255.0 if images.dtype == np.uint8 else 1.0
+    out = images.astype("float32") / np.float32(scale)
+    out -= np.asarray(mean, "float32")
+    out /= np.asarray(std, "float32")
+    return out
+
+
 def crop_padding(height, width):
     """Padding of the random crops: 1/8 of the shorter side, at least 1."""
     return max(1, int(round(min(height, width) / 8)))
@@ -254,7 +264,5 @@ def normalized_batch(x, y, size, mean, std, seed=0):
             f"examples). Received: size={size}"
         )
     index = np.sort(np.random.default_rng(seed).permutation(len(x))[:size])
-    scale = 255.0 if np.asarray(x).dtype == np.uint8 else 1.0
-    images = (np.asarray(x)[index].astype("float32") / scale
-              - np.asarray(mean, "float32")) / np.asarray(std, "float32")
-    return images.astype("float32"), np.asarray(y, "int32")[index]
+    return (normalize_array(np.asarray(x)[index], mean, std),
+            np.asarray(y, "int32")[index])

@@ -310,7 +310,7 @@ def _claim_backup(backup_dir, config, images_per_epoch):
     (and the images per epoch, for progress reports).
     """
     marker = os.path.join(backup_dir, RUN_FILE)
-    wanted = json.loads(json.dumps(config.to_dict()))
+    wanted = config.to_dict()
     if os.path.isdir(backup_dir):
         try:
             with open(marker) as f:
