@@ -100,3 +100,11 @@ def test_bf16_trains_with_bfloat16_compute_and_float32_weights(tmp_path):
                     "global": "float32"}
     assert summary["config"]["precision"] == "bf16"
     assert keras.config.dtype_policy().name == "float32"
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 3, 80])
+def test_a_resolved_config_is_valid_and_resolves_to_itself(epochs):
+    resolved = RunConfig(epochs=epochs).resolved()
+    assert resolved.validate(check_data=False) is resolved
+    assert resolved.resolved() == resolved
+    assert resolved.decay_epochs == {1: (), 2: (1,), 3: (2,), 80: (40, 60)}[epochs]

@@ -193,9 +193,10 @@ class RunConfig:
                       f"is only used by schedule='step' (schedule="
                       f"{self.schedule!r})")
             epochs = tuple(self.decay_epochs)
-            if (not epochs or any(not isinstance(e, int) for e in epochs)
-                    or list(epochs) != sorted(set(epochs))
-                    or epochs[0] < 1 or epochs[-1] >= self.epochs):
+            # Empty: no decay (what `resolved()` gives a budget under 2).
+            if epochs and (any(not isinstance(e, int) for e in epochs)
+                           or list(epochs) != sorted(set(epochs))
+                           or epochs[0] < 1 or epochs[-1] >= self.epochs):
                 _fail("decay_epochs", ",".join(map(str, epochs)),
                       f"must be increasing integers in [1, {self.epochs - 1}]")
         if self.schedule != "two-phase":
