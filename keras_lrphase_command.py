@@ -1,16 +1,26 @@
-"""The `keras-lrphase` command: quiets the backend's start-up, then runs it.
+"""The `keras-lrphase` command: parses without Keras, loads it quietly, runs.
 
-A top-level module, so that it runs before `keras_lrphase` (which imports
-Keras, and so its backend, to register its serializable classes) is
-imported: the backend's start-up logging (TensorFlow's banner, CUDA probes
-on a CPU machine) is silenced unless `TF_CPP_MIN_LOG_LEVEL` is set by the
-user; errors still surface as errors. `python -m keras_lrphase` runs the
-same command without this.
+A top-level module, so that it runs before `keras_lrphase` is imported:
+
+* it imports the package without Keras, so `--help` and usage errors
+  answer at once, without loading a backend (TensorFlow alone takes
+  seconds);
+* a command that runs then loads Keras with the backend's start-up logging
+  (TensorFlow's banner, CUDA probes on a CPU machine) silenced, unless
+  `TF_CPP_MIN_LOG_LEVEL` is set by the user; errors still surface as
+  errors, and a backend that is not installed is one line naming what to
+  install.
+
+`python -m keras_lrphase` runs the same command with neither.
 """
 
 import contextlib
 import os
 import sys
+
+# The extra of each backend (`pip install "keras-lrphase[jax]"`).
+_EXTRAS = ("jax", "tensorflow", "torch")
+_DEFER_KERAS = "_KERAS_LRPHASE_DEFER_KERAS"
 
 
 @contextlib.contextmanager
@@ -26,32 +36,54 @@ def _native_stderr_silenced():
         os.close(saved)
 
 
-def main(argv=None):
-    """Entry point: sets up logging, then runs `keras_lrphase.cli.main`.
-
-    Returns:
-        The exit status.
-    """
-    if "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
+def _load_backend():
+    """Imports Keras (and so its backend) and registers the package's
+    serializable classes; returns None, or the exit status 1 with a one-line
+    message when the backend cannot be loaded."""
+    quiet = "TF_CPP_MIN_LOG_LEVEL" not in os.environ
+    if quiet:
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-        with _native_stderr_silenced():
-            try:
-                import keras  # noqa: F401  (loads the backend quietly)
-            except ImportError:
-                pass  # re-raised below, with its message on stderr
     try:
-        from keras_lrphase.cli import main as cli_main
+        with _native_stderr_silenced() if quiet else contextlib.nullcontext():
+            import keras  # noqa: F401
+        import keras_lrphase
+
+        keras_lrphase._register_serializables()
     except ImportError as error:
         backend = os.environ.get("KERAS_BACKEND", "tensorflow")
-        install = {"jax": 'pip install "keras-lrphase[jax]"'}.get(
-            backend, f"pip install {backend}")
+        install = (f'pip install "keras-lrphase[{backend}]"'
+                   if backend in _EXTRAS else f"pip install {backend}")
         sys.stderr.write(
             f"keras-lrphase: error: Keras cannot load its backend "
             f"(KERAS_BACKEND={backend}): {error}. Install it with "
             f"`{install}`, or set KERAS_BACKEND to an installed backend.\n"
         )
         return 1
-    return cli_main(argv)
+    return None
+
+
+def main(argv=None):
+    """Entry point: parses the arguments, loads Keras, runs the command.
+
+    Args:
+        argv: List of strings or None (`sys.argv[1:]`).
+
+    Returns:
+        The exit status.
+    """
+    if "keras_lrphase" not in sys.modules:
+        # `keras_lrphase._DEFER_KERAS`: the package is imported without
+        # Keras; `_load_backend` registers its classes.
+        os.environ[_DEFER_KERAS] = "1"
+    try:
+        from keras_lrphase import cli
+    finally:
+        os.environ.pop(_DEFER_KERAS, None)
+    args = cli.parse_args(argv)  # --help and usage errors exit here
+    status = _load_backend()
+    if status is not None:
+        return status
+    return cli.run_command(args)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@
 Every run writes `history.csv`, `summary.json` and `curves.png` to its
 folder; `compare` also writes `table.md`, `compare.png` and
 `results.json`. Bad input fails before training with a one-line error on
-stderr and exit status 2.
+stderr and exit status 2. Importing this module imports no Keras: the
+parser (`--help`, usage errors) answers without it, and the training code
+is imported when a command runs.
 """
 
 import argparse
@@ -25,23 +27,37 @@ from keras_lrphase.presets import PRESETS
 from keras_lrphase.presets import PRESET_NAMES
 from keras_lrphase.presets import get_preset
 from keras_lrphase.presets import preset_time
-from keras_lrphase.training.epoch_recorder import EpochRecorder
-from keras_lrphase.training.plots import plot_compare
 from keras_lrphase.training.run_config import AUGMENTATIONS
 from keras_lrphase.training.run_config import PIPELINES
 from keras_lrphase.training.run_config import PRECISIONS
 from keras_lrphase.training.run_config import RunConfig
 from keras_lrphase.training.run_config import SCHEDULES
-from keras_lrphase.training.runner import HISTORY_FILE
-from keras_lrphase.training.runner import SUMMARY_FILE
-from keras_lrphase.training.runner import prepare_data
-from keras_lrphase.training.runner import prepare_data_checks
-from keras_lrphase.training.runner import run_training
-from keras_lrphase.training.statistics import welch_t_test
 
 USAGE_ERROR = 2
 RUN_ERROR = 1
 INTERRUPTED = 130
+
+
+# The training code (Keras and its backend) is imported when a command runs.
+def prepare_data(*args, **kwargs):
+    """`keras_lrphase.training.runner.prepare_data`."""
+    from keras_lrphase.training import runner
+
+    return runner.prepare_data(*args, **kwargs)
+
+
+def prepare_data_checks(*args, **kwargs):
+    """`keras_lrphase.training.runner.prepare_data_checks`."""
+    from keras_lrphase.training import runner
+
+    return runner.prepare_data_checks(*args, **kwargs)
+
+
+def run_training(*args, **kwargs):
+    """`keras_lrphase.training.runner.run_training`."""
+    from keras_lrphase.training import runner
+
+    return runner.run_training(*args, **kwargs)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -259,9 +275,33 @@ def main(argv=None):
     Returns:
         The exit status (0 on success, 2 for bad input, 1 when a run fails).
     """
+    return run_command(parse_args(argv))
+
+
+def parse_args(argv=None):
+    """Parses the command line without importing Keras.
+
+    `--help` and usage errors exit here (status 0 and 2).
+
+    Args:
+        argv: List of strings or None (`sys.argv[1:]`).
+
+    Returns:
+        The `argparse.Namespace`, to pass to `run_command`.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
-    command = parser.subcommands[args.command]
+    args.subcommand_parser = parser.subcommands[args.command]
+    return args
+
+
+def run_command(args):
+    """Runs the command of parsed arguments (`parse_args`).
+
+    Returns:
+        The exit status (0 on success, 2 for bad input, 1 when a run fails).
+    """
+    command = args.subcommand_parser
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     if args.command == "train":
         config = _train_config(args)
@@ -321,6 +361,8 @@ def _status(error):
 
 
 def _run_compare(parser, args, stamp):
+    from keras_lrphase.training.runner import SUMMARY_FILE
+
     preset = get_preset(args.preset)
     try:
         if args.seeds is not None and args.seeds < 1:
@@ -414,8 +456,12 @@ def _run_compare(parser, args, stamp):
         entry = grouped.setdefault(run.label, (run, config, [], []))
         entry[2].append(summaries[folder])
         entry[3].append(folder)
-    write_compare_outputs(preset, list(grouped.values()), out,
-                          time.perf_counter() - started, args.epochs)
+    verdicts = write_compare_outputs(preset, list(grouped.values()), out,
+                                     time.perf_counter() - started, args.epochs)
+    if verdicts:
+        print("What the seeds show (final validation accuracy):")
+        for sentence in verdicts:
+            print(f"  {sentence}")
     print(f"Wrote {os.path.join(out, 'table.md')} and "
           f"{os.path.join(out, 'compare.png')}")
     return 0
@@ -435,6 +481,8 @@ def _print_result(run, prefix, tag, summary):
 def _finished_summary(config, folder):
     """The `summary.json` of a run already finished with this (resolved)
     configuration, or None."""
+    from keras_lrphase.training.runner import SUMMARY_FILE
+
     path = os.path.join(folder, SUMMARY_FILE)
     if not os.path.exists(path):
         return None
@@ -503,7 +551,15 @@ def write_compare_outputs(preset, results, out, seconds, epochs_override=None):
         out: String. Output folder.
         seconds: Float. Wall time of all runs.
         epochs_override: Int or None. The `--epochs` override, if any.
+
+    Returns:
+        The sentences of `table.md`'s "What the seeds show" list, one per
+        row tested against a reference row (see
+        `keras_lrphase.training.statistics.seed_difference`).
     """
+    from keras_lrphase.training.epoch_recorder import EpochRecorder
+    from keras_lrphase.training.plots import plot_compare
+    from keras_lrphase.training.runner import HISTORY_FILE
 
     with_paper = any(run.paper is not None for run, *_ in results)
     seeds = max((len(summaries) for _, _, summaries, _ in results), default=1)
@@ -569,6 +625,11 @@ def write_compare_outputs(preset, results, out, seconds, epochs_override=None):
         histories[run.label] = _mean_history(
             [EpochRecorder.read(os.path.join(f, HISTORY_FILE)) for f in folders])
     lines.append("")
+    verdicts = _seed_verdicts(results, preset, finals, seeds)
+    if verdicts:
+        lines += ["What the seeds show (final validation accuracy):", ""]
+        lines += [f"- {sentence}" for sentence in verdicts]
+        lines.append("")
     if compared:
         lines.append("p: two-sided Welch t-test of the final validation "
                      "accuracies over seeds against the row named after "
@@ -591,6 +652,7 @@ def write_compare_outputs(preset, results, out, seconds, epochs_override=None):
                                         for s, folder in zip(summaries, folders)]}
                    for run, _, summaries, folders in results}, f, indent=2)
         f.write("\n")
+    return verdicts
 
 
 def _mean_history(histories):
@@ -605,6 +667,26 @@ def _mean_history(histories):
     return mean
 
 
+def _seed_verdicts(results, preset, finals, seeds):
+    """One sentence per row with a reference: is the difference shown?"""
+    from keras_lrphase.training.statistics import seed_difference
+
+    sentences = []
+    for run, *_ in results:
+        versus = run.versus or preset.reference
+        if versus is None or versus == run.label or versus not in finals:
+            continue
+        mine = [v for v in finals[run.label] if v is not None]
+        theirs = [v for v in finals[versus] if v is not None]
+        if seeds < 2 or len(mine) < 2 or len(theirs) < 2:
+            sentences.append(
+                f"{run.label} vs {versus}: one seed per row, so no seed "
+                "spread to compare with (run with --seeds 2 or more).")
+        else:
+            sentences.append(seed_difference(run.label, mine, versus, theirs)[1])
+    return sentences
+
+
 def _p_value_cell(run, preset, finals):
     versus = run.versus or preset.reference
     if versus is None or versus == run.label or versus not in finals:
@@ -613,6 +695,8 @@ def _p_value_cell(run, preset, finals):
     theirs = [v for v in finals[versus] if v is not None]
     if len(mine) < 2 or len(theirs) < 2:
         return "-"
+    from keras_lrphase.training.statistics import welch_t_test
+
     _, _, p = welch_t_test(mine, theirs)
     return "-" if math.isnan(p) else f"{p:.3g} vs {versus}"
 

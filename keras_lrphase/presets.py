@@ -13,6 +13,9 @@
   of the `cifar10-cpu` setting, with the model of every stage saved.
 * `cifar10-momentum-cpu`: momentum correction on the learning-rate changes
   of the `cifar10-cpu` step-decay and two-phase rows.
+* `cifar10-table1`, `cifar100-table3`, `svhn-table4`, `cifar10-table6`,
+  `cifar10-table7`: the paper's other tables at the paper's scale; they
+  need an accelerator.
 """
 
 import dataclasses
@@ -174,8 +177,13 @@ DEMO = Preset(
         "Two-phase: plateau = no loss decrease larger than 0.005 for 5% of "
         "the budget (5 epochs), then x/3 extra epochs, then Hessian-aware "
         "decays by 0.5. The validation set has 359 images: one image is "
-        "0.28 points; accuracies are the mean +- standard deviation over "
-        "seeds 0, 1, 2."),
+        "0.28 points. What this demo shows: the mechanics (the plateau, the "
+        "switch and the Hessian-aware decays, in each run's curves.png). "
+        "What it does not: an accuracy gain. At this scale (about 97% "
+        "accuracy) the rows differ by less than their seed spread; with 5 "
+        "seeds the large-batch gap was 0.56 points (p = 0.22) and "
+        "two-phase's gain 0.44 points (p = 0.28). The cifar10-cpu preset is "
+        "the one that measures the gain."),
     seeds=(0, 1, 2),
     reference="large-batch",
     minutes=2.0,
@@ -368,9 +376,160 @@ CIFAR10_MOMENTUM_CPU = Preset(
     minutes=228.0,
 )
 
+# The two-phase paper, Table 1: the later the first decay of a large-batch
+# step schedule, the higher the final accuracy (the margin keeps growing
+# after the loss plateau). Batch 8192 at Table 2's large-batch rate.
+CIFAR10_TABLE1 = Preset(
+    name="cifar10-table1",
+    description=(
+        "Two-phase paper, Table 1: ResNet-20 on CIFAR-10 at batch 8192, 300 "
+        "epochs, step decay with the first decay after 100 / 150 / 200 / 250 "
+        "epochs."),
+    common=dict(CIFAR10_TABLE2.common, batch_size=8192, accumulate=8, lr=6.4,
+                schedule="step", decay_factor=0.1),
+    runs=tuple(
+        PresetRun(f"first decay {first}", dict(decay_epochs=(first, second)),
+                  paper)
+        for first, second, paper in ((100, 200, 87.72), (150, 225, 90.23),
+                                     (200, 250, 91.43), (250, 275, 91.40))),
+    paper_source="Two-phase paper, Table 1 (mean of 5 runs, original CIFAR-10)",
+    notes=(
+        "Table 1's rows: 100 epochs before the first decay and 100 / 100 "
+        "after each decay (decays after 100 and 200), 150 / 75 / 75 (150, "
+        "225), 200 / 50 / 50 (200, 250), 250 / 25 / 25 (250, 275). Each x0.1. "
+        "Everything else is Table 2's large-batch row: batch 8192 as 8 x "
+        "1024, lr 6.4, 10 warmup epochs, momentum 0.9, weight decay 1e-4."),
+)
+
+# The two-phase paper, Table 3 (WRN-28-10 on CIFAR-100, 250 epochs).
+CIFAR100_TABLE3 = Preset(
+    name="cifar100-table3",
+    description=(
+        "Two-phase paper, Table 3: WRN-28-10 on CIFAR-100 (TFDS), 250 epochs, "
+        "batch 128 vs 8192 (8 x 1024 sub-batches), five configurations."),
+    common=dict(dataset="cifar100", model="wrn-28-10", epochs=250,
+                weight_decay=5e-4, warmup_epochs=10, momentum=0.9,
+                hessian_every=1, hessian_batch_size=8192),
+    runs=(
+        PresetRun("small-batch", dict(batch_size=128, lr=0.1, schedule="step",
+                                      decay_epochs=(125, 185),
+                                      decay_factor=0.1,
+                                      hessian_batch_size=1024), 81.09),
+        PresetRun("large-batch", dict(batch_size=8192, accumulate=8, lr=6.4,
+                                      schedule="step", decay_epochs=(125, 185),
+                                      decay_factor=0.1), 76.89),
+        PresetRun("LARS", dict(batch_size=8192, accumulate=8, lr=6.0,
+                               schedule="step", decay_epochs=(125, 185),
+                               decay_factor=0.1, lars=0.01), 78.88),
+        PresetRun("two-phase", dict(batch_size=8192, accumulate=8, lr=6.4,
+                                    schedule="two-phase", decay_factor=0.5),
+                  78.90),
+        PresetRun("two-phase + LARS", dict(batch_size=8192, accumulate=8,
+                                           lr=6.0, schedule="two-phase",
+                                           decay_factor=0.5, lars=0.01),
+                  80.34),
+    ),
+    paper_source="Two-phase paper, Table 3 (mean of 5 runs)",
+    notes=(
+        "Rates: 0.1 (batch 128) and 6.4 (linear scaling, x64) as in Table 2; "
+        "6 for LARS and two-phase + LARS, legible in Tables 6 and 7's "
+        "CIFAR-100 column; the two-phase rate is illegible in the text and "
+        "is taken as the linear-scaling 6.4 (Table 2's choice for CIFAR-10). "
+        "Weight decay 5e-4 and decays after 125 / 185 epochs (x0.1) for the "
+        "step rows; 10 warmup epochs. Reads TFDS cifar100 (prepared with "
+        "`tfds build cifar100` where there is a network; --data-dir names "
+        "the TFDS folder)."),
+)
+
+# The two-phase paper, Table 4 (WRN-16-8 with dropout 0.5 on SVHN train +
+# extra, 160 epochs): every rate is legible.
+SVHN_TABLE4 = Preset(
+    name="svhn-table4",
+    description=(
+        "Two-phase paper, Table 4: WRN-16-8 (dropout 0.5) on SVHN train + "
+        "extra (TFDS), 160 epochs, batch 256 vs 4096, five configurations."),
+    common=dict(dataset="svhn", model="wrn-16-8", epochs=160,
+                weight_decay=5e-4, warmup_epochs=10, momentum=0.9,
+                hessian_every=1, hessian_batch_size=4096),
+    runs=(
+        PresetRun("small-batch", dict(batch_size=256, lr=0.01, schedule="step",
+                                      decay_epochs=(80, 120),
+                                      decay_factor=0.1,
+                                      hessian_batch_size=1024), 98.55),
+        PresetRun("large-batch", dict(batch_size=4096, accumulate=4, lr=0.32,
+                                      schedule="step", decay_epochs=(80, 120),
+                                      decay_factor=0.1), 98.11),
+        PresetRun("LARS", dict(batch_size=4096, accumulate=4, lr=0.32,
+                               schedule="step", decay_epochs=(80, 120),
+                               decay_factor=0.1, lars=0.001), 98.32),
+        PresetRun("two-phase", dict(batch_size=4096, accumulate=4, lr=0.32,
+                                    schedule="two-phase", decay_factor=0.5),
+                  98.29),
+        PresetRun("two-phase + LARS", dict(batch_size=4096, accumulate=4,
+                                           lr=0.32, schedule="two-phase",
+                                           decay_factor=0.5, lars=0.001),
+                  98.48),
+    ),
+    paper_source="Two-phase paper, Table 4 (mean of 5 runs)",
+    notes=(
+        "All rates and LARS coefficients are legible in Table 4: 0.01 at "
+        "batch 256, 0.32 at 4096 (linear scaling, x16), LARS 0.001. Step: "
+        "x0.1 after 80 and 120 epochs (Zagoruyko & Komodakis's SVHN "
+        "schedule); weight decay 5e-4 (theirs); dropout 0.5 (Appendix A.2); "
+        "batch 4096 as 4 x 1024 sub-batches. Reads TFDS svhn_cropped, "
+        "training on train + extra (604K images)."),
+)
+
+# The two-phase paper, Tables 6 and 7 (CIFAR-10 columns): two-phase + LARS at
+# batch 8192 with the exploration length, then the decay factor, varied.
+_TWO_PHASE_LARS = dict(CIFAR10_TABLE2.common, batch_size=8192, accumulate=8,
+                       lr=3.5, lars=0.01, schedule="two-phase",
+                       decay_factor=0.5)
+
+CIFAR10_TABLE6 = Preset(
+    name="cifar10-table6",
+    description=(
+        "Two-phase paper, Table 6 (CIFAR-10): two-phase + LARS at batch "
+        "8192 with 20 / 30 / 40 / 50% extra epochs after the loss plateau, "
+        "and 50% with a 10% larger budget."),
+    common=_TWO_PHASE_LARS,
+    runs=tuple(
+        PresetRun(f"extra {round(100 * fraction)}%",
+                  dict(extra_epochs_fraction=fraction), paper)
+        for fraction, paper in ((0.2, 92.03), (0.3, 92.66), (0.4, 92.54),
+                                (0.5, 92.03))
+    ) + (PresetRun("extra 50%, 330 epochs",
+                   dict(extra_epochs_fraction=0.5, epochs=330), 92.86),),
+    paper_source="Two-phase paper, Table 6, CIFAR-10 column (mean of 5 runs)",
+    notes=(
+        "Extra epochs: after a plateau detected at epoch x, x times the "
+        "fraction more epochs before the convergence phase (the package's "
+        "default is 1/3, Table 6's 30% row). Everything else is Table 2's "
+        "two-phase + LARS row (lr 3.5, LARS 0.01, beta 0.5, 300 epochs); "
+        "the last row has 330."),
+)
+
+CIFAR10_TABLE7 = Preset(
+    name="cifar10-table7",
+    description=(
+        "Two-phase paper, Table 7 (CIFAR-10): two-phase + LARS at batch "
+        "8192 with decay factor beta 0.3 to 0.7."),
+    common=_TWO_PHASE_LARS,
+    runs=tuple(
+        PresetRun(f"beta {beta:g}", dict(decay_factor=beta), paper)
+        for beta, paper in ((0.3, 92.31), (0.4, 92.63), (0.5, 92.66),
+                            (0.6, 92.18), (0.7, 91.46))),
+    paper_source="Two-phase paper, Table 7, CIFAR-10 column (mean of 5 runs)",
+    notes=(
+        "Everything but beta is Table 2's two-phase + LARS row (lr 3.5, "
+        "LARS 0.01, extra epochs 1/3, 300 epochs)."),
+)
+
 PRESETS = {p.name: p for p in (DEMO, CIFAR10_CPU, CIFAR10_TABLE2,
                                CIFAR10_LR_SEARCH, CIFAR10_AUTODECAY_CPU,
-                               CIFAR10_MOMENTUM_CPU)}
+                               CIFAR10_MOMENTUM_CPU, CIFAR10_TABLE1,
+                               CIFAR100_TABLE3, SVHN_TABLE4, CIFAR10_TABLE6,
+                               CIFAR10_TABLE7)}
 PRESET_NAMES = tuple(PRESETS)
 
 

@@ -14,7 +14,8 @@
 # are on such machines already; Pillow decodes the images.)
 #
 # The runs train in OUT/table2 (one folder per row, 5 rows at once), each
-# resumable: the script stops them after MINUTES (default 8) and a later
+# resumable: the script stops them after MINUTES (default 8; decimals such
+# as 3.5 work) and a later
 # call with the same OUT continues where they stopped, until every row has
 # its 300 epochs and OUT/table2/table.md is written. Each call also writes
 # OUT/progress.md (epochs done, accuracy and images/s of every row so far)
@@ -67,7 +68,7 @@ if [ -n "${TRAIN_SIZE:-}" ]; then
 fi
 # The first call decodes the images into the cache once, before the runs.
 status=0
-timeout --signal=INT --kill-after=20 "$((MINUTES * 60))" \
+timeout --signal=INT --kill-after=20 "${MINUTES}m" \
     python3 -m keras_lrphase "${args[@]}" || status=$?
 pkill -INT -f "keras_lrphase" 2>/dev/null || true
 sleep 2

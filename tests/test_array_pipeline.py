@@ -5,6 +5,8 @@ from keras_lrphase.data import TrainBatches
 from keras_lrphase.data import normalize_array
 from keras_lrphase.data import random_crop_flip_array
 
+pytestmark = pytest.mark.backend_neutral
+
 
 def _direct_crop_flip(images, padding, seed, flip):
     """Image by image, with the draws of `random_crop_flip_array`."""

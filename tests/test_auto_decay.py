@@ -17,6 +17,8 @@ from test_auto_decay_controller import TRACE_B
 from test_auto_decay_controller import TRACE_B_LOSSES
 from test_auto_decay_controller import TRACE_B_SMOOTHED
 
+pytestmark = pytest.mark.backend_neutral
+
 F32 = np.float32
 NAN = math.nan
 

@@ -7,6 +7,8 @@ import pytest
 from keras_lrphase import AutoDecayController
 from keras_lrphase.controllers import AutoDecayState
 
+pytestmark = pytest.mark.backend_neutral
+
 NAN = math.nan
 
 # Trace B (beta 0.5, window 2, tolerance 0.1, drop threshold 0.8, warmup 1):

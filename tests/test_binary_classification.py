@@ -11,6 +11,8 @@ from hessian_references import sigmoid_cross_entropy_dense_hessian
 from hessian_references import top_eigenvalue
 from scripted_training import ScriptedLoss
 
+pytestmark = pytest.mark.backend_neutral
+
 N, D = 64, 5
 
 

@@ -6,10 +6,12 @@ import sys
 
 import numpy as np
 import pytest
-import tensorflow as tf
+from PIL import Image
 
 from keras_lrphase.cli import main
 from keras_lrphase.training.epoch_recorder import COLUMNS
+
+pytestmark = pytest.mark.backend_neutral
 
 SUMMARY_KEYS = {
     "config", "backend", "dataset", "model_parameters", "optimizer",
@@ -33,7 +35,7 @@ def image_dir(tmp_path_factory):
             for i in range(count):
                 image = rng.integers(0, 60, (8, 8, 3)).astype("uint8")
                 image[..., label] += 150  # a learnable colour cue
-                (folder / f"{i}.png").write_bytes(tf.io.encode_png(image).numpy())
+                Image.fromarray(image).save(folder / f"{i}.png")
     return str(root)
 
 
@@ -165,6 +167,8 @@ def test_compare_demo_quick(tmp_path, capsys):
     assert large["config"]["epochs"] == 2
     assert large["config"]["warmup_epochs"] == 0  # 5 * 2/100
     assert all("+-" not in r for r in rows)
+    assert ("- two-phase vs large-batch: one seed per row, so no seed spread "
+            "to compare with (run with --seeds 2 or more).") in table
     for label in results:
         assert os.path.exists(os.path.join(out, label, "curves.png"))
 
@@ -191,7 +195,14 @@ def test_compare_with_seeds_reports_mean_and_std(tmp_path, capsys):
     expected = "-" if np.isnan(p) else f"{p:.3g} vs large-batch"
     assert f"| {expected} |" in row
     assert "p (Welch, final)" in table and "two-sided Welch t-test" in table
-    assert "(seed 1)" in capsys.readouterr().out
+    # One plain sentence on what the seeds show, in the table and printed.
+    from keras_lrphase.training.statistics import seed_difference
+    _, sentence = seed_difference("two-phase", other, "large-batch",
+                                  [f / 100 for f in finals])
+    assert f"- {sentence}" in table.splitlines()
+    printed = capsys.readouterr().out
+    assert "(seed 1)" in printed
+    assert f"What the seeds show (final validation accuracy):\n  {sentence}" in printed
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -303,13 +314,20 @@ def test_a_missing_backend_is_one_line_not_a_traceback(tmp_path):
     if subprocess.run([sys.executable, "-c", "import torch"], env=env,
                       capture_output=True).returncode == 0:
         pytest.skip("torch is installed")
+    # --help answers without the backend; a command that runs needs it.
     out = subprocess.run([sys.executable, "-m", "keras_lrphase_command", "--help"],
                          env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "usage: keras-lrphase" in out.stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "keras_lrphase_command", "train", "--epochs", "1",
+         "--out", str(tmp_path / "run")],
+        env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 1
     assert out.stderr.strip().splitlines() == [
         "keras-lrphase: error: Keras cannot load its backend (KERAS_BACKEND=torch): "
-        "No module named 'torch'. Install it with `pip install torch`, or set "
-        "KERAS_BACKEND to an installed backend."]
+        "No module named 'torch'. Install it with `pip install "
+        "\"keras-lrphase[torch]\"`, or set KERAS_BACKEND to an installed backend."]
+    assert not os.path.exists(tmp_path / "run")
 
 
 def test_the_command_prints_no_backend_banner(tmp_path):

@@ -12,6 +12,8 @@ from keras_lrphase.training import runner
 from keras_lrphase.training.epoch_recorder import EpochRecorder
 from keras_lrphase.training.run_config import RunConfig
 
+pytestmark = pytest.mark.backend_neutral
+
 KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate",
         "phase", "hessian_max_eigenvalue")
 

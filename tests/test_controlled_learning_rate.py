@@ -17,6 +17,8 @@ from scripted_training import StepLearningRates
 from scripted_training import regression_data
 from scripted_training import tiny_model
 
+pytestmark = pytest.mark.backend_neutral
+
 F32 = np.float32
 HERE = os.path.dirname(os.path.abspath(__file__))
 

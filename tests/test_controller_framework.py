@@ -23,6 +23,8 @@ from scripted_training import ScriptedLoss
 from scripted_training import regression_data
 from scripted_training import tiny_model
 
+pytestmark = pytest.mark.backend_neutral
+
 F32 = np.float32
 
 
@@ -96,6 +98,7 @@ def test_two_phase_and_monitor_compute_the_eigenvalue_once_per_epoch():
     assert history.history["hessian_max_eigenvalue"] == [float(v) for v in range(1, 13)]
 
 
+@pytest.mark.tensorflow_backend
 def test_a_non_finite_estimate_never_poisons_the_next_one():
     """NaN weights for one epoch: no decision, then a fresh warm start."""
     x, y = regression_data()

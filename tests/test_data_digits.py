@@ -5,6 +5,8 @@ from sklearn.datasets import load_digits
 from keras_lrphase.data.digits import load_digits_data
 from keras_lrphase.data.image_data import ImageData
 
+pytestmark = pytest.mark.backend_neutral
+
 
 def test_digits_split_is_stratified_and_exact():
     data = load_digits_data()

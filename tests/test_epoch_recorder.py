@@ -3,10 +3,13 @@ import math
 
 import keras
 import numpy as np
+import pytest
 
 from keras_lrphase.training.epoch_recorder import COLUMNS
 from keras_lrphase.training.epoch_recorder import EpochRecorder
 from keras_lrphase.training.epoch_recorder import last_step_learning_rate
+
+pytestmark = pytest.mark.backend_neutral
 
 
 def _model(lr):

@@ -19,6 +19,8 @@ from keras_lrphase.schedules.controlled_learning_rate import (
     ControlledLearningRate,
 )
 
+pytestmark = pytest.mark.backend_neutral
+
 
 
 # -- NumPy reference ---------------------------------------------------------
@@ -273,6 +275,7 @@ def test_first_update_is_exactly_halved_by_factor():
     )
 
 
+@pytest.mark.tensorflow_backend
 def test_inside_loss_scale_optimizer():
     scale = 2.0 ** 10
     optimizer = keras.optimizers.LossScaleOptimizer(

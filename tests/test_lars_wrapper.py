@@ -20,6 +20,8 @@ from keras_lrphase.schedules.controlled_learning_rate import (
     ControlledLearningRate,
 )
 
+pytestmark = pytest.mark.backend_neutral
+
 
 RNG = np.random.default_rng(1)
 W0 = RNG.normal(size=(3, 4)).astype(np.float32)
@@ -197,6 +199,7 @@ def test_controlled_learning_rate_reaches_inner_optimizer():
         W0, GRADS[:3], [0.5, 0.25, 0.25], 0.9, 0.01, 1e-8))
 
 
+@pytest.mark.tensorflow_backend
 def test_factor_halves_first_update_through_loss_scale_optimizer():
     scale = 2.0 ** 12
     updates = []
@@ -234,6 +237,7 @@ def test_clip_mode_uses_the_controlled_learning_rate():
     np.testing.assert_allclose(results, [2.4, 2.4, 2.5], rtol=RTOL)
 
 
+@pytest.mark.tensorflow_backend
 def test_inside_loss_scale_optimizer_matches_unscaled():
     scale = 2.0 ** 10
     optimizer = keras.optimizers.LossScaleOptimizer(
@@ -347,7 +351,9 @@ def test_config_round_trip():
     assert config["optimizer"]["class_name"] == "Adam"
     restored = LARSWrapper.from_config(json.loads(json.dumps(config)))
     assert restored.get_config() == config
-    assert type(restored.inner_optimizer) is keras.optimizers.Adam
+    # torch builds its own Adam subclass; the class restored is still Adam.
+    assert isinstance(restored.inner_optimizer, keras.optimizers.Adam)
+    assert type(restored.inner_optimizer).__name__ == "Adam"
     assert restored.inner_optimizer is not wrapper.inner_optimizer
     again = keras.saving.deserialize_keras_object(
         keras.saving.serialize_keras_object(wrapper)

@@ -12,6 +12,8 @@ from keras_lrphase.models.resnet import resnet20
 from keras_lrphase.models.small import small_cnn
 from keras_lrphase.models.wide_resnet import wide_resnet
 
+pytestmark = pytest.mark.backend_neutral
+
 
 def _trainable(model):
     return sum(int(np.prod(w.shape)) for w in model.trainable_weights)

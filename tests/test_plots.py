@@ -1,8 +1,12 @@
 import math
 
+import pytest
+
 from keras_lrphase.training.plots import phase_spans
 from keras_lrphase.training.plots import plot_compare
 from keras_lrphase.training.plots import plot_curves
+
+pytestmark = pytest.mark.backend_neutral
 
 
 def test_phase_spans_and_plots(tmp_path):
@@ -35,3 +39,21 @@ def test_first_decay_epoch_skips_warmup_ramps():
             dict(epoch=2, phase="exploration", learning_rate=0.1),
             dict(epoch=3, phase="exploration", learning_rate=0.1)]
     assert first_decay_epoch(ramp) is None
+
+
+def _png_width(path):
+    with open(path, "rb") as f:
+        return int.from_bytes(f.read(24)[16:20], "big")
+
+
+def test_compare_draws_the_eigenvalue_panel_when_recorded(tmp_path):
+    rows = [dict(epoch=i + 1, phase="exploration", loss=1.0 / (i + 1),
+                 val_accuracy=0.1 * i, learning_rate=0.1,
+                 hessian_max_eigenvalue=2.0 + i) for i in range(4)]
+    plain = [dict(r, hessian_max_eigenvalue=math.nan) for r in rows]
+    plot_compare({"large-batch": rows, "two-phase": plain},
+                 str(tmp_path / "with.png"))
+    plot_compare({"a": plain}, str(tmp_path / "without.png"))
+    # 6 inches per panel at 100 dpi: three panels with eigenvalues, else two.
+    assert _png_width(tmp_path / "with.png") == 1800
+    assert _png_width(tmp_path / "without.png") == 1200

@@ -1,13 +1,19 @@
+import math
+
 import pytest
 
 from keras_lrphase.presets import PRESET_NAMES
 from keras_lrphase.presets import get_preset
 
+pytestmark = pytest.mark.backend_neutral
+
 
 def test_preset_names():
     assert PRESET_NAMES == ("demo", "cifar10-cpu", "cifar10-table2",
                             "cifar10-lr-search", "cifar10-autodecay-cpu",
-                            "cifar10-momentum-cpu")
+                            "cifar10-momentum-cpu", "cifar10-table1",
+                            "cifar100-table3", "svhn-table4", "cifar10-table6",
+                            "cifar10-table7")
     with pytest.raises(ValueError, match="preset='imagenet'"):
         get_preset("imagenet")
 
@@ -115,3 +121,114 @@ def test_autodecay_and_momentum_presets_are_the_cifar10_cpu_setting():
         ("step", False, 0), ("step", True, 0), ("two-phase", False, 0),
         ("two-phase", True, 0)]
     assert {(c.batch_size, c.lr) for _, c in runs} == {(512, 0.4)}
+
+
+def _table(name):
+    return {run.label: (run, config.resolved())
+            for run, config in get_preset(name).configs()}
+
+
+def test_table1_first_decays_mirror_the_paper():
+    table = _table("cifar10-table1")
+    assert {label: (config.decay_epochs, run.paper)
+            for label, (run, config) in table.items()} == {
+        "first decay 100": ((100, 200), 87.72),
+        "first decay 150": ((150, 225), 90.23),
+        "first decay 200": ((200, 250), 91.43),
+        "first decay 250": ((250, 275), 91.40)}
+    large = dict(_table("cifar10-table2"))["large-batch"][1]
+    for _, config in table.values():
+        config.validate(check_data=False)
+        for field in ("model", "epochs", "batch_size", "accumulate", "lr",
+                      "warmup_epochs", "momentum", "weight_decay",
+                      "decay_factor", "schedule", "hessian_every"):
+            assert getattr(config, field) == getattr(large, field), field
+
+
+@pytest.mark.parametrize("name,dataset,model,epochs,batches,rows", [
+    ("cifar100-table3", "cifar100", "wrn-28-10", 250, (128, 8192), {
+        "small-batch": (0.1, "step", (125, 185), None, 81.09),
+        "large-batch": (6.4, "step", (125, 185), None, 76.89),
+        "LARS": (6.0, "step", (125, 185), 0.01, 78.88),
+        "two-phase": (6.4, "two-phase", (), None, 78.90),
+        "two-phase + LARS": (6.0, "two-phase", (), 0.01, 80.34)}),
+    ("svhn-table4", "svhn", "wrn-16-8", 160, (256, 4096), {
+        "small-batch": (0.01, "step", (80, 120), None, 98.55),
+        "large-batch": (0.32, "step", (80, 120), None, 98.11),
+        "LARS": (0.32, "step", (80, 120), 0.001, 98.32),
+        "two-phase": (0.32, "two-phase", (), None, 98.29),
+        "two-phase + LARS": (0.32, "two-phase", (), 0.001, 98.48)}),
+])
+def test_tables_3_and_4_mirror_the_paper(name, dataset, model, epochs,
+                                          batches, rows):
+    table = _table(name)
+    assert list(table) == list(rows)
+    for label, (run, config) in table.items():
+        config.validate(check_data=False)
+        lr, schedule, decays, lars, paper = rows[label]
+        assert (config.lr, config.schedule, config.lars, run.paper) == (
+            lr, schedule, lars, paper)
+        if schedule == "step":
+            assert (config.decay_epochs, config.decay_factor) == (decays, 0.1)
+        else:
+            assert config.decay_factor == 0.5
+        assert (config.dataset, config.model, config.epochs) == (
+            dataset, model, epochs)
+        assert (config.warmup_epochs, config.momentum, config.hessian_every) == (
+            10, 0.9, 1)
+        small = label == "small-batch"
+        assert config.batch_size == batches[0 if small else 1]
+        assert config.batch_size // config.accumulate <= 1024
+
+
+def test_tables_6_and_7_vary_one_setting_of_two_phase_lars():
+    base = dict(_table("cifar10-table2"))["two-phase + LARS"][1]
+    six = _table("cifar10-table6")
+    assert {label: (config.extra_epochs_fraction, config.epochs, run.paper)
+            for label, (run, config) in six.items()} == {
+        "extra 20%": (0.2, 300, 92.03), "extra 30%": (0.3, 300, 92.66),
+        "extra 40%": (0.4, 300, 92.54), "extra 50%": (0.5, 300, 92.03),
+        "extra 50%, 330 epochs": (0.5, 330, 92.86)}
+    seven = _table("cifar10-table7")
+    assert {label: (config.decay_factor, run.paper)
+            for label, (run, config) in seven.items()} == {
+        "beta 0.3": (0.3, 92.31), "beta 0.4": (0.4, 92.63),
+        "beta 0.5": (0.5, 92.66), "beta 0.6": (0.6, 92.18),
+        "beta 0.7": (0.7, 91.46)}
+    for _, config in list(six.values()) + list(seven.values()):
+        config.validate(check_data=False)
+        for field in ("model", "batch_size", "accumulate", "lr", "lars",
+                      "schedule", "warmup_epochs", "weight_decay",
+                      "hessian_every"):
+            assert getattr(config, field) == getattr(base, field), field
+
+
+@pytest.mark.tensorflow_backend
+@pytest.mark.parametrize("name", ["cifar10-table1", "cifar100-table3",
+                                  "svhn-table4", "cifar10-table6",
+                                  "cifar10-table7"])
+def test_paper_scale_presets_run_an_epoch_on_mock_data(name, tmp_path):
+    """One large-batch row per preset, one epoch, a tiny model, mock TFDS."""
+    import dataclasses
+
+    import tensorflow_datasets as tfds
+
+    from keras_lrphase.training.epoch_recorder import EpochRecorder
+    from keras_lrphase.training.runner import HISTORY_FILE
+    from keras_lrphase.training.runner import run_training
+
+    run, config = next((run, config) for run, config in
+                       get_preset(name).configs(epochs=1)
+                       if config.batch_size > 1024)
+    # A tiny model and batches 16 times smaller (the same accumulation), so
+    # the mock data stays small; everything else is the preset's row.
+    config = dataclasses.replace(
+        config, model="small-cnn", test_size=None,
+        batch_size=config.batch_size // 16,
+        hessian_batch_size=config.hessian_batch_size // 16)
+    with tfds.testing.mock_data(num_examples=config.batch_size):
+        summary = run_training(config, str(tmp_path), verbose=0, log=None)
+    assert summary["epochs_completed"] == 1
+    assert summary["config"]["batch_size"] == config.batch_size
+    rows = EpochRecorder.read(str(tmp_path / HISTORY_FILE))
+    assert math.isfinite(rows[-1]["hessian_max_eigenvalue"])

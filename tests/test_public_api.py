@@ -1,4 +1,8 @@
+import pytest
+
 import keras_lrphase
+
+pytestmark = pytest.mark.backend_neutral
 
 CONTRACT = [
     "top_hessian_eigenvalue", "HessianMonitor", "HessianEigenvalueEstimator",

@@ -5,6 +5,10 @@ import os
 import pathlib
 import re
 
+import pytest
+
+pytestmark = pytest.mark.backend_neutral
+
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -42,9 +46,12 @@ def test_readme_autodecay_example_stops_early_and_keeps_the_stages():
 def test_readme_gives_the_two_commands():
     text = README.read_text()
     assert "keras-lrphase compare --preset demo" in text
-    assert 'pip install -e ".[test,jax]" && python -m pytest -q' in text
+    assert ('pip install torch==2.13.0 && pip install -e '
+            '".[tensorflow,test,jax,torch]" && python -m pytest -q') in text
     ci = (README.parent / ".ci" / "run").read_text()
-    assert 'pip install -q -e ".[test,jax]"' in ci and "python -m pytest -q" in ci
+    assert ("pip install -q torch==2.13.0" in ci
+            and 'pip install -q -e ".[tensorflow,test,jax,torch]"' in ci
+            and "python -m pytest -q" in ci)
 
 
 def test_readme_preset_times_are_the_presets_figures():

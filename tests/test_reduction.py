@@ -4,6 +4,8 @@ import pytest
 from keras_lrphase.distributed.reduction import LocalReducer
 from keras_lrphase.distributed.reduction import MetricReducer
 
+pytestmark = pytest.mark.backend_neutral
+
 
 def test_local_reducer_is_the_identity_as_floats():
     out = LocalReducer().reduce_mean(

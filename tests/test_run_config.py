@@ -3,6 +3,8 @@ import pytest
 from keras_lrphase.training.run_config import RunConfig
 from keras_lrphase.training.run_config import default_decay_epochs
 
+pytestmark = pytest.mark.backend_neutral
+
 
 def test_resolved_defaults():
     config = RunConfig(dataset="cifar10", epochs=300).resolved()
@@ -69,6 +71,7 @@ def test_to_dict_is_json_ready():
         decay_epochs=(3, 4), epochs=5)
 
 
+@pytest.mark.tensorflow_backend
 def test_pipeline_auto_resolves_to_tf_data_where_tensorflow_is_installed():
     assert RunConfig().resolved().pipeline == "tf.data"
     assert RunConfig(pipeline="numpy").resolved().pipeline == "numpy"

@@ -9,6 +9,8 @@ from keras_lrphase.training.runner import build_learning_rate
 from keras_lrphase.training.runner import build_optimizer
 from keras_lrphase.training.runner import prepare_data
 
+pytestmark = pytest.mark.backend_neutral
+
 
 def _values(schedule, steps):
     return [float(keras.ops.convert_to_numpy(schedule(s))) for s in steps]

@@ -22,6 +22,8 @@ from scripted_training import tiny_model
 from test_auto_decay_controller import TRACE_B
 from test_auto_decay_controller import TRACE_B_LOSSES
 
+pytestmark = pytest.mark.backend_neutral
+
 F32 = np.float32
 
 

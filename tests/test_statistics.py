@@ -3,6 +3,8 @@ import pytest
 
 from keras_lrphase.training.statistics import welch_t_test
 
+pytestmark = pytest.mark.backend_neutral
+
 stats = pytest.importorskip("scipy.stats")
 
 
@@ -22,3 +24,25 @@ def test_identical_constant_samples_have_no_p_value():
     assert np.isnan(p)
     with pytest.raises(ValueError, match="at least 2 values"):
         welch_t_test([1.0], [1.0, 2.0])
+
+
+def test_seed_difference_against_direct_computation():
+    from keras_lrphase.training.statistics import seed_difference
+
+    big = ([0.90, 0.91, 0.92, 0.905, 0.915], [0.80, 0.82, 0.81, 0.79, 0.80])
+    shown, sentence = seed_difference("a", big[0], "b", big[1])
+    reference = stats.ttest_ind(big[0], big[1], equal_var=False)
+    assert shown
+    assert sentence.startswith(
+        f"a vs b: +{100 * (np.mean(big[0]) - np.mean(big[1])):.2f} points")
+    assert f"Welch p = {reference.pvalue:.2g}" in sentence
+    # Significant but smaller than one seed's spread: not shown.
+    rng = np.random.default_rng(0)
+    a = 0.5 + 0.02 * rng.standard_normal(400)
+    b = 0.5 + 0.02 * rng.standard_normal(400) - 0.005
+    p = stats.ttest_ind(a, b, equal_var=False).pvalue
+    assert p < 0.05
+    shown, sentence = seed_difference("a", a, "b", b)
+    assert not shown and "not shown by 400 and 400 seeds" in sentence
+    with pytest.raises(ValueError, match="alpha=1.5"):
+        seed_difference("a", a, "b", b, alpha=1.5)

@@ -10,6 +10,8 @@ from scripted_training import TRACE_A
 from scripted_training import TRACE_A_EIGENVALUES
 from scripted_training import TRACE_A_LOSSES
 
+pytestmark = pytest.mark.backend_neutral
+
 NAN = float("nan")
 
 

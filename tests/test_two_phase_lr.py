@@ -28,6 +28,8 @@ from scripted_training import regression_data
 from scripted_training import tiny_model
 from scripted_training import warmup_ramp
 
+pytestmark = pytest.mark.backend_neutral
+
 F32 = np.float32
 
 # Composition trace: epochs=8, warmup_epochs=2, plateau_patience=1. Epochs
@@ -387,6 +389,7 @@ def test_a_monitor_missing_later_warns_and_makes_no_decision():
     assert callback.controller.state.wait == 0
 
 
+@pytest.mark.tensorflow_backend
 def test_hessian_batch_is_the_first_batch_of_a_dataset():
     import tensorflow as tf
 

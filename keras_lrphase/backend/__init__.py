@@ -5,7 +5,7 @@ gradients and Hessian-vector products need the backend's own autodiff. Each
 backend module exposes the same three functions:
 
 * `compile(fn, jit_compile=False)`: compile a pure function (`tf.function`,
-  with XLA when asked / `jax.jit`).
+  with XLA when asked / `jax.jit` / eager torch with autograd off).
 * `gradient(loss_fn)`: `(params, data) -> list of gradients`.
 * `hessian_vector_product(loss_fn, mode)`: `(params, vector, data) -> H v`,
   for `mode` in `"forward_over_back"` and `"reverse_over_reverse"`.
@@ -22,6 +22,7 @@ import keras
 _MODULES = {
     "tensorflow": "keras_lrphase.backend.tensorflow_autodiff",
     "jax": "keras_lrphase.backend.jax_autodiff",
+    "torch": "keras_lrphase.backend.torch_autodiff",
 }
 
 

@@ -24,13 +24,26 @@ Keras changes one of these, this is the one module to update.
 * `call_accepts_training`, `optimizer_variables_to_train`,
   `variable_index`: what `LARSWrapper` and the Hessian restriction read of
   a model's call signature and an optimizer's variable bookkeeping.
+* `wrap_update_rule`, `update_rule_wrapped`: a gradient transform
+  installed in front of an optimizer's update rule, where the backend
+  applies it: `update_step` on TensorFlow and JAX, the collective
+  `_backend_update_step` on torch (Keras' torch optimizers update all
+  variables at once with `torch._foreach_*` and never call `update_step`).
 * `compiled_loss`: Keras' `CompileLoss`, the loss exactly as `fit`
   computes it (label reshaping, the `"crossentropy"` shorthand).
 * `print_msg`: Keras' own printer (respects `keras.config.disable_interactive_logging`).
 * `set_initial_epoch`: the attribute `fit` reads after `on_train_begin`,
   which `keras.callbacks.BackupAndRestore` sets the same way.
+* `filter_applied_variables`, `producing_call`, `trace_train_function_anew`:
+  a filter in front of the
+  `apply` of the optimizer that owns the slots (every route of a train step
+  reaches it: the trainers, `stateless_apply`, `LossScaleOptimizer`,
+  `LARSWrapper`), the call of a Functional graph that produced a tensor,
+  and a new trace of the train step without clearing JAX's caches
+  (`FreezeLayers`).
 """
 
+import functools
 import json
 
 import keras
@@ -129,6 +142,55 @@ def variable_index(optimizer, variable):
     return optimizer._get_variable_index(variable)
 
 
+def wrap_update_rule(optimizer, transform):
+    """Rescales every gradient with `transform` before `optimizer` uses it.
+
+    `transform(gradient, variable, learning_rate)` returns the gradient the
+    update rule receives. It runs after the optimizer's cross-replica
+    summation, loss-scale unscaling and clipping, with the learning rate
+    of that step, once per variable and step. The hook is an attribute of
+    this optimizer instance; its class is untouched.
+    """
+    if keras.backend.backend() == "torch":
+        import torch
+
+        # Keras' torch optimizers (`TorchParallelOptimizer`) override
+        # `_backend_update_step` with one `_parallel_update_step` over all
+        # variables; the base class's version loops over `update_step`.
+        # Both receive `(grads, trainable_variables, learning_rate)`.
+        backend_update_step = optimizer._backend_update_step
+
+        def transformed_backend_update_step(
+            grads, trainable_variables, learning_rate
+        ):
+            with torch.no_grad():
+                grads = [
+                    transform(g, v, learning_rate)
+                    for g, v in zip(grads, trainable_variables)
+                ]
+                return backend_update_step(
+                    grads, trainable_variables, learning_rate
+                )
+
+        object.__setattr__(
+            optimizer, "_backend_update_step", transformed_backend_update_step
+        )
+        return
+    update_step = optimizer.update_step
+
+    def transformed_update_step(gradient, variable, learning_rate):
+        gradient = transform(gradient, variable, learning_rate)
+        return update_step(gradient, variable, learning_rate)
+
+    object.__setattr__(optimizer, "update_step", transformed_update_step)
+
+
+def update_rule_wrapped(optimizer):
+    """Whether `wrap_update_rule` was already applied to `optimizer`."""
+    own = vars(optimizer)
+    return "update_step" in own or "_backend_update_step" in own
+
+
 def set_initial_epoch(model, epoch):
     """The epoch the running `fit` starts at (what BackupAndRestore sets)."""
     model._initial_epoch = int(epoch)
@@ -197,3 +259,90 @@ class CheckpointStateStore(KerasSaveable):
                 f"damaged and cannot be read ({error})."
             ) from None
         self.loaded = payload if isinstance(payload, dict) else {}
+
+
+def filter_applied_variables(optimizer, skipped):
+    """Leaves the variables `skipped()` names out of the optimizer's `apply`.
+
+    The filter is an attribute `apply` of the optimizer that owns the slots
+    (`learning_rate_owner`), which the trainers, `stateless_apply` (JAX),
+    `LossScaleOptimizer` and `LARSWrapper` all call with the gradients of
+    every trainable variable. It drops the (gradient, variable) pairs of
+    the variables `skipped()` returns (a collection of variables; called
+    when `apply` runs, so once per trace of a compiled train step) and
+    passes the rest to the optimizer's own `apply`, which then clips,
+    decays, accumulates and updates only those: the skipped variables and
+    their slots are not written. An optimizer built here is built on all
+    the variables, as `apply` builds it. `skipped=None` removes the filter.
+    """
+    owner = learning_rate_owner(optimizer)
+    if skipped is None:
+        own = vars(owner).get("apply")
+        if own is not None and hasattr(own, "_lrphase_previous"):
+            if own._lrphase_previous is None:
+                del owner.__dict__["apply"]
+            else:
+                object.__setattr__(owner, "apply", own._lrphase_previous)
+        return
+    previous = vars(owner).get("apply")
+    plain_apply = previous or type(owner).apply.__get__(owner)
+
+    def apply(grads, trainable_variables=None):
+        variables_out = skipped()
+        if not variables_out or (trainable_variables is None and not owner.built):
+            return plain_apply(grads, trainable_variables)
+        if trainable_variables is None:
+            variables = owner._trainable_variables
+        else:
+            variables = list(trainable_variables)
+            if not owner.built:
+                with keras.name_scope(owner.name, caller=owner):
+                    owner.build(variables)
+                owner.built = True
+        out = {owner._get_variable_index(v) for v in variables_out}
+        kept = [
+            (g, v) for g, v in zip(grads, variables)
+            if owner._get_variable_index(v) not in out
+        ]
+        return plain_apply([g for g, _ in kept], [v for _, v in kept])
+
+    apply._lrphase_previous = previous
+    object.__setattr__(owner, "apply", apply)
+
+
+def producing_call(tensor):
+    """The layer that produced a symbolic tensor, and that call's inputs.
+
+    Returns `(layer, input_tensors)` (a flat list), or None for a model
+    input.
+    """
+    history = getattr(tensor, "_keras_history", None)
+    if history is None or history.operation is None:
+        return None
+    node = history.operation._inbound_nodes[history.node_index]
+    return node.operation, list(keras.tree.flatten(node.input_tensors))
+
+
+def trace_train_function_anew(model):
+    """Makes the next train step a new trace of `model.train_step`.
+
+    TensorFlow: a new `tf.function`. JAX: Keras jits the bound method
+    `model.train_step`, and JAX's trace cache, keyed on that function, can
+    hand a new `jit` of an equal bound method the old trace while the old
+    one lives (`retrace_train_function` clears every cache for that, which
+    then recompiles every jitted function and op). Here the new `jit` is
+    of a new `functools.partial`, equal to no earlier function, so it is
+    traced anew and the other caches are kept. Bound-method traces are
+    never made here, so the train function Keras makes in a later `fit`
+    cannot meet one of these.
+    """
+    if keras.backend.backend() != "jax":
+        model.make_train_function(force=True)
+        return
+    object.__setattr__(
+        model, "train_step", functools.partial(type(model).train_step, model)
+    )
+    try:
+        model.make_train_function(force=True)
+    finally:
+        del model.__dict__["train_step"]

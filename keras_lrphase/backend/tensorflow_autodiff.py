@@ -1,4 +1,13 @@
-"""Gradients and Hessian-vector products with TensorFlow's autodiff."""
+"""Gradients and Hessian-vector products with TensorFlow's autodiff.
+
+Inside a `tf.distribute` strategy's scope (`MirroredStrategy`: Keras runs
+`fit` and its callbacks there), Keras losses return the batch mean divided
+by the number of replicas, each replica's share of a sum across replicas.
+A Hessian estimate runs on one device over its whole batch, in the
+strategy's cross-replica context; `whole_batch_loss` multiplies that share
+back, as Keras does for the loss it reports, so the estimate equals the
+single-device one.
+"""
 
 import tensorflow as tf
 
@@ -7,9 +16,30 @@ def compile(fn, jit_compile=False):
     """Compiles `fn` once per input signature (shapes may vary).
 
     With `jit_compile=True` the graph is compiled by XLA, as Keras does for
-    `fit`/`predict` of models that support it.
+    `fit`/`predict` of models that support it. AutoGraph is off: the
+    functions are written with `keras.ops` and traced as they are (as on
+    JAX), and AutoGraph's cache of converted functions, keyed by code
+    object, could hand one closure's conversion to another.
     """
-    return tf.function(fn, reduce_retracing=True, jit_compile=jit_compile)
+    return tf.function(fn, reduce_retracing=True, jit_compile=jit_compile,
+                       autograph=False)
+
+
+def whole_batch_loss(loss_fn):
+    """`loss_fn` as the mean over its whole batch under any strategy.
+
+    The number of replicas is read when the function is traced; `tf.function`
+    traces anew when called in another strategy's context.
+    """
+
+    def whole(params, data):
+        loss = loss_fn(params, data)
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        if replicas > 1:
+            loss = loss * tf.cast(replicas, loss.dtype)
+        return loss
+
+    return whole
 
 
 def gradient(loss_fn):

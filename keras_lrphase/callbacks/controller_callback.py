@@ -23,8 +23,8 @@ from keras_lrphase._validation import fail
 from keras_lrphase.backend import keras_compat
 from keras_lrphase.callbacks.resumable_callback import ResumableCallback
 from keras_lrphase.controllers.controller import LOSS
-from keras_lrphase.distributed.reduction import LocalReducer
 from keras_lrphase.distributed.reduction import MetricReducer
+from keras_lrphase.distributed.reduction import default_reducer
 from keras_lrphase.schedules.controlled_learning_rate import ControlledLearningRate
 from keras_lrphase.schedules.controlled_learning_rate import (
     supports_momentum_correction,
@@ -54,7 +54,9 @@ class ControllerCallback(ResumableCallback):
             callbacks of the model that ask for the same. Defaults to `()`.
         reducer: `keras_lrphase.distributed.reduction.MetricReducer` or
             None. Averages the metrics across workers before each decision.
-            Defaults to `None` (`LocalReducer()`, one process).
+            Defaults to `None`: `keras_lrphase.distributed.default_reducer()`
+            (`JaxProcessReducer` in a multi-process JAX run, else
+            `LocalReducer`, one process).
         state_path: Path or None. See `ResumableCallback`.
         verbose: 0 or 1. With 1, prints one line per decision event.
             Defaults to `0`.
@@ -101,7 +103,7 @@ class ControllerCallback(ResumableCallback):
             fail("controller", controller,
                  "must be a keras_lrphase.controllers.controller.Controller")
         if reducer is None:
-            reducer = LocalReducer()
+            reducer = default_reducer()
         if not isinstance(reducer, MetricReducer):
             fail("reducer", reducer,
                  "must be a keras_lrphase.distributed.reduction.MetricReducer")

@@ -64,7 +64,8 @@ class HessianMonitor(ControllerCallback):
             (a hook for tests and custom curvature measures). Defaults to
             `None`.
         reducer: `MetricReducer` or None. Averages the estimate across
-            workers. Defaults to `None` (one process).
+            workers (each worker estimates on its own `data`). Defaults to
+            `None`: `keras_lrphase.distributed.default_reducer()`.
         state_path: Path or None. See `ResumableCallback`.
         **eigen_kwargs: Arguments of `HessianEigenvalueEstimator`
             (`method`, `max_iterations`, `tolerance`, `hvp`, `training`,

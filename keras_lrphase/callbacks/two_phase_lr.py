@@ -85,8 +85,10 @@ class TwoPhaseLR(ControllerCallback):
             `layer` and `eigen_kwargs`. Defaults to `None`.
         reducer: `keras_lrphase.distributed.reduction.MetricReducer` or
             None. Averages the loss and eigenvalue across workers before
-            each decision, so every worker decides alike. Defaults to
-            `None`: `LocalReducer()` (a single process).
+            each decision, so every worker decides alike (each worker
+            estimates on its own `hessian_data`). Defaults to `None`:
+            `keras_lrphase.distributed.default_reducer()` (`JaxProcessReducer`
+            in a multi-process JAX run, else `LocalReducer()`).
         min_lr: Float >= 0 or None. Floor on the learning rate for decays.
             Defaults to `None`.
         momentum_correction: Bool. Rescale the SGD/LARS velocity by

@@ -1,5 +1,7 @@
 """The one large batch a Hessian estimate is computed on."""
 
+import sys
+
 import keras
 import numpy as np
 
@@ -80,8 +82,7 @@ def validate_batch(x, y):
 
 
 def _is_dataset(data):
-    try:
-        import tensorflow as tf
-    except ImportError:  # pragma: no cover - tensorflow is a dependency
-        return False
-    return isinstance(data, tf.data.Dataset)
+    # A `tf.data.Dataset` exists only once TensorFlow is imported; checking
+    # `sys.modules` keeps the JAX and torch backends from importing it.
+    tf = sys.modules.get("tensorflow")
+    return tf is not None and isinstance(data, tf.data.Dataset)

@@ -132,11 +132,16 @@ class HessianEigenvalueEstimator:
             if restricted.prefix is not None
             else None
         )
+        # Only TensorFlow scales losses by the number of replicas of a
+        # distribution strategy; its module takes the scaling back out.
+        self._loss_fn = getattr(backend, "whole_batch_loss", _identity)(
+            restricted.loss_fn
+        )
         if self.hvp == "finite_difference":
-            self._product = backend.gradient(restricted.loss_fn)
+            self._product = backend.gradient(self._loss_fn)
         else:
             self._product = backend.hessian_vector_product(
-                restricted.loss_fn, self.hvp
+                self._loss_fn, self.hvp
             )
         self._model = model
 
@@ -155,7 +160,7 @@ class HessianEigenvalueEstimator:
         self._prepare(model)
         try:
             inputs, data, params = self._inputs(x, y)
-            value = float(ops.convert_to_numpy(self._restricted.loss_fn(params, data)))
+            value = float(ops.convert_to_numpy(self._loss_fn(params, data)))
         except Exception as error:  # noqa: BLE001 - re-raised with context
             raise ValueError(
                 f"Argument `{argument}` cannot be used to estimate the Hessian "
@@ -259,6 +264,10 @@ def _model_uses_xla(model):
         return model.jit_compile is True
     except (AttributeError, ValueError):
         return False
+
+
+def _identity(loss_fn):
+    return loss_fn
 
 
 def _to_tensors(nest):

@@ -115,15 +115,13 @@ class RestrictedLoss:
     # -- values the pure functions take ------------------------------------
     def target_values(self):
         """Current values of the target weights, as backend tensors."""
-        return [ops.convert_to_tensor(v.value) for v in self.targets]
+        return [_read(v) for v in self.targets]
 
     def fixed_values(self):
         """Current values of everything else the head reads."""
         head_vars = self.head.trainable_variables
-        others = [ops.convert_to_tensor(head_vars[i].value) for i in self._other_positions]
-        non_trainable = [
-            ops.convert_to_tensor(v.value) for v in self.head.non_trainable_variables
-        ]
+        others = [_read(head_vars[i]) for i in self._other_positions]
+        non_trainable = [_read(v) for v in self.head.non_trainable_variables]
         return others, non_trainable
 
     def prefix_function(self):
@@ -142,8 +140,8 @@ class RestrictedLoss:
         if self.prefix is None:
             return [], []
         return (
-            [ops.convert_to_tensor(v.value) for v in self.prefix.trainable_variables],
-            [ops.convert_to_tensor(v.value) for v in self.prefix.non_trainable_variables],
+            [_read(v) for v in self.prefix.trainable_variables],
+            [_read(v) for v in self.prefix.non_trainable_variables],
         )
 
     # -- the pure loss -------------------------------------------------------
@@ -167,6 +165,23 @@ class RestrictedLoss:
             lambda t: ops.cast(t, "float32"), predictions
         )
         return ops.mean(ops.cast(self.loss(y, predictions), "float32"))
+
+
+def _read(variable):
+    """The current value of `variable` as a tensor, never the variable itself.
+
+    The compiled products watch and differentiate their `params`, so they
+    must receive values. On TensorFlow, `convert_to_tensor` returns a
+    `tf.Variable` unchanged; inside `tf.distribute.MirroredStrategy.scope()`
+    (where Keras runs `fit` and its callbacks) that variable is a
+    `DistributedVariable`, whose handle, which a tape or
+    `ForwardAccumulator` watches, exists only in a replica context. Copying
+    reads the mirrored value (identical on every replica) into a tensor.
+    """
+    value = ops.convert_to_tensor(variable.value)
+    if keras.backend.backend() == "tensorflow":
+        value = ops.copy(value)
+    return value
 
 
 def _resolve_layer(model, layer):

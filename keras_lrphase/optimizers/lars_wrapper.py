@@ -34,15 +34,17 @@ class LARSWrapper(keras.optimizers.Optimizer):
     decay, momentum and clipping stay the inner optimizer's business.
 
     The wrapper takes the wrapped optimizer over: it installs the rescaling
-    in front of that optimizer's `update_step` (so it applies even when the
-    inner optimizer's `apply` is called directly), delegates
+    in front of that optimizer's update rule (`update_step`; on torch, the
+    step that updates all variables at once, since Keras' torch optimizers
+    bypass `update_step`), so it applies even when the inner optimizer's
+    `apply` is called directly. It delegates
     `learning_rate`, `iterations`, `variables` and `loss_scale_factor` to it
     and exposes it as `inner_optimizer`, so
     `keras.optimizers.LossScaleOptimizer` can wrap a `LARSWrapper` and
     `ControlledLearningRate.install` reaches the inner learning rate. Works
     under `tf.distribute` strategies (the ratio is computed from the summed
-    gradient, identically on every replica). Supported on the TensorFlow and
-    JAX backends.
+    gradient, identically on every replica). Supported on the TensorFlow,
+    JAX and torch backends.
 
     Args:
         optimizer: `keras.optimizers.Optimizer`. The optimizer to wrap. Wrap
@@ -101,12 +103,6 @@ class LARSWrapper(keras.optimizers.Optimizer):
                 "`LossScaleOptimizer(LARSWrapper(SGD(...)))`. "
                 f"Received: optimizer={optimizer!r}"
             )
-        if keras.backend.backend() == "torch":
-            raise ValueError(
-                "LARSWrapper supports the TensorFlow and JAX backends; the "
-                "torch optimizers bypass `update_step`. Received: "
-                "KERAS_BACKEND=torch"
-            )
         trust_coefficient, epsilon = check_trust_arguments(
             trust_coefficient, epsilon
         )
@@ -114,7 +110,7 @@ class LARSWrapper(keras.optimizers.Optimizer):
         exclusion = _exclusions.check_exclusion(
             exclude_from_adaptation, "exclude_from_adaptation"
         )
-        if "update_step" in vars(optimizer):
+        if keras_compat.update_rule_wrapped(optimizer):
             raise ValueError(
                 "Argument `optimizer` is already wrapped by another "
                 f"LARSWrapper. Received: optimizer={optimizer!r}"
@@ -131,13 +127,7 @@ class LARSWrapper(keras.optimizers.Optimizer):
         # final gradient on every replica. The hook is installed once (not
         # around each `apply`): under `tf.distribute` replicas call `apply`
         # from several threads and the update runs in a merge call.
-        update_step = optimizer.update_step
-
-        def rescaled_update_step(gradient, variable, learning_rate):
-            gradient = self._rescale(gradient, variable, learning_rate)
-            return update_step(gradient, variable, learning_rate)
-
-        object.__setattr__(optimizer, "update_step", rescaled_update_step)
+        keras_compat.wrap_update_rule(optimizer, self._rescale)
 
     # -- building and applying -------------------------------------------
     def build(self, var_list):

@@ -7,6 +7,14 @@ optimizer step and keeps the warm-start vector (the previous eigenvector)
 for the next estimate. A non-finite estimate (NaN weights, an overflowing
 batch) is reported as NaN and its vector is dropped, so the next estimate
 starts from the seeded random vector instead of failing.
+
+In a data-parallel run each worker's provider estimates on the batch that
+worker was given: in a multi-process run (JAX `DataParallel`, Horovod) its
+own shard, so the estimates differ and the callbacks' reducer averages them
+(`keras_lrphase.distributed`), as the paper's 8 workers x 1024 samples
+setting implies. Under `tf.distribute.MirroredStrategy` (one process) the
+whole batch is evaluated on one device, in the strategy's cross-replica
+context, and the estimate equals the single-device one.
 """
 
 import base64

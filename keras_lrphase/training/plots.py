@@ -106,7 +106,11 @@ def plot_curves(rows, path, title=None):
 
 
 def plot_compare(histories, path, title=None):
-    """Writes validation accuracy (left) and training loss (right) overlaid.
+    """Writes validation accuracy and training loss overlaid, and eigenvalues.
+
+    A third panel, the largest Hessian eigenvalue of each run against the
+    epoch (the two-phase paper's Figure 3), is drawn when any run recorded
+    one.
 
     Args:
         histories: Dict of run label to its `history.csv` rows.
@@ -114,20 +118,34 @@ def plot_compare(histories, path, title=None):
         title: String or None. Figure title. Defaults to `None`.
     """
     plt = _pyplot()
-    fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
+    with_eigenvalues = any(
+        math.isfinite(r.get("hessian_max_eigenvalue", math.nan))
+        for rows in histories.values() for r in rows)
+    panels = 3 if with_eigenvalues else 2
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.5))
+    acc_ax, loss_ax = axes[0], axes[1]
     for i, (label, rows) in enumerate(histories.items()):
         epochs = [r["epoch"] for r in rows]
         acc_ax.plot(epochs, [r["val_accuracy"] for r in rows], label=label,
                     color=f"C{i}")
         loss_ax.plot(epochs, [r["loss"] for r in rows], label=label,
                      color=f"C{i}")
+        if with_eigenvalues:
+            points = [(r["epoch"], r["hessian_max_eigenvalue"]) for r in rows
+                      if math.isfinite(r.get("hessian_max_eigenvalue",
+                                             math.nan))]
+            if points:
+                axes[2].plot(*zip(*points), label=label, color=f"C{i}")
         decay = first_decay_epoch(rows)
         if decay is not None:
             acc_ax.axvline(decay - 0.5, color=f"C{i}", ls=":", lw=1)
     acc_ax.set_ylabel("validation accuracy")
     loss_ax.set_ylabel("training loss")
     loss_ax.set_yscale("log")
-    for ax in (acc_ax, loss_ax):
+    if with_eigenvalues:
+        axes[2].set_ylabel("largest Hessian eigenvalue (output layer)")
+        axes[2].set_yscale("log")
+    for ax in axes:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     acc_ax.legend(fontsize=8, loc="lower right")

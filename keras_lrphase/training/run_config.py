@@ -1,13 +1,11 @@
-"""`RunConfig`: everything one training run of the CLI is made of."""
+"""`RunConfig`: everything one training run of the CLI is made of.
+
+Importing this module imports no Keras (the command line builds its options
+from it); `validate()` and `resolved()` do.
+"""
 
 import dataclasses
 import math
-
-from keras_lrphase.backend import tensorflow_installed
-from keras_lrphase.data import DATASET_NAMES
-from keras_lrphase.data import check_dataset
-from keras_lrphase.models import MODEL_NAMES
-from keras_lrphase.models import is_model_name
 
 SCHEDULES = ("step", "two-phase", "autodecay", "cosine-restarts")
 AUGMENTATIONS = ("auto", "none", "crop", "crop-flip")
@@ -141,6 +139,12 @@ class RunConfig:
         Returns:
             `self`.
         """
+        from keras_lrphase.backend import tensorflow_installed
+        from keras_lrphase.data import DATASET_NAMES
+        from keras_lrphase.data import check_dataset
+        from keras_lrphase.models import MODEL_NAMES
+        from keras_lrphase.models import is_model_name
+
         if self.dataset not in DATASET_NAMES:
             _fail("dataset", self.dataset,
                   f"must be one of {', '.join(DATASET_NAMES)}")
@@ -259,6 +263,8 @@ class RunConfig:
 
     def resolved(self):
         """A copy with the `None` defaults filled in (data-independent ones)."""
+        from keras_lrphase.backend import tensorflow_installed
+
         values = dataclasses.asdict(self)
         if values["model"] is None:
             values["model"] = DEFAULT_MODELS[self.dataset]

@@ -46,6 +46,55 @@ def welch_t_test(a, b):
     return float(t), float(df), float(min(1.0, p))
 
 
+def seed_difference(label, values, reference_label, reference_values,
+                    alpha=0.05):
+    """Says in one sentence whether seeds show a difference between two rows.
+
+    A difference is shown when Welch's test rejects equal means at `alpha`
+    and the difference of the means is larger than the larger of the two
+    seed standard deviations (so that a single seed would show it too, in
+    most cases); otherwise the sentence says the seeds do not show it.
+
+    Args:
+        label: String. The row compared.
+        values: Sequence of at least 2 accuracies (fractions), one per seed.
+        reference_label: String. The row compared with.
+        reference_values: Sequence of at least 2 accuracies (fractions).
+        alpha: Float in (0, 1). The test's level.
+
+    Returns:
+        `(shown, sentence)`: a bool and the sentence (points are
+        percentage points).
+
+    Example:
+
+    >>> shown, sentence = seed_difference(
+    ...     "two-phase", [0.70, 0.71, 0.72], "large-batch", [0.60, 0.61, 0.62])
+    >>> shown
+    True
+    >>> sentence
+    'two-phase vs large-batch: +10.00 points (seed std 1.00 and 1.00 points; Welch p = 0.00026): larger than the seed spread.'
+    """
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(
+            f"Argument `alpha` must be in (0, 1). Received: alpha={alpha!r}")
+    a = np.asarray(values, np.float64)
+    b = np.asarray(reference_values, np.float64)
+    _, _, p = welch_t_test(a, b)
+    difference = 100 * (a.mean() - b.mean())
+    spread = 100 * max(a.std(ddof=1), b.std(ddof=1))
+    shown = bool(p < alpha and abs(difference) > spread)
+    verdict = ("larger than the seed spread." if shown else
+               f"not shown by {a.size} and {b.size} seeds (that needs "
+               f"p < {alpha:g} and a difference above the larger seed std).")
+    p_text = "n/a (no spread)" if math.isnan(p) else f"{p:.2g}"
+    sentence = (f"{label} vs {reference_label}: {difference:+.2f} points "
+                f"(seed std {100 * a.std(ddof=1):.2f} and "
+                f"{100 * b.std(ddof=1):.2f} points; Welch p = {p_text}): "
+                f"{verdict}")
+    return shown, sentence
+
+
 def _regularized_incomplete_beta(a, b, x):
     if x <= 0.0:
         return 0.0

@@ -1,0 +1,149 @@
+"""Two JAX processes (`jax.distributed`, DataParallel) deciding alike."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.jax
+
+WORKER = textwrap.dedent(
+    """
+    import json, os, sys
+    rank, port, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    import numpy as np
+    import keras
+    import jax
+    from keras_lrphase.distributed import default_reducer
+    from keras_lrphase.distributed.jax_process import JaxProcessReducer
+
+    # Before `jax.distributed.initialize`: one process, the local reducer.
+    assert type(default_reducer()).__name__ == "LocalReducer"
+    try:
+        JaxProcessReducer()
+    except RuntimeError as error:
+        uninitialised = str(error)
+    jax.distributed.initialize(f"localhost:{port}", num_processes=2,
+                               process_id=rank)
+    import keras_lrphase as lrp
+
+    LOSSES = [1.0, 0.9, 0.9, 0.9, 0.95, 1.0, 1.05, 1.1]
+
+    class ScriptedLoss(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs["loss"] = LOSSES[epoch]
+
+    class RawEigenvalue(keras.callbacks.Callback):
+        # This process's own estimate, before the reduction.
+        def __init__(self, monitor):
+            super().__init__()
+            self.monitor, self.values = monitor, []
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.values.append(self.monitor.last_result.value)
+
+    keras.distribution.set_distribution(
+        keras.distribution.DataParallel(auto_shard_dataset=False))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype("float32")
+    y = rng.integers(0, 3, size=64)
+    shard = slice(32 * rank, 32 * (rank + 1))  # this process's samples
+    x, y = x[shard], y[shard]
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)),
+                              keras.layers.Dense(8, activation="tanh"),
+                              keras.layers.Dense(3)])
+    model.compile(lrp.LARS(2.0, momentum=0.9),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    two_phase = lrp.TwoPhaseLR(
+        (x, y), 8, plateau_patience=1,
+        state_path=os.path.join(out, f"state{rank}.json"))
+    monitor = lrp.HessianMonitor((x, y), seed=0)
+    raw = RawEigenvalue(monitor)
+    history = model.fit(
+        x, y, batch_size=8, epochs=8, verbose=0, shuffle=False,
+        callbacks=[ScriptedLoss(), lrp.GradualWarmup(1), two_phase, monitor,
+                   raw])
+    with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
+        json.dump({
+            "uninitialised": uninitialised,
+            "reducer": type(two_phase.reducer).__name__,
+            "chief": two_phase.reducer.is_chief,
+            "lr": history.history["learning_rate"],
+            "phase": history.history["lrphase_phase"],
+            "eigenvalue": history.history["hessian_max_eigenvalue"],
+            "raw": raw.values,
+            "weights": [w.tolist() for w in model.get_weights()],
+        }, f)
+    """
+)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_decide_alike(tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
+    port = str(_free_port())
+    workers = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(rank), port, str(tmp_path)],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for rank in (0, 1)
+    ]
+    try:
+        outputs = [worker.communicate(timeout=240) for worker in workers]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+    for worker, (_, stderr) in zip(workers, outputs):
+        assert worker.returncode == 0, stderr[-3000:]
+    rank0, rank1 = (
+        json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)
+    )
+    assert "jax.distributed.is_initialized()=False" in rank0["uninitialised"]
+    assert rank0["reducer"] == rank1["reducer"] == "JaxProcessReducer"
+    assert (rank0["chief"], rank1["chief"]) == (True, False)
+    # Identical training and decisions: the plateau at epoch 2, the switch
+    # at 3, decays where the averaged eigenvalue and the loss rose.
+    for a, b in zip(rank0["weights"], rank1["weights"]):
+        np.testing.assert_array_equal(a, b)
+    assert rank0["lr"] == rank1["lr"]
+    assert rank0["phase"] == rank1["phase"] == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert min(rank0["lr"]) < max(rank0["lr"])  # at least one decay
+    # Each process estimates on its own shard: the raw eigenvalues differ;
+    # both log their mean.
+    raw0, raw1 = np.array(rank0["raw"]), np.array(rank1["raw"])
+    assert np.all(np.abs(raw0 - raw1) > 1e-3 * np.abs(raw0))
+    np.testing.assert_array_equal(rank0["eigenvalue"], rank1["eigenvalue"])
+    np.testing.assert_allclose(rank0["eigenvalue"], (raw0 + raw1) / 2,
+                               rtol=1e-12)
+    # Only process 0 writes the state file.
+    assert (tmp_path / "state0.json").exists()
+    assert not (tmp_path / "state1.json").exists()
+
+
+def test_reducer_outside_a_jax_run():
+    from keras_lrphase.distributed import default_reducer
+    from keras_lrphase.distributed.jax_process import JaxProcessReducer
+    from keras_lrphase.distributed.reduction import LocalReducer
+
+    assert isinstance(default_reducer(), LocalReducer)
+    if keras.backend.backend() == "jax":
+        expected = "jax.distributed.is_initialized()=False"
+    else:
+        expected = f"KERAS_BACKEND={keras.backend.backend()!r}"
+    with pytest.raises(RuntimeError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+        JaxProcessReducer()
