@@ -229,6 +229,35 @@ CIFAR10_CPU = Preset(
     minutes=21.0,
 )
 
+def _five_configurations(small, large, accumulate, decay_epochs, lars, papers):
+    """The paper's five rows: small batch, large batch, LARS, two-phase and
+    two-phase + LARS.
+
+    Args:
+        small: `(batch_size, lr)` of the small-batch row.
+        large: `(batch_size, lr, lars_lr, two_phase_lr, two_phase_lars_lr)`.
+        accumulate: Int. Sub-batches per large-batch step.
+        decay_epochs: Tuple. The step rows' decays (x0.1 each).
+        lars: Float. The LARS trust coefficient.
+        papers: The paper's five accuracies, in row order.
+    """
+    batch, lr, lars_lr, two_phase_lr, two_phase_lars_lr = large
+    step = dict(schedule="step", decay_epochs=decay_epochs, decay_factor=0.1)
+    adaptive = dict(schedule="two-phase", decay_factor=0.5)
+    big = dict(batch_size=batch, accumulate=accumulate)
+    rows = (
+        ("small-batch", dict(step, batch_size=small[0], lr=small[1],
+                             hessian_batch_size=1024)),
+        ("large-batch", dict(step, **big, lr=lr)),
+        ("LARS", dict(step, **big, lr=lars_lr, lars=lars)),
+        ("two-phase", dict(adaptive, **big, lr=two_phase_lr)),
+        ("two-phase + LARS", dict(adaptive, **big, lr=two_phase_lars_lr,
+                                  lars=lars)),
+    )
+    return tuple(PresetRun(label, overrides, paper)
+                 for (label, overrides), paper in zip(rows, papers))
+
+
 # The two-phase paper, Table 2 (ResNet-20 on CIFAR-10, 300 epochs, warmup 10 epochs).
 CIFAR10_TABLE2 = Preset(
     name="cifar10-table2",
@@ -238,27 +267,10 @@ CIFAR10_TABLE2 = Preset(
     common=dict(dataset="cifar10", model="resnet20", epochs=300,
                 weight_decay=1e-4, warmup_epochs=10, momentum=0.9,
                 hessian_every=1, hessian_batch_size=8192),
-    runs=(
-        PresetRun("small-batch", dict(batch_size=128, lr=0.1,
-                                      schedule="step",
-                                      decay_epochs=(150, 225),
-                                      decay_factor=0.1,
-                                      hessian_batch_size=1024), 92.83),
-        PresetRun("large-batch", dict(batch_size=8192, accumulate=8, lr=6.4,
-                                      schedule="step",
-                                      decay_epochs=(150, 225),
-                                      decay_factor=0.1), 90.40),
-        PresetRun("LARS", dict(batch_size=8192, accumulate=8, lr=3.5,
-                               schedule="step", decay_epochs=(150, 225),
-                               decay_factor=0.1, lars=0.01), 92.10),
-        PresetRun("two-phase", dict(batch_size=8192, accumulate=8, lr=6.4,
-                                    schedule="two-phase", decay_factor=0.5),
-                  92.48),
-        PresetRun("two-phase + LARS", dict(batch_size=8192, accumulate=8,
-                                           lr=3.5, schedule="two-phase",
-                                           decay_factor=0.5, lars=0.01),
-                  92.66),
-    ),
+    runs=_five_configurations(
+        small=(128, 0.1), large=(8192, 6.4, 3.5, 6.4, 3.5), accumulate=8,
+        decay_epochs=(150, 225), lars=0.01,
+        papers=(92.83, 90.40, 92.10, 92.48, 92.66)),
     paper_source="Two-phase paper, Table 2 (mean of 5 runs, original CIFAR-10)",
     notes=(
         "Learning rates: 0.1 (batch 128) and 6.4 (batch 8192, linear scaling "
@@ -410,25 +422,10 @@ CIFAR100_TABLE3 = Preset(
     common=dict(dataset="cifar100", model="wrn-28-10", epochs=250,
                 weight_decay=5e-4, warmup_epochs=10, momentum=0.9,
                 hessian_every=1, hessian_batch_size=8192),
-    runs=(
-        PresetRun("small-batch", dict(batch_size=128, lr=0.1, schedule="step",
-                                      decay_epochs=(125, 185),
-                                      decay_factor=0.1,
-                                      hessian_batch_size=1024), 81.09),
-        PresetRun("large-batch", dict(batch_size=8192, accumulate=8, lr=6.4,
-                                      schedule="step", decay_epochs=(125, 185),
-                                      decay_factor=0.1), 76.89),
-        PresetRun("LARS", dict(batch_size=8192, accumulate=8, lr=6.0,
-                               schedule="step", decay_epochs=(125, 185),
-                               decay_factor=0.1, lars=0.01), 78.88),
-        PresetRun("two-phase", dict(batch_size=8192, accumulate=8, lr=6.4,
-                                    schedule="two-phase", decay_factor=0.5),
-                  78.90),
-        PresetRun("two-phase + LARS", dict(batch_size=8192, accumulate=8,
-                                           lr=6.0, schedule="two-phase",
-                                           decay_factor=0.5, lars=0.01),
-                  80.34),
-    ),
+    runs=_five_configurations(
+        small=(128, 0.1), large=(8192, 6.4, 6.0, 6.4, 6.0), accumulate=8,
+        decay_epochs=(125, 185), lars=0.01,
+        papers=(81.09, 76.89, 78.88, 78.90, 80.34)),
     paper_source="Two-phase paper, Table 3 (mean of 5 runs)",
     notes=(
         "Rates: 0.1 (batch 128) and 6.4 (linear scaling, x64) as in Table 2; "
@@ -451,25 +448,10 @@ SVHN_TABLE4 = Preset(
     common=dict(dataset="svhn", model="wrn-16-8", epochs=160,
                 weight_decay=5e-4, warmup_epochs=10, momentum=0.9,
                 hessian_every=1, hessian_batch_size=4096),
-    runs=(
-        PresetRun("small-batch", dict(batch_size=256, lr=0.01, schedule="step",
-                                      decay_epochs=(80, 120),
-                                      decay_factor=0.1,
-                                      hessian_batch_size=1024), 98.55),
-        PresetRun("large-batch", dict(batch_size=4096, accumulate=4, lr=0.32,
-                                      schedule="step", decay_epochs=(80, 120),
-                                      decay_factor=0.1), 98.11),
-        PresetRun("LARS", dict(batch_size=4096, accumulate=4, lr=0.32,
-                               schedule="step", decay_epochs=(80, 120),
-                               decay_factor=0.1, lars=0.001), 98.32),
-        PresetRun("two-phase", dict(batch_size=4096, accumulate=4, lr=0.32,
-                                    schedule="two-phase", decay_factor=0.5),
-                  98.29),
-        PresetRun("two-phase + LARS", dict(batch_size=4096, accumulate=4,
-                                           lr=0.32, schedule="two-phase",
-                                           decay_factor=0.5, lars=0.001),
-                  98.48),
-    ),
+    runs=_five_configurations(
+        small=(256, 0.01), large=(4096, 0.32, 0.32, 0.32, 0.32), accumulate=4,
+        decay_epochs=(80, 120), lars=0.001,
+        papers=(98.55, 98.11, 98.32, 98.29, 98.48)),
     paper_source="Two-phase paper, Table 4 (mean of 5 runs)",
     notes=(
         "All rates and LARS coefficients are legible in Table 4: 0.01 at "
