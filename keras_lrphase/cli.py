@@ -39,27 +39,6 @@ INTERRUPTED = 130
 
 
 # The training code (Keras and its backend) is imported when a command runs.
-def prepare_data(*args, **kwargs):
-    """`keras_lrphase.training.runner.prepare_data`."""
-    from keras_lrphase.training import runner
-
-    return runner.prepare_data(*args, **kwargs)
-
-
-def prepare_data_checks(*args, **kwargs):
-    """`keras_lrphase.training.runner.prepare_data_checks`."""
-    from keras_lrphase.training import runner
-
-    return runner.prepare_data_checks(*args, **kwargs)
-
-
-def run_training(*args, **kwargs):
-    """`keras_lrphase.training.runner.run_training`."""
-    from keras_lrphase.training import runner
-
-    return runner.run_training(*args, **kwargs)
-
-
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line on stderr (exit 2)."""
     def error(self, message):
@@ -344,11 +323,13 @@ def _setup_problem(out):
 
 
 def _run_train(parser, config, out, verbose):
+    from keras_lrphase.training import runner
+
     try:
-        data = prepare_data(config.resolved())
+        data = runner.prepare_data(config.resolved())
     except (ValueError, ImportError, OSError) as error:
         return _fail(parser, error, _status(error))
-    summary = run_training(config, out, verbose=verbose, data=data)
+    summary = runner.run_training(config, out, verbose=verbose, data=data)
     print(f"{config.name or 'run'}: best val accuracy "
           f"{_pct(summary['best_val_accuracy'])}, final "
           f"{_pct(summary['final_val_accuracy'])}; files in {out}")
@@ -361,6 +342,8 @@ def _status(error):
 
 
 def _run_compare(parser, args, stamp):
+    from keras_lrphase.training import runner
+
     from keras_lrphase.training.runner import SUMMARY_FILE
 
     preset = get_preset(args.preset)
@@ -404,8 +387,8 @@ def _run_compare(parser, args, stamp):
             resolved = config.resolved()
             key = _data_key(resolved)
             if key not in datasets:
-                datasets[key] = prepare_data(resolved)
-            prepare_data_checks(resolved, datasets[key])
+                datasets[key] = runner.prepare_data(resolved)
+            runner.prepare_data_checks(resolved, datasets[key])
     except (ValueError, ImportError, OSError) as error:
         return _fail(parser, error, _status(error))
 
@@ -440,7 +423,7 @@ def _run_compare(parser, args, stamp):
             summaries.update(_run_parallel(pending, args.jobs))
         else:
             for run, config, folder, prefix, tag in pending:
-                summaries[folder] = run_training(
+                summaries[folder] = runner.run_training(
                     config, folder, verbose=args.verbose,
                     progress=f"{prefix} {tag}" if args.verbose == 1 else None,
                     log=lambda line, prefix=prefix: print(f"{prefix} {line}",
@@ -493,7 +476,9 @@ def _finished_summary(config, folder):
 
 def _run_one(config, folder, prefix, tag, every):
     """One run of `compare --jobs` (in its own process)."""
-    summary = run_training(
+    from keras_lrphase.training import runner
+
+    summary = runner.run_training(
         config, folder, verbose=0, progress=f"{prefix} {tag}",
         progress_every=every,
         log=lambda line: print(f"{prefix} {line}", flush=True), resume=True)

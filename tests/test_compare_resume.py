@@ -121,12 +121,12 @@ def test_compare_rejects_bad_jobs(tmp_path, capsys):
 
 
 def test_an_interrupted_compare_says_how_to_continue(tmp_path, capsys, monkeypatch):
-    from keras_lrphase import cli
+    from keras_lrphase.training import runner
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "run_training", interrupted)
+    monkeypatch.setattr(runner, "run_training", interrupted)
     assert _compare(str(tmp_path / "x")) == 130
     err = capsys.readouterr().err
     assert "interrupted; the runs keep their last completed epoch" in err
