@@ -20,9 +20,11 @@ _DEFER_KERAS = "_KERAS_LRPHASE_DEFER_KERAS"
 def _register_serializables():
     """Imports the modules of the classes a saved model can name, which
     registers them with Keras (and imports Keras)."""
+    import keras_lrphase.distributed.distributed_optimizer  # noqa: F401
     import keras_lrphase.optimizers.lars  # noqa: F401
     import keras_lrphase.optimizers.lars_wrapper  # noqa: F401
     import keras_lrphase.schedules.scaled_learning_rate  # noqa: F401
+    import keras_lrphase.training.distillation  # noqa: F401
 
 
 if os.environ.get(_DEFER_KERAS) != "1":

@@ -27,6 +27,7 @@ from keras_lrphase.presets import PRESETS
 from keras_lrphase.presets import PRESET_NAMES
 from keras_lrphase.presets import get_preset
 from keras_lrphase.presets import preset_time
+from keras_lrphase.training import teacher_runs
 from keras_lrphase.training.run_config import AUGMENTATIONS
 from keras_lrphase.training.run_config import PIPELINES
 from keras_lrphase.training.run_config import PRECISIONS
@@ -73,7 +74,9 @@ def build_parser():
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = train.add_argument
     add("--dataset", default="digits",
-        help="digits (embedded, default), cifar10, cifar100, svhn or folder")
+        help="digits (embedded, default), cifar10, cifar100, svhn, folder "
+             "or imagenet (streamed from train/ and val/ or TFDS "
+             "imagenet2012)")
     add("--data-dir", default=None,
         help="image folder with train/ and test/ (one subfolder per class), "
              "or a prepared TFDS data folder")
@@ -83,7 +86,7 @@ def build_parser():
     add("--model", default=None,
         help="resnet20 (cifar10 default), resnet32/44/56/110, wrn-16-8 (svhn "
              "default), wrn-28-10 (cifar100 default), small-cnn (digits "
-             "default)")
+             "default), imagenet-resnet50 (imagenet default)")
     add("--batch-size", type=int, default=128,
         help="examples per optimizer step")
     add("--epochs", type=int, default=30, help="epoch budget")
@@ -157,6 +160,28 @@ def build_parser():
     add("--seed", type=int, default=0,
         help="seed of the weights, the shuffling, the augmentation and the "
              "Hessian batch")
+    add("--teacher", default=None, metavar="PATH.keras",
+        help="train the model as the student of this saved teacher "
+             "(knowledge distillation; it must output the classes' logits)")
+    add("--distill-alpha", type=float, default=None, metavar="A",
+        help="with --teacher: weight of the hard-label loss; the "
+             "distillation loss gets 1 - A (default 0)")
+    add("--temperature", type=float, default=None, metavar="T",
+        help="with --teacher: softmax temperature of the distillation "
+             "(default 5)")
+    add("--image-size", type=int, default=None,
+        help="imagenet: side of the square crops (default 224; training "
+             "images resized to a shorter side in 8/7-12/7 of it)")
+    add("--freeze-epochs", type=int, default=0, metavar="N",
+        help="keep the model's trailing stack of Dense layers frozen for "
+             "the first N epochs (FreezeLayers; a substitute for warmup)")
+    add("--snapshot-epochs", type=_int_list, default=None,
+        help="save the weights after these epochs to "
+             "OUT/snapshots/epochN.weights.h5, e.g. 0,5 (0: the "
+             "initialisation)")
+    add("--save-model", action="store_true",
+        help="save the trained model to OUT/model.keras (e.g. a teacher "
+             "for --teacher)")
     add("--out", default=None, help="output folder (default runs/train-TIME)")
     add("--verbose", type=int, choices=(0, 1, 2), default=1,
         help="Keras progress: 1 progress bar, 2 one line per epoch, 0 none")
@@ -200,7 +225,9 @@ def build_parser():
     add("--verbose", type=int, choices=(0, 1, 2), default=1,
         help="1: one progress line per run (on a terminal) and its result; "
              "2: Keras' line per epoch; 0: the results only")
-    parser.subcommands = {"train": train, "compare": compare}
+    from keras_lrphase.analyze_command import add_analyze_parser  # no Keras
+    parser.subcommands = {"train": train, "compare": compare,
+                          "analyze": add_analyze_parser(sub)}
     return parser
 
 
@@ -225,7 +252,11 @@ def _train_config(args):
         accumulate=args.accumulate, augment=args.augment,
         pipeline=args.pipeline, precision=args.precision,
         train_size=args.train_size, test_size=args.test_size,
-        eval_batch_size=args.eval_batch_size, seed=args.seed)
+        eval_batch_size=args.eval_batch_size, seed=args.seed,
+        teacher=args.teacher, distill_alpha=args.distill_alpha,
+        temperature=args.temperature, image_size=args.image_size,
+        freeze_epochs=args.freeze_epochs,
+        snapshot_epochs=args.snapshot_epochs, save_model=args.save_model)
 
 
 def _fail(parser, message, status=USAGE_ERROR):
@@ -281,6 +312,9 @@ def run_command(args):
         The exit status (0 on success, 2 for bad input, 1 when a run fails).
     """
     command = args.subcommand_parser
+    if args.command == "analyze":
+        from keras_lrphase.analyze_command import run_analyze
+        return run_analyze(args)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     if args.command == "train":
         config = _train_config(args)
@@ -327,9 +361,11 @@ def _run_train(parser, config, out, verbose):
 
     try:
         data = runner.prepare_data(config.resolved())
+        teacher = runner.prepare_teacher(config.resolved(), data)
     except (ValueError, ImportError, OSError) as error:
         return _fail(parser, error, _status(error))
-    summary = runner.run_training(config, out, verbose=verbose, data=data)
+    summary = runner.run_training(config, out, verbose=verbose, data=data,
+                                  teacher=teacher)
     print(f"{config.name or 'run'}: best val accuracy "
           f"{_pct(summary['best_val_accuracy'])}, final "
           f"{_pct(summary['final_val_accuracy'])}; files in {out}")
@@ -393,14 +429,18 @@ def _run_compare(parser, args, stamp):
         return _fail(parser, error, _status(error))
 
     several = len({c.seed for _, c in runs}) > 1
+
+    def folder_of(label, seed):
+        folder = os.path.join(out, _slug(label))
+        return os.path.join(folder, f"seed{seed}") if several else folder
+
     grouped = {}
     started = time.perf_counter()
     tasks = []
     for i, (run, config) in enumerate(runs, 1):
-        folder = os.path.join(out, _slug(run.label))
+        folder = folder_of(run.label, config.seed)
         tag = f"{run.label}"
         if several:
-            folder = os.path.join(folder, f"seed{config.seed}")
             tag += f" (seed {config.seed})"
         if config.stage_checkpoints and not os.path.isabs(config.stage_checkpoints):
             config = dataclasses.replace(
@@ -408,10 +448,18 @@ def _run_compare(parser, args, stamp):
         # Resolved once here: what a finished run is compared with, and what
         # a spawned process runs (it could see other installed packages).
         tasks.append((run, config.resolved(), folder, f"[{i}/{len(runs)}]", tag))
+    try:
+        # A distilled run learns from another run's model, trained first.
+        tasks, after = teacher_runs.link_teachers(tasks, folder_of, args.only)
+    except ValueError as error:
+        return _fail(parser, error)
     summaries = {}
     pending = []
     for run, config, folder, prefix, tag in tasks:
         done = _finished_summary(config, folder)
+        if done is not None and teacher_runs.teacher_changed(
+                config, done, after.get(folder), {p[2] for p in pending}):
+            done = None
         if done is not None:
             summaries[folder] = done
             print(f"{prefix} {tag}: done before ({folder}/{SUMMARY_FILE})",
@@ -420,7 +468,7 @@ def _run_compare(parser, args, stamp):
             pending.append((run, config, folder, prefix, tag))
     try:
         if args.jobs > 1 and len(pending) > 1:
-            summaries.update(_run_parallel(pending, args.jobs))
+            summaries.update(_run_parallel(pending, args.jobs, after))
         else:
             for run, config, folder, prefix, tag in pending:
                 summaries[folder] = runner.run_training(
@@ -441,6 +489,13 @@ def _run_compare(parser, args, stamp):
         entry[3].append(folder)
     verdicts = write_compare_outputs(preset, list(grouped.values()), out,
                                      time.perf_counter() - started, args.epochs)
+    if any(c.snapshot_epochs or c.teacher for _, c, *_ in tasks):
+        from keras_lrphase.training.heuristics_study import write_similarity_outputs
+
+        for line in write_similarity_outputs(
+                list(grouped.values()), out,
+                lambda config: datasets[_data_key(config)]):
+            print(line, flush=True)
     if verdicts:
         print("What the seeds show (final validation accuracy):")
         for sentence in verdicts:
@@ -485,33 +540,44 @@ def _run_one(config, folder, prefix, tag, every):
     return folder, summary
 
 
-def _run_parallel(pending, jobs):
+def _run_parallel(pending, jobs, after=None):
     """Runs `pending` in `jobs` processes; their summaries by folder.
 
     Each process imports Keras afresh (spawned, not forked) and reads the
     data from the decode cache filled by the caller. On JAX, processes
     sharing one accelerator take its memory as they need it rather than
-    75% each at start.
+    75% each at start. A run listed in `after` (student folder -> teacher
+    folder) starts once its teacher, if pending, has finished.
     """
     import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED
     from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures import as_completed
+    from concurrent.futures import wait
 
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     summaries = {}
     context = multiprocessing.get_context("spawn")
     by_folder = {folder: (run, prefix, tag)
                  for run, _, folder, prefix, tag in pending}
+    tasks = {folder: (config, folder, prefix, tag)
+             for _, config, folder, prefix, tag in pending}
+    waiting, unfinished = list(tasks), set(tasks)
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = [
-            pool.submit(_run_one, config, folder, prefix, tag,
-                        max(1, config.epochs // 10))
-            for _, config, folder, prefix, tag in pending]
+        futures = set()
         try:
-            for future in as_completed(futures):
-                folder, summary = future.result()
-                summaries[folder] = summary
-                _print_result(*by_folder[folder], summary)
+            while unfinished:
+                for folder in teacher_runs.ready_runs(waiting, after or {},
+                                                      unfinished):
+                    waiting.remove(folder)
+                    config = tasks[folder][0]
+                    futures.add(pool.submit(_run_one, *tasks[folder],
+                                            max(1, config.epochs // 10)))
+                done, futures = wait(futures, return_when=FIRST_COMPLETED)
+                for future in done:
+                    folder, summary = future.result()
+                    summaries[folder] = summary
+                    unfinished.discard(folder)
+                    _print_result(*by_folder[folder], summary)
         except KeyboardInterrupt:
             # Stop the runs now; each keeps its last completed epoch.
             pool.shutdown(wait=False, cancel_futures=True)
@@ -523,7 +589,7 @@ def _run_parallel(pending, jobs):
 
 def _data_key(config):
     return (config.dataset, config.data_dir, config.train_size,
-            config.test_size)
+            config.test_size, config.image_size)
 
 
 def write_compare_outputs(preset, results, out, seconds, epochs_override=None):

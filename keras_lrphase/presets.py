@@ -13,9 +13,12 @@
   of the `cifar10-cpu` setting, with the model of every stage saved.
 * `cifar10-momentum-cpu`: momentum correction on the learning-rate changes
   of the `cifar10-cpu` step-decay and two-phase rows.
-* `cifar10-table1`, `cifar100-table3`, `svhn-table4`, `cifar10-table6`,
-  `cifar10-table7`: the paper's other tables at the paper's scale; they
-  need an accelerator.
+* `cifar10-table1`, `cifar100-table3`, `svhn-table4`, `imagenet-table5`,
+  `cifar10-table6`, `cifar10-table7`: the paper's other tables at the
+  paper's scale; they need an accelerator.
+* `heuristics-warmup-cpu`, `heuristics-distillation-cpu`: the Heuristics
+  paper's warmup (with FC freezing) and distillation studies, with their
+  SVCCA heatmaps, at CPU scale on CIFAR-10.
 """
 
 import dataclasses
@@ -37,12 +40,19 @@ class PresetRun:
         versus: String or None. The label of the run this one is tested
             against (Welch's t-test over seeds); None uses the preset's
             `reference`.
+        teacher: String or None. The label of the run of the same preset
+            whose trained model (its `model.keras`: that run must set
+            `save_model`) is this run's distillation teacher, seed by seed.
+            `compare` runs the teacher first (also with `--jobs`) and
+            trains this run again when the teacher's model file changed
+            (`keras_lrphase.training.teacher_runs`).
     """
 
     label: str
     overrides: dict
     paper: float = None
     versus: str = None
+    teacher: str = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,6 +158,13 @@ def _scale_epochs(values, epochs):
     for key in ("plateau_patience", "restart_epochs"):
         if values.get(key):
             values[key] = max(1, int(round(values[key] * ratio)))
+    if values.get("freeze_epochs"):  # as warmup, which it stands in for
+        values["freeze_epochs"] = max(0, min(
+            epochs - 1, int(round(values["freeze_epochs"] * ratio))))
+    if values.get("snapshot_epochs"):  # the initialisation stays 0
+        values["snapshot_epochs"] = tuple(sorted({
+            e if e == 0 else max(1, min(epochs, int(round(e * ratio))))
+            for e in values["snapshot_epochs"]}))
     return values
 
 
@@ -462,6 +479,51 @@ SVHN_TABLE4 = Preset(
         "training on train + extra (604K images)."),
 )
 
+# The two-phase paper, Table 5 (ResNet-50 on ImageNet, 100 epochs, Goyal et
+# al.'s settings). Its learning-rate column is garbled in the text: see notes.
+IMAGENET_TABLE5 = Preset(
+    name="imagenet-table5",
+    description=(
+        "Two-phase paper, Table 5: ResNet-50 on ImageNet (an image folder or "
+        "TFDS imagenet2012), 100 epochs, batch 256 vs 16384 (64 x 256 "
+        "sub-batches), five configurations."),
+    common=dict(dataset="imagenet", model="imagenet-resnet50", epochs=100,
+                weight_decay=1e-4, warmup_epochs=10, momentum=0.9,
+                hessian_every=1, hessian_batch_size=1024),
+    runs=_five_configurations(
+        small=(256, 0.1), large=(16384, 6.4, 3.2, 6.4, 3.2), accumulate=64,
+        decay_epochs=(30, 60, 80), lars=0.001,
+        papers=(76.79, 74.91, 76.15, 76.17, 76.67)),
+    paper_source=("Two-phase paper, Table 5 (mean of 5 runs, ILSVRC2012 "
+                  "validation set)"),
+    notes=(
+        "Rates: 0.1 at batch 256 (Goyal et al.'s reference; the cell reads "
+        "\"^0^\") and 6.4 at 16384 for large-batch and two-phase (linear "
+        "scaling 0.1 x 64; the cells read \"-61-\", as the 6.4 of Tables 2 "
+        "and 3). Two-phase + LARS: 3.2, reading \"~32~\" with the decimal "
+        "point lost as in Table 2's \"~33~\" for the 3.5 that Tables 6 and 7 "
+        "print (32 is the other reading); the LARS cell is illegible and "
+        "takes the same rate, as the LARS rows do in Tables 2-4. LARS "
+        "coefficient 0.001; step decays x0.1 after 30 / 60 / 80 epochs "
+        "(Goyal et al.'s schedule, legible); weight decay 1e-4 and momentum "
+        "0.9 (Goyal et al.); 10 warmup epochs for every row (Section 4); "
+        "two-phase plateau: no loss decrease for 5 epochs (5% of the "
+        "budget). Batch 16384 as 64 sequential sub-batches of 256. "
+        "Preprocessing (Appendix A.2): training images resized to a "
+        "shorter side drawn from [256, 384] (aspect kept), a random 224 x "
+        "224 crop, flip with probability 0.5, brightness +-32/255, hue "
+        "+-0.1, saturation and contrast x0.6-1.4, ImageNet mean/std; "
+        "validation: shorter side 256, central 224 crop. ResNet-50 (v1.5) "
+        "with the last batch-norm gamma of every block at 0 and the fc "
+        "bias L2-regularised with the kernels (batch-norm parameters are "
+        "not). The Hessian eigenvalue (every epoch, every row: the paper's "
+        "Figure 3b) is estimated on a fixed batch of 1024 training images: "
+        "the estimator runs the network on its whole batch at once, which "
+        "16384 images at 224 x 224 would not fit. Reads an ImageNet folder "
+        "(train/ and val/, one folder per class) or TFDS imagenet2012 "
+        "prepared beforehand (--data-dir); nothing is downloaded."),
+)
+
 # The two-phase paper, Tables 6 and 7 (CIFAR-10 columns): two-phase + LARS at
 # batch 8192 with the exploration length, then the decay factor, varied.
 _TWO_PHASE_LARS = dict(CIFAR10_TABLE2.common, batch_size=8192, accumulate=8,
@@ -507,11 +569,103 @@ CIFAR10_TABLE7 = Preset(
         "LARS 0.01, extra epochs 1/3, 300 epochs)."),
 )
 
+# The Heuristics paper's warmup study (Section 4, Figures 4d, 5 and 15) at
+# CPU scale. The paper: VGG-11 on CIFAR-10, batch 100 at 0.05 against batch
+# 5000 at 2.5 (10 steps per epoch), warmup over the first 200 iterations,
+# or no warmup but the fully-connected stack frozen for as long. Here:
+# `vgg-small` (4 convolutions with batch normalisation, 3 Dense layers
+# without) on 5,000 images, so batch 500 keeps the paper's 10 steps per
+# epoch; warmup and freeze last 10 epochs (100 iterations). The paper's
+# linearly scaled 2.5 sends this network to NaN in the first epoch, with or
+# without warmup; at 0.1 the three large-batch rows differ as in the paper
+# (measured on 2,000 images, batch 200, 8 epochs: no warmup stalls near 18%
+# validation accuracy, warmup reaches 38%, the freeze 40% while it lasts).
+HEURISTICS_WARMUP_CPU = Preset(
+    name="heuristics-warmup-cpu",
+    description=(
+        "Heuristics paper, warmup (Figures 4d, 5): vgg-small on 5,000 "
+        "CIFAR-10 images, 30 epochs; batch 500 with warmup, without, and "
+        "with the FC stack frozen instead; batch 50; SVCCA heatmaps of each "
+        "network at initialisation vs the end of warmup."),
+    common=dict(dataset="cifar10", model="vgg-small", epochs=30,
+                train_size=5000, test_size=5000, weight_decay=5e-4,
+                momentum=0.9, hessian_every=0, schedule="step",
+                decay_epochs=(), snapshot_epochs=(0, 10)),
+    runs=(
+        PresetRun("LB + warmup", dict(batch_size=500, lr=0.1,
+                                      warmup_epochs=10)),
+        PresetRun("LB no warmup", dict(batch_size=500, lr=0.1)),
+        PresetRun("LB + FC freeze", dict(batch_size=500, lr=0.1,
+                                         freeze_epochs=10)),
+        PresetRun("SB no warmup", dict(batch_size=50, lr=0.01)),
+    ),
+    requires_data_dir=True,
+    notes=(
+        "All runs: vgg-small (conv 32-64-128-128 with batch normalisation, "
+        "Dense 128-128-10 without), 5,000 training images, 4-pixel crops "
+        "and flips, momentum 0.9, weight decay 5e-4, constant learning rate "
+        "(no decay within the 30 epochs, as in the paper's first 60). Large "
+        "batch: 500 at 0.1 (10 steps per epoch, the paper's count); small "
+        "batch: 50 at 0.01 (linear scaling). Warmup: linear over 10 epochs. "
+        "FC freeze: the trailing Dense stack (fc1, fc2, logits) frozen for "
+        "the first 10 epochs, no warmup. Each run saves its weights at "
+        "initialisation and after epoch 10; similarity_<run>.png is the "
+        "SVCCA similarity of every layer at epoch 0 with every layer after "
+        "epoch 10 on 1,000 test images (the paper's Figure 5), "
+        "similarity_layers.png its diagonal (Figure 4c), similarity.json "
+        "and similarity.md the numbers. The SVCCA comparison is at equal "
+        "epochs for every run (the paper's is at iteration 200 for all)."),
+    reference="LB no warmup",
+    minutes=60.0,
+)
+
+# The Heuristics paper's distillation study (Section 5, Figure 6) at CPU
+# scale: the teacher is trained first (its model.keras), then the same
+# shallow student twice, from the teacher's outputs at temperature 5 and
+# from the labels.
+HEURISTICS_DISTILLATION_CPU = Preset(
+    name="heuristics-distillation-cpu",
+    description=(
+        "Heuristics paper, distillation (Figure 6): a vgg-small teacher on "
+        "5,000 CIFAR-10 images, then a shallow-cnn student distilled from "
+        "it vs trained on the labels; SVCCA heatmaps of the teacher's "
+        "layers against each student's and their difference."),
+    common=dict(dataset="cifar10", epochs=40, train_size=5000,
+                test_size=5000, batch_size=100, lr=0.05, weight_decay=5e-4,
+                momentum=0.9, hessian_every=0, schedule="step",
+                save_model=True),
+    runs=(
+        PresetRun("teacher", dict(model="vgg-small")),
+        PresetRun("distilled", dict(model="shallow-cnn"), teacher="teacher",
+                  versus="independent"),
+        PresetRun("independent", dict(model="shallow-cnn")),
+    ),
+    requires_data_dir=True,
+    notes=(
+        "All runs: 5,000 training images, batch 100, lr 0.05, x0.1 after "
+        "epochs 20 and 30 of 40, momentum 0.9, weight decay 5e-4, 4-pixel "
+        "crops and flips. Teacher: vgg-small, trained first (also with "
+        "--jobs); its model.keras is the distilled run's teacher, and a "
+        "changed teacher retrains it. Students: shallow-cnn, the paper's "
+        "[conv, maxpool, relu] x 2, fc, relu, fc, fc; distilled: the "
+        "teacher's softmax at temperature 5 only (alpha 0, the KL term "
+        "scaled by T^2), on the same augmented batches; independent: the "
+        "labels. similarity_distilled.png, similarity_independent.png: the "
+        "SVCCA similarity of every teacher layer with every student layer "
+        "on 1,000 test images; similarity_difference.png: their absolute "
+        "difference (the paper's Figure 6); similarity.md: its mean per "
+        "student layer."),
+    reference="independent",
+    minutes=45.0,
+)
+
 PRESETS = {p.name: p for p in (DEMO, CIFAR10_CPU, CIFAR10_TABLE2,
                                CIFAR10_LR_SEARCH, CIFAR10_AUTODECAY_CPU,
                                CIFAR10_MOMENTUM_CPU, CIFAR10_TABLE1,
-                               CIFAR100_TABLE3, SVHN_TABLE4, CIFAR10_TABLE6,
-                               CIFAR10_TABLE7)}
+                               CIFAR100_TABLE3, SVHN_TABLE4, IMAGENET_TABLE5,
+                               CIFAR10_TABLE6, CIFAR10_TABLE7,
+                               HEURISTICS_WARMUP_CPU,
+                               HEURISTICS_DISTILLATION_CPU)}
 PRESET_NAMES = tuple(PRESETS)
 
 

@@ -206,7 +206,7 @@ def test_compare_with_seeds_reports_mean_and_std(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["train", "--dataset", "imagenet"], "Argument --dataset must be one of"),
+    (["train", "--dataset", "mnist"], "Argument --dataset must be one of"),
     (["train", "--model", "vgg16"], "--model='vgg16'"),
     (["train", "--dataset", "cifar10", "--data-dir", "/nonexistent/dir"],
      "--data-dir='/nonexistent/dir'"),
@@ -258,10 +258,11 @@ def test_module_entry_point_exit_status():
     assert result.returncode == 2
     errors = [l for l in result.stderr.splitlines() if "error:" in l]
     assert errors == ["keras-lrphase train: error: Argument --dataset must be one "
-                      "of digits, cifar10, cifar100, svhn, folder. Received: "
+                      "of digits, cifar10, cifar100, svhn, folder, imagenet. Received: "
                       "--dataset='mnist'"]
 
 
+@pytest.mark.slow  # the jax job of .ci/run trains the CLI end to end on JAX
 @pytest.mark.jax
 def test_train_on_jax_backend(image_dir, tmp_path):
     pytest.importorskip("jax")

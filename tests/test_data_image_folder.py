@@ -137,8 +137,8 @@ def test_dataset_dispatch_and_checks(tmp_path):
     assert data.augment == "none" and data.num_classes == 3
     with pytest.raises(ValueError, match="has 10 classes, but the folder has 3"):
         check_dataset("cifar10", root)
-    with pytest.raises(ValueError, match="dataset='imagenet'"):
-        check_dataset("imagenet")
+    with pytest.raises(ValueError, match="dataset='mnist'"):
+        check_dataset("mnist")
     with pytest.raises(ValueError, match="required for dataset='folder'"):
         check_dataset("folder")
     with pytest.raises(ValueError, match="not used by the embedded digits"):

@@ -455,3 +455,58 @@ def test_a_model_built_on_an_intermediate_tensor_is_restricted():
     assert result.restricted
     assert result.value == pytest.approx(
         top_eigenvalue(mse_dense_hessian(features, C)), rel=1e-5)
+
+
+def _two_layer_classifier():
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([
+        keras.Input((D,)),
+        keras.layers.Dense(8, activation="relu"),
+        keras.layers.Dense(C, activation="softmax"),
+    ])
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    return model
+
+
+def test_repeated_calls_reuse_the_compiled_products():
+    # A user calling the function in a loop (after each epoch, on several
+    # batch sizes) got one new tf.function per call, and TensorFlow's
+    # retracing warnings: the compiled products are kept per model and
+    # configuration, traced once, and once more for a new batch size
+    # (`reduce_retracing` then generalises the shape).
+    x, labels = data()
+    model = _two_layer_classifier()
+    values = [
+        top_hessian_eigenvalue(model, x[:size], labels[:size], seed=0,
+                               method="lanczos").value
+        for size in (48, 48, 48, 48, 48, 48, 48, 32, 40, 48)
+    ]
+    (entry,) = model.__dict__["_keras_lrphase_hessian_products"].values()
+    compiled = [f for f in entry if hasattr(f, "experimental_get_tracing_count")]
+    assert len(compiled) == 2  # the prefix pass and the product
+    assert [f.experimental_get_tracing_count() for f in compiled] == [2, 2]
+    fresh = HessianEigenvalueEstimator(seed=0, method="lanczos")(model, x, labels)
+    assert values[0] == values[6] == values[9] == fresh.value
+
+
+def test_the_compiled_products_follow_a_recompiled_loss():
+    x, labels = data()
+    model = _two_layer_classifier()
+    first = top_hessian_eigenvalue(model, x, labels, method="lanczos", seed=0)
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(
+        reduction="sum"))
+    summed = top_hessian_eigenvalue(model, x, labels, method="lanczos", seed=0)
+    np.testing.assert_allclose(summed.value, N * first.value, rtol=1e-4)
+
+
+def test_the_cache_does_not_keep_a_deleted_model_alive():
+    import gc
+    import weakref
+
+    x, labels = data()
+    model = _two_layer_classifier()
+    top_hessian_eigenvalue(model, x, labels, seed=0)
+    alive = weakref.ref(model)
+    del model
+    gc.collect()
+    assert alive() is None

@@ -307,3 +307,39 @@ def test_fit_curve_on_jax_backend():
         capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "max losses" in result.stdout
+
+
+def test_the_plane_is_drawn_to_scale_unless_it_is_a_sliver():
+    from keras_lrphase.analysis.loss_plane import LossPlane
+
+    def plane(height):
+        x, y = np.linspace(0, 30, 5), np.linspace(0, height, 4)
+        loss = 1.0 + x[None, :] + y[:, None]
+        anchors = np.array([[0.0, 0.0], [30.0, 0.0], [15.0, height]])
+        return LossPlane(x, y, loss, np.full_like(loss, np.nan), anchors,
+                         np.zeros((0, 2)), None, None, None, ())
+
+    assert plot_loss_plane(plane(10.0)).axes[0].get_aspect() == 1.0
+    assert plot_loss_plane(plane(1.0)).axes[0].get_aspect() == "auto"
+    assert plot_loss_plane(plane(1.0), aspect="equal").axes[0].get_aspect() == 1.0
+    with pytest.raises(ValueError, match="Argument `aspect` must be one of"):
+        plot_loss_plane(plane(1.0), aspect="square")
+
+
+def test_recalibrating_one_model_again_traces_once():
+    # A loss plane recalibrates one model at every grid point: one trace,
+    # not one tf.function (and a retracing warning) per point.
+    model = _bn_model(0)
+    x, _ = _data()
+    assert recalibrate_batch_norm(model, x, batch_size=16) == 1
+    # Other weights, the same compiled function: the statistics of those
+    # weights, as a model that never recalibrated before computes them.
+    model.set_weights(_bn_model(3).get_weights())
+    fresh = _bn_model(3)
+    recalibrate_batch_norm(model, x, batch_size=16)
+    recalibrate_batch_norm(fresh, x, batch_size=16)
+    for got, want in zip(model.get_weights(), fresh.get_weights()):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    compiled = model.__dict__["_keras_lrphase_batch_moments"]
+    if keras.backend.backend() == "tensorflow":
+        assert compiled.experimental_get_tracing_count() <= 2

@@ -12,8 +12,10 @@ def test_preset_names():
     assert PRESET_NAMES == ("demo", "cifar10-cpu", "cifar10-table2",
                             "cifar10-lr-search", "cifar10-autodecay-cpu",
                             "cifar10-momentum-cpu", "cifar10-table1",
-                            "cifar100-table3", "svhn-table4", "cifar10-table6",
-                            "cifar10-table7")
+                            "cifar100-table3", "svhn-table4", "imagenet-table5",
+                            "cifar10-table6", "cifar10-table7",
+                            "heuristics-warmup-cpu",
+                            "heuristics-distillation-cpu")
     with pytest.raises(ValueError, match="preset='imagenet'"):
         get_preset("imagenet")
 

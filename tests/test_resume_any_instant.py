@@ -129,7 +129,12 @@ def check_resumes_exactly(tmp_path, backend, kills, seed):
 
 
 @pytest.mark.jax
-@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+@pytest.mark.parametrize(
+    "backend",
+    # JAX's run compiles anew in each of the four processes (about 70 s
+    # here): slow; the forty-kill test below covers both backends too.
+    ["tensorflow", pytest.param("jax", marks=pytest.mark.slow)],
+)
 def test_killed_three_times_resumes_exactly(tmp_path, backend):
     pytest.importorskip(backend)
     check_resumes_exactly(tmp_path, backend, kills=3, seed=1)

@@ -19,7 +19,13 @@ Learning Heuristics"), after Raghu et al. (2017):
   (the two-phase paper's Appendix A.1);
 * `plot_parameter_change`: the per-layer weight change logged by
   `ParameterChangeMonitor` against the epoch (the Learning Stages paper's
-  Figures 4 and 11).
+  Figures 4 and 11);
+* `transfer_probe`: how well the models of successive learning stages
+  transfer to another task, by a linear probe on their penultimate
+  features (`fit_linear_probe`) or by fine-tuning (the Learning Stages
+  paper's Section 5 and Table 2), as a `TransferTable`;
+* `plot_connection`, `plot_margins`, `plot_transfer`: the figures of
+  `keras-lrphase analyze`.
 """
 
 from keras_lrphase.analysis.batch_norm_statistics import recalibrate_batch_norm
@@ -37,9 +43,22 @@ from keras_lrphase.analysis.margins import normalized_margins
 from keras_lrphase.analysis.margins import quartile_statistics
 from keras_lrphase.analysis.parameter_change_plot import plot_parameter_change
 from keras_lrphase.analysis.similarity_plot import plot_layer_similarity
+from keras_lrphase.analysis.curve_plot import plot_connection
+from keras_lrphase.analysis.linear_probe import LinearProbe
+from keras_lrphase.analysis.linear_probe import fit_linear_probe
+from keras_lrphase.analysis.margin_plot import plot_margins
+from keras_lrphase.analysis.transfer_plot import plot_transfer
+from keras_lrphase.analysis.transfer_probe import feature_layer
+from keras_lrphase.analysis.transfer_probe import penultimate_features
+from keras_lrphase.analysis.transfer_probe import transfer_probe
+from keras_lrphase.analysis.transfer_table import TransferRow
+from keras_lrphase.analysis.transfer_table import TransferTable
 
-__all__ = ["ConnectingCurve", "LossPlane", "cca", "default_layers",
-           "fit_curve", "layer_similarity", "linear_path", "loss_plane",
-           "normalized_margins", "plot_layer_similarity", "plot_loss_plane",
-           "plot_parameter_change", "quartile_statistics",
-           "recalibrate_batch_norm", "svcca"]
+__all__ = ["ConnectingCurve", "LinearProbe", "LossPlane", "TransferRow",
+           "TransferTable", "cca", "default_layers", "feature_layer",
+           "fit_curve", "fit_linear_probe", "layer_similarity",
+           "linear_path", "loss_plane", "normalized_margins",
+           "penultimate_features", "plot_connection", "plot_layer_similarity",
+           "plot_loss_plane", "plot_margins", "plot_parameter_change",
+           "plot_transfer", "quartile_statistics", "recalibrate_batch_norm",
+           "svcca", "transfer_probe"]

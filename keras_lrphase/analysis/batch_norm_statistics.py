@@ -35,6 +35,30 @@ def batch_norm_layers(model):
     return found
 
 
+_MOMENTS_ATTRIBUTE = "_keras_lrphase_batch_moments"
+
+
+def _compiled_moments(model):
+    """`(trainable, non_trainable, x) -> non_trainable` of a training call.
+
+    Compiled once per model and kept on it (outside Keras' attribute
+    tracking), so that recalibrating at many points of a curve or a plane
+    traces once. It is traced (and only ever called) while the BatchNorm
+    momenta are 0.
+    """
+    compiled = model.__dict__.get(_MOMENTS_ATTRIBUTE)
+    if compiled is None:
+
+        def batch_moments(trainable, non_trainable, x):
+            _, non_trainable = weight_space.model_call(
+                model, trainable, non_trainable, x, True, False)
+            return non_trainable
+
+        compiled = autodiff().compile(batch_moments)
+        object.__setattr__(model, _MOMENTS_ATTRIBUTE, compiled)
+    return compiled
+
+
 def recalibrate_batch_norm(model, data, *, batch_size=128, seed=0):
     """Sets every BatchNorm layer's moving statistics to those of `data`.
 
@@ -111,12 +135,7 @@ def recalibrate_batch_norm(model, data, *, batch_size=128, seed=0):
         for layer in layers:
             layer.momentum = 0.0
 
-        def batch_moments(trainable, non_trainable, x):
-            _, non_trainable = weight_space.model_call(
-                model, trainable, non_trainable, x, True, False)
-            return non_trainable
-
-        moments = autodiff().compile(batch_moments)
+        moments = _compiled_moments(model)
         dummy = np.zeros(size)
         for bx, _ in weight_space.batches(x, dummy, size, batch_size):
             count = len(keras.tree.flatten(bx)[0])

@@ -30,6 +30,7 @@ def plot_loss_plane(
     curve=None,
     title=None,
     figsize=(6.0, 5.0),
+    aspect=None,
 ):
     """Draws a `LossPlane` as filled contours, with its anchors and points.
 
@@ -56,6 +57,11 @@ def plot_loss_plane(
             to `None`.
         title: String or None. Defaults to `None`.
         figsize: Tuple. Figure size in inches. Defaults to `(6.0, 5.0)`.
+        aspect: `"equal"` (distances on the plane drawn to scale, as in
+            the paper), `"auto"` (the axes fill the figure) or None: equal
+            unless one axis' range is more than 4 times the other's (a bend
+            close to the segment between two distant end points), where an
+            equal aspect would leave a sliver. Defaults to `None`.
 
     Returns:
         A `matplotlib.figure.Figure` (not attached to pyplot).
@@ -83,6 +89,8 @@ def plot_loss_plane(
     if not isinstance(plane, LossPlane):
         fail("plane", type(plane).__name__, "must be a LossPlane")
     check_choice("metric", metric, ("loss", "error"))
+    if aspect is not None:
+        check_choice("aspect", aspect, ("equal", "auto"))
     if metric == "loss":
         values = np.array(plane.loss, dtype=np.float64)
         name = "loss"
@@ -120,7 +128,10 @@ def plot_loss_plane(
         axes.legend(loc="best", fontsize=8)
     axes.set_xlabel("u")
     axes.set_ylabel("v")
-    axes.set_aspect("equal", adjustable="box")
+    if aspect is None:
+        width, height = np.ptp(plane.x), np.ptp(plane.y)
+        aspect = "equal" if max(width, height) <= 4 * min(width, height) else "auto"
+    axes.set_aspect(aspect, adjustable="box")
     if title:
         axes.set_title(title)
     if path is not None:

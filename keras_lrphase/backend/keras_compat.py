@@ -41,6 +41,11 @@ Keras changes one of these, this is the one module to update.
   `LARSWrapper`), the call of a Functional graph that produced a tensor,
   and a new trace of the train step without clearing JAX's caches
   (`FreezeLayers`).
+* `is_distiller`, `distiller_student_loss`, `distiller_teacher_features`:
+  `keras.distillation.Distiller` (absent before Keras 3.12), the student
+  loss as its `compile` converted it, and the teacher's outputs (and the
+  features its distillation losses name) as its `compute_loss` reads them
+  (`keras_lrphase.hessian.distillation`).
 """
 
 import functools
@@ -346,3 +351,25 @@ def trace_train_function_anew(model):
         model.make_train_function(force=True)
     finally:
         del model.__dict__["train_step"]
+
+
+def is_distiller(model):
+    """Whether `model` is a `keras.distillation.Distiller` (Keras >= 3.12)."""
+    distillation = getattr(keras, "distillation", None)
+    distiller = getattr(distillation, "Distiller", None)
+    return distiller is not None and isinstance(model, distiller)
+
+
+def distiller_student_loss(distiller):
+    """The student loss as `Distiller.compile` converted it, or None before."""
+    return getattr(distiller, "_student_loss", None)
+
+
+def distiller_teacher_features(distiller, x):
+    """The teacher's outputs on `x` as `Distiller.compute_loss` reads them.
+
+    A dict: `"final_output"` and, for each distillation loss that names a
+    teacher layer, that layer's output (the teacher runs with
+    `training=False`).
+    """
+    return distiller._extract_all_teacher_features(x)

@@ -305,3 +305,6 @@ class ControllerCallback(ResumableCallback):
 
     def _is_chief(self):
         return self.reducer.is_chief
+
+    def _world_size(self):
+        return self.reducer.world_size

@@ -88,6 +88,13 @@ class FreezeLayers(keras.callbacks.Callback):
     with trainable weights; a model whose trainable weights all lie in its
     Dense stack (an MLP) is refused, since nothing would train.
 
+    Distillation: when the model being fit is a
+    `keras.distillation.Distiller`, the layers are the student's (the
+    teacher is frozen anyway): `layers=None` finds the student's trailing
+    Dense stack, names and patterns are matched against the student's
+    layers, and a layer (or a name matching only layers) of the teacher is
+    an error at `on_train_begin`.
+
     Logs: `logs["frozen_layers"]` is the number of layers frozen during the
     epoch (0 after the release), for History, CSVLogger and TensorBoard.
 
@@ -197,9 +204,13 @@ class FreezeLayers(keras.callbacks.Callback):
 
     # -- layer selection -----------------------------------------------------
     def _select_layers(self):
+        # A Distiller trains its student only: the layers are the student's.
+        model = self.model
+        if keras_compat.is_distiller(model):
+            model = model.student
         if self.layers is None:
-            return _dense_stack(self.model)
-        model_layers = _all_layers(self.model)
+            return _dense_stack(model)
+        model_layers = _all_layers(model)
         selected = []
         for item in self.layers:
             if isinstance(item, str):
@@ -208,23 +219,46 @@ class FreezeLayers(keras.callbacks.Callback):
                     if fnmatch.fnmatchcase(layer.name, item)
                 ]
                 if not matches:
+                    self._refuse_teacher_layer(item)
                     names = [layer.name for layer in model_layers]
                     raise ValueError(
                         f"Argument `layers` names no layer of model "
-                        f"{self.model.name!r}: {item!r} matches none of "
+                        f"{model.name!r}: {item!r} matches none of "
                         f"{names}. Received: layers={self.layers!r}"
                     )
             else:
                 if not any(layer is item for layer in model_layers):
+                    self._refuse_teacher_layer(item)
                     raise ValueError(
                         f"Argument `layers` contains layer {item.name!r}, "
-                        f"which is not a layer of model {self.model.name!r}. "
+                        f"which is not a layer of model {model.name!r}. "
                         f"Received: layers={self.layers!r}"
                     )
                 matches = [item]
             selected.extend(matches)
         chosen = {id(layer) for layer in selected}
         return [layer for layer in model_layers if id(layer) in chosen]
+
+    def _refuse_teacher_layer(self, item):
+        """Raises when `item` (a name pattern or a layer) is the teacher's."""
+        distiller = self.model
+        if not keras_compat.is_distiller(distiller):
+            return
+        teacher = [distiller.teacher] + _all_layers(distiller.teacher)
+        if isinstance(item, str):
+            found = any(fnmatch.fnmatchcase(layer.name, item) for layer in teacher)
+            name = item
+        else:
+            found = any(layer is item for layer in teacher)
+            name = item.name
+        if found:
+            raise ValueError(
+                f"Argument `layers` selects {name!r}, which is the teacher "
+                f"of Distiller {distiller.name!r} or one of its layers: the "
+                "teacher is frozen and never trained. Pass layers of the "
+                f"student {distiller.student.name!r}. "
+                f"Received: layers={self.layers!r}"
+            )
 
     def _check_variables(self):
         if self.layers is None:

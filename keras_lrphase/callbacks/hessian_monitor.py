@@ -50,6 +50,9 @@ class HessianMonitor(ControllerCallback):
     so `History`, `CSVLogger` and `TensorBoard` placed after it record
     them. Nothing runs per batch. With `TwoPhaseLR` on the same batch in
     the same `fit`, the estimate is computed once per epoch and shared.
+    On a `keras.distillation.Distiller` the layer is the student's and the
+    loss the distillation objective the student trains on
+    (`keras_lrphase.hessian.distillation`).
 
     Args:
         data: `(x, y)` arrays, or a `tf.data.Dataset` of which the first

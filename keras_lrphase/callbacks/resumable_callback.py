@@ -16,7 +16,12 @@ a callback picks, among
 
 the one that expects exactly the epoch training starts at. A `fit` that
 starts at epoch 0 with none of them starts a new run. Anything else is an
-error that says what was found, rather than a silent restart.
+error that says what was found, rather than a silent restart. Each saved
+state records the number of workers of the run that saved it
+(`world_size`, from the callback's reducer); a state saved by another
+number of workers is refused with an error: the steps per epoch, and so
+the learning-rate records, depend on it. States saved without it (one
+worker) are accepted.
 
 One order matters: `BackupAndRestore` must come after the package's
 callbacks in `callbacks`, so that its checkpoint at an epoch end includes
@@ -98,6 +103,10 @@ class ResumableCallback(keras.callbacks.Callback, abc.ABC):
     def _is_chief(self):
         return True
 
+    def _world_size(self):
+        """Number of workers of this run, recorded with the state."""
+        return 1
+
     # -- Keras hooks -------------------------------------------------------------
     def set_model(self, model):
         super().set_model(model)
@@ -141,6 +150,7 @@ class ResumableCallback(keras.callbacks.Callback, abc.ABC):
             self._saved_during_epoch_at = keras_compat.raw_step(self.model.optimizer)
         payload = dict(self._payload())
         payload["next_epoch"] = self._next_epoch()
+        payload["world_size"] = self._world_size()
         return payload
 
     def _end_epoch(self, epoch):
@@ -164,6 +174,7 @@ class ResumableCallback(keras.callbacks.Callback, abc.ABC):
         if self.state_path is not None and self._is_chief():
             payload = dict(self._payload())
             payload["next_epoch"] = self._next_epoch()
+            payload["world_size"] = self._world_size()
             self._file_states = (self._file_states + [payload])[-2:]
             _write_atomically(
                 self.state_path,
@@ -184,6 +195,7 @@ class ResumableCallback(keras.callbacks.Callback, abc.ABC):
         file_states = self._read_state_file()
         for source, payload in found:
             if payload.get("next_epoch") == epoch:
+                self._check_world_size(source, payload)
                 self._restore(payload)
                 self._file_states = [p for p in file_states if p["next_epoch"] < epoch]
                 return
@@ -195,6 +207,8 @@ class ResumableCallback(keras.callbacks.Callback, abc.ABC):
             return
         for payload in file_states:
             if payload.get("next_epoch") == epoch:
+                self._check_world_size(
+                    f"state_path={self.state_path!r}", payload)
                 self._restore(payload)
                 self._file_states = [p for p in file_states if p["next_epoch"] <= epoch]
                 return
@@ -208,6 +222,18 @@ class ResumableCallback(keras.callbacks.Callback, abc.ABC):
             self._start_new_run()
             return
         raise ValueError(self._mismatch_message(epoch, found, memory, file_states))
+
+    def _check_world_size(self, source, payload):
+        saved = payload.get("world_size", 1)
+        if saved != self._world_size():
+            name = type(self).__name__
+            raise ValueError(
+                f"{name}: the state in {source} was saved by a run of "
+                f"{saved} workers, but this run has {self._world_size()} "
+                f"(world_size={self._world_size()}). The steps per epoch and "
+                "the global batch depend on the number of workers, so that "
+                "state cannot be resumed here: resume with the same number "
+                "of workers, or start a new run at epoch 0.")
 
     def _mismatch_message(self, epoch, found, memory, file_states):
         name = type(self).__name__

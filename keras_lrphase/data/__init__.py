@@ -6,7 +6,10 @@
 * `cifar10`, `cifar100`, `svhn`: from a local image folder when `data_dir`
   has `train/` and `test/` subfolders (how the JPEG copy of CIFAR-10 is
   read), else through tensorflow-datasets (`data_dir` = TFDS data folder);
-* `folder`: any local image folder (`data_dir` required), no augmentation.
+* `folder`: any local image folder (`data_dir` required), no augmentation;
+* `imagenet`: ImageNet streamed from an image folder (`train/` and `val/`)
+  or prepared TFDS `imagenet2012` (`keras_lrphase.data.imagenet`): an
+  `ImageNetData`, not held in memory.
 """
 
 import os
@@ -14,11 +17,16 @@ import os
 from keras_lrphase.data.array_pipeline import TrainBatches
 from keras_lrphase.data.array_pipeline import random_crop_flip_array
 from keras_lrphase.data.digits import load_digits_data
+from keras_lrphase.data.class_subset import select_classes
 from keras_lrphase.data.image_data import ImageData
 from keras_lrphase.data.image_folder import default_cache_dir
 from keras_lrphase.data.image_folder import is_image_folder
 from keras_lrphase.data.image_folder import load_image_folder
 from keras_lrphase.data.image_folder import scan_image_folder
+from keras_lrphase.data.imagenet import check_imagenet
+from keras_lrphase.data.imagenet import load_imagenet
+from keras_lrphase.data.imagenet_data import ImageNetData
+from keras_lrphase.data.imagenet_preprocessing import IMAGE_SIZE
 from keras_lrphase.data.pipeline import channel_stats
 from keras_lrphase.data.pipeline import eval_dataset
 from keras_lrphase.data.pipeline import normalize_array
@@ -30,7 +38,7 @@ from keras_lrphase.data.tfds_loader import TFDS_DATASETS
 from keras_lrphase.data.tfds_loader import check_tfds_dir
 from keras_lrphase.data.tfds_loader import load_tfds
 
-DATASET_NAMES = ("digits", "cifar10", "cifar100", "svhn", "folder")
+DATASET_NAMES = ("digits", "cifar10", "cifar100", "svhn", "folder", "imagenet")
 _NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "svhn": 10}
 
 def check_dataset(name, data_dir=None):
@@ -54,6 +62,9 @@ def check_dataset(name, data_dir=None):
                 "Argument `data_dir` is not used by the embedded digits "
                 f"dataset. Received: data_dir={data_dir!r}"
             )
+        return
+    if name == "imagenet":
+        check_imagenet(data_dir)
         return
     if data_dir is None:
         if name == "folder":
@@ -79,8 +90,9 @@ def check_dataset(name, data_dir=None):
         return
     check_tfds_dir(name, data_dir)
 
-def load_dataset(name, data_dir=None, cache_dir=None, verbose=0):
-    """Loads dataset `name` into an `ImageData`.
+def load_dataset(name, data_dir=None, cache_dir=None, verbose=0,
+                 image_size=None):
+    """Loads dataset `name` into an `ImageData` (ImageNet: `ImageNetData`).
 
     Args:
         name: String. One of `DATASET_NAMES`.
@@ -90,9 +102,11 @@ def load_dataset(name, data_dir=None, cache_dir=None, verbose=0):
         cache_dir: String or `None`. Cache of decoded image folders.
             Defaults to `None` (`default_cache_dir()`).
         verbose: Int. `1` reports decoding. Defaults to `0`.
+        image_size: Int or `None`. ImageNet only: side of the square crops;
+            `None` is 224. Defaults to `None`.
 
     Returns:
-        An `ImageData`.
+        An `ImageData`, or an `ImageNetData` for `imagenet`.
 
     Example:
 
@@ -100,6 +114,13 @@ def load_dataset(name, data_dir=None, cache_dir=None, verbose=0):
     (8, 8, 1)
     """
     check_dataset(name, data_dir)
+    if image_size is not None and name != "imagenet":
+        raise ValueError(
+            "Argument `image_size` is only used by dataset='imagenet'. "
+            f"Received: image_size={image_size!r}"
+        )
+    if name == "imagenet":
+        return load_imagenet(data_dir, image_size=image_size or IMAGE_SIZE)
     if name == "digits":
         return load_digits_data()
     if name == "folder" or (data_dir is not None and is_image_folder(data_dir)):
@@ -110,8 +131,8 @@ def load_dataset(name, data_dir=None, cache_dir=None, verbose=0):
     return load_tfds(name, data_dir)
 
 __all__ = [
-    "DATASET_NAMES", "ImageData", "channel_stats", "check_dataset",
-    "default_cache_dir", "eval_dataset", "load_dataset", "load_digits_data",
-    "load_image_folder", "load_tfds", "normalized_batch", "random_crop_flip",
-    "scan_image_folder", "steps_per_epoch", "train_dataset",
+    "DATASET_NAMES", "ImageData", "ImageNetData", "channel_stats",
+    "check_dataset", "default_cache_dir", "eval_dataset", "load_dataset",
+    "load_digits_data", "load_image_folder", "load_imagenet", "load_tfds",
+    "normalized_batch", "random_crop_flip", "scan_image_folder", "select_classes", "steps_per_epoch", "train_dataset",
 ]

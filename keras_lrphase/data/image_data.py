@@ -78,6 +78,16 @@ class ImageData:
         """Number of classes."""
         return len(self.class_names)
 
+    @property
+    def train_examples(self):
+        """Number of training examples."""
+        return len(self.y_train)
+
+    @property
+    def test_examples(self):
+        """Number of evaluation examples."""
+        return len(self.y_test)
+
     def subset(self, train_size=None, test_size=None, seed=0):
         """A copy restricted to class-balanced random subsets of each split.
 

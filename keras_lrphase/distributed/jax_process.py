@@ -85,6 +85,11 @@ class JaxProcessReducer(MetricReducer):
         """Number of processes the values are averaged over."""
         return self._jax.process_count()
 
+    @property
+    def world_size(self):
+        """Number of processes the values are averaged over."""
+        return self._jax.process_count()
+
     def reduce_mean(self, values):
         if not isinstance(values, dict):
             raise ValueError(

@@ -8,8 +8,8 @@ workers decide from the same numbers in the same epoch. `LocalReducer` is
 the identity of a single process; multi-worker reducers (Horovod,
 `tf.distribute`, JAX multi-process) subclass `MetricReducer`.
 `default_reducer()` is what the callbacks use without a `reducer`
-argument: `JaxProcessReducer` in a multi-process JAX run, else
-`LocalReducer`.
+argument: `JaxProcessReducer` in a multi-process JAX run, `HorovodReducer`
+in a Horovod job of more than one rank, else `LocalReducer`.
 
 Which batch a worker's Hessian eigenvalue is computed on: the one the
 worker passes as `hessian_data` (`TwoPhaseLR`) or `data`
@@ -54,6 +54,15 @@ class MetricReducer(abc.ABC):
         """Whether this worker writes files (state copies): rank 0 only."""
         return True
 
+    @property
+    def world_size(self):
+        """Number of workers the values are averaged over (1 here).
+
+        The package's callbacks record it in their saved state and refuse
+        to resume a state saved by another number of workers.
+        """
+        return 1
+
     @abc.abstractmethod
     def reduce_mean(self, values):
         """Returns the mean over workers of each value.
@@ -86,10 +95,14 @@ def default_reducer():
     """The reducer the callbacks use when given none.
 
     `JaxProcessReducer` when the Keras backend is JAX and the run has more
-    than one JAX process (`jax.distributed.initialize` was called), so a
-    multi-process run agrees on its decisions without configuration;
-    otherwise `LocalReducer`. Checked when a callback is constructed: create
-    callbacks after `jax.distributed.initialize`.
+    than one JAX process (`jax.distributed.initialize` was called);
+    `HorovodReducer` when the backend is TensorFlow and the script has
+    imported `horovod.tensorflow` and initialised it with more than one rank
+    (`hvd.init()` under `horovodrun`); so a multi-worker run agrees on its
+    decisions without configuration. Otherwise `LocalReducer`. The two
+    engines need different backends, so at most one applies. Nothing is
+    imported to decide; checked when a callback is constructed: create
+    callbacks after `jax.distributed.initialize` or `hvd.init()`.
 
     Example:
 
@@ -108,4 +121,10 @@ def default_reducer():
             from keras_lrphase.distributed.jax_process import JaxProcessReducer
 
             return JaxProcessReducer()
+    from keras_lrphase.distributed.horovod_runtime import running_horovod
+
+    if running_horovod() is not None:
+        from keras_lrphase.distributed.horovod_reducer import HorovodReducer
+
+        return HorovodReducer()
     return LocalReducer()

@@ -12,6 +12,7 @@ from keras_lrphase._validation import check_integer
 from keras_lrphase._validation import check_positive
 from keras_lrphase._validation import check_seed
 from keras_lrphase.backend import autodiff
+from keras_lrphase.backend import keras_compat
 from keras_lrphase.hessian.batch import as_arrays
 from keras_lrphase.hessian.batch import validate_batch
 from keras_lrphase.hessian.eigensolvers import SOLVERS
@@ -56,7 +57,11 @@ class HessianEigenvalueEstimator:
     `top_hessian_eigenvalue` is the one-shot form; the arguments are the
     same. The Hessian is that of the data loss alone, computed as the
     compiled model computes it: regularisation terms (`model.losses`, such
-    as L2 kernel regularisers) are not part of it.
+    as L2 kernel regularisers) are not part of it. For a
+    `keras.distillation.Distiller` it is the Hessian of its student, in the
+    student's layer, under the objective the Distiller trains on (or under
+    `loss` on the labels, when given); see
+    `keras_lrphase.hessian.distillation`.
 
     Args:
         layer: A layer, a layer name, `None` (the last layer with trainable
@@ -117,14 +122,31 @@ class HessianEigenvalueEstimator:
     def _prepare(self, model):
         if model is self._model:
             return
+        key = (
+            _identity_key(self.layer),
+            _identity_key(self.loss),
+            # A recompiled model has a new compiled loss: new products.
+            _compiled_loss_key(model) if self.loss is None else None,
+            self.hvp,
+            self.training,
+            _model_uses_xla(model),
+        )
+        cache = _compiled_products(model)
+        if key not in cache:
+            cache[key] = self._compile(model)
+            while len(cache) > _CACHED_CONFIGURATIONS:
+                cache.pop(next(iter(cache)))
+        self._restricted, self._prefix, self._loss_fn, self._product = cache[key]
+        self._model = model
+
+    def _compile(self, model):
         restricted = RestrictedLoss(
             model, layer=self.layer, loss=self.loss, training=self.training
         )
         backend = autodiff()
-        self._restricted = restricted
         # The prefix forward pass is the bulk of the cost: compile it with
         # XLA whenever Keras does so for the model's own fit/predict.
-        self._prefix = (
+        prefix = (
             backend.compile(
                 restricted.prefix_function(),
                 jit_compile=_model_uses_xla(model),
@@ -134,16 +156,14 @@ class HessianEigenvalueEstimator:
         )
         # Only TensorFlow scales losses by the number of replicas of a
         # distribution strategy; its module takes the scaling back out.
-        self._loss_fn = getattr(backend, "whole_batch_loss", _identity)(
+        loss_fn = getattr(backend, "whole_batch_loss", _identity)(
             restricted.loss_fn
         )
         if self.hvp == "finite_difference":
-            self._product = backend.gradient(self._loss_fn)
+            product = backend.gradient(loss_fn)
         else:
-            self._product = backend.hessian_vector_product(
-                self._loss_fn, self.hvp
-            )
-        self._model = model
+            product = backend.hessian_vector_product(loss_fn, self.hvp)
+        return restricted, prefix, loss_fn, product
 
     def check(self, model, x, y, argument="data"):
         """Evaluates the restricted loss once on `(x, y)`, or raises.
@@ -176,6 +196,7 @@ class HessianEigenvalueEstimator:
         if self._prefix is not None:
             inputs = self._prefix(*restricted.prefix_values(), inputs)
         others, non_trainable = restricted.fixed_values()
+        y = restricted.loss_targets(x, y)  # a Distiller's: with the teacher's
         data = (inputs, _to_tensors(y), others, non_trainable)
         return inputs, data, restricted.target_values()
 
@@ -256,6 +277,53 @@ class HessianEigenvalueEstimator:
                 f"layer's trainable weights {shapes}. Received shapes: {got}"
             )
         return np.concatenate([np.ravel(p).astype(np.float64) for p in parts])
+
+
+# Compiled products kept per model, for the most recent configurations
+# (layer, loss, product mode, training flag): repeated estimates on one
+# model, by one estimator or by `top_hessian_eigenvalue` in a loop, trace
+# their functions once (then once more for a new batch shape, which
+# `reduce_retracing` generalises).
+_CACHED_CONFIGURATIONS = 8
+_CACHE_ATTRIBUTE = "_keras_lrphase_hessian_products"
+
+
+def _compiled_products(model):
+    """The model's cache of compiled products (created on first use).
+
+    It is kept on the model itself, outside Keras' attribute tracking (not
+    saved, not a weight), so that it lives and dies with the model: a
+    module-level table keyed by model would keep every model alive through
+    the closures it holds.
+    """
+    cache = model.__dict__.get(_CACHE_ATTRIBUTE)
+    if cache is None:
+        cache = {}
+        object.__setattr__(model, _CACHE_ATTRIBUTE, cache)
+    return cache
+
+
+def _compiled_loss_key(model):
+    """What the products of `loss=None` depend on: the compiled loss.
+
+    A Distiller's objective is made of its student loss (replaced by each
+    `compile`), its distillation losses and their weights.
+    """
+    if keras_compat.is_distiller(model):
+        return (
+            id(keras_compat.distiller_student_loss(model)),
+            float(model.student_loss_weight),
+            tuple(id(loss) for loss in model.distillation_losses),
+            tuple(float(w) for w in model.distillation_loss_weights),
+        )
+    return id(keras_compat.compiled_loss(model))
+
+
+def _identity_key(value):
+    """A cache key for a layer or loss: its value when a name, else its id."""
+    if value is None or isinstance(value, str):
+        return value
+    return ("object", id(value))
 
 
 def _model_uses_xla(model):

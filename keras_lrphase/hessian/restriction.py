@@ -21,6 +21,8 @@ import keras
 from keras import ops
 
 from keras_lrphase.backend import keras_compat
+from keras_lrphase.hessian.distillation import StudentObjective
+from keras_lrphase.hessian.distillation import student_layer
 
 ALL_LAYERS = "all"
 
@@ -28,8 +30,14 @@ ALL_LAYERS = "all"
 class RestrictedLoss:
     """The model's loss on a batch as a function of the target weights.
 
+    For a `keras.distillation.Distiller`, it is the loss of its student
+    in the student's weights: with `loss=None` the Distiller's objective
+    (`keras_lrphase.hessian.distillation.StudentObjective`, the teacher's
+    outputs computed by `loss_targets`), else `loss` on the labels.
+
     Args:
-        model: A built `keras.Model`.
+        model: A built `keras.Model`, or a compiled Distiller whose
+            student is built.
         layer: A layer, a layer name, `None` (the last layer of the model
             with trainable weights) or `"all"` (every trainable weight).
         loss: A Keras loss object, name or callable `loss(y_true, y_pred)`;
@@ -44,6 +52,10 @@ class RestrictedLoss:
                 "Argument `model` must be a keras.Model. "
                 f"Received: model={model!r}"
             )
+        distiller, self.objective = None, None
+        if keras_compat.is_distiller(model):
+            distiller, model = model, model.student
+            student_layer(distiller, layer)
         if not model.built:
             raise ValueError(
                 f"Model {model.name!r} is not built: call it on a batch or "
@@ -56,8 +68,12 @@ class RestrictedLoss:
             )
         self.model = model
         self.training = bool(training)
-        self.loss = _resolve_loss(model, loss)
-        self.layer = _resolve_layer(model, layer)
+        if distiller is not None and loss is None:
+            self.layer = _resolve_layer(model, layer)
+            self.objective = self.loss = StudentObjective(distiller, self.layer)
+        else:
+            self.loss = _resolve_loss(model, loss)
+            self.layer = _resolve_layer(model, layer)
         if self.layer is None:
             self.targets = list(model.trainable_variables)
         else:
@@ -113,6 +129,10 @@ class RestrictedLoss:
         return prefix, head, None
 
     # -- values the pure functions take ------------------------------------
+    def loss_targets(self, x, y):
+        """What `loss_fn` takes as `y`: `y`, or a Distiller's `(y, teacher)`."""
+        return y if self.objective is None else self.objective.targets(x, y)
+
     def target_values(self):
         """Current values of the target weights, as backend tensors."""
         return [_read(v) for v in self.targets]

@@ -6,18 +6,29 @@ Names understood by `get_model`:
   `resnet{6n+2}`): the CIFAR ResNets of He et al. (option-A shortcuts);
 * `wrn-16-8`, `wrn-28-10` (any `wrn-{depth}-{width}`): wide ResNets; WRN-16-8
   gets dropout 0.5 (the paper's SVHN setting) unless `dropout` is passed;
-* `small-cnn`: the small CNN of the offline demo.
+* `small-cnn`: the small CNN of the offline demo;
+* `vgg-small`: a small VGG (4 convolutions, a stack of 3 Dense layers), the
+  Heuristics paper's VGG-11 in miniature (`heuristics-*` presets);
+* `shallow-cnn`: the Heuristics paper's distillation student
+  (`[conv, maxpool, relu] x 2, fc, relu, fc, fc`);
+* `imagenet-resnet50`: the bottleneck ResNet-50 for ImageNet, with the
+  two-phase paper's zero-initialised last gamma of each block and
+  regularised head bias (`resnet50` is the CIFAR ResNet of depth 50).
 """
 
 import re
 
+from keras_lrphase.models.imagenet_resnet import imagenet_resnet50
 from keras_lrphase.models.resnet import cifar_resnet
 from keras_lrphase.models.resnet import resnet20
+from keras_lrphase.models.shallow_cnn import shallow_cnn
 from keras_lrphase.models.small import small_cnn
+from keras_lrphase.models.vgg import small_vgg
 from keras_lrphase.models.wide_resnet import wide_resnet
 
 MODEL_NAMES = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
-               "wrn-16-8", "wrn-28-10", "small-cnn")
+               "wrn-16-8", "wrn-28-10", "small-cnn", "vgg-small", "shallow-cnn",
+               "imagenet-resnet50")
 
 _RESNET = re.compile(r"^resnet(\d+)$")
 _WRN = re.compile(r"^wrn-(\d+)-(\d+)$")
@@ -34,7 +45,9 @@ def get_model(name, input_shape, num_classes, weight_decay=0.0, **kwargs):
         weight_decay: Float. L2 coefficient (gradient term `lambda * w`).
             Defaults to `0.0`.
         **kwargs: Passed to the builder (`shortcut` for ResNets, `dropout`
-            for wide ResNets, `filters` for `small-cnn`).
+            for wide ResNets, `filters` for `small-cnn` and `shallow-cnn`,
+            `blocks` and `dense` for `vgg-small`, `zero_init_residual` for
+            `imagenet-resnet50`).
 
     Returns:
         A `keras.Model` whose last layer, `"logits"`, outputs logits.
@@ -49,6 +62,9 @@ def get_model(name, input_shape, num_classes, weight_decay=0.0, **kwargs):
             f"Argument `name` must be one of {', '.join(MODEL_NAMES)} (or any "
             f"resnet{{6n+2}} / wrn-{{6n+4}}-{{k}}). Received: name={name!r}"
         )
+    if name == "imagenet-resnet50":
+        return imagenet_resnet50(input_shape, num_classes, weight_decay,
+                                 **kwargs)
     match = _RESNET.match(name)
     if match:
         return cifar_resnet(int(match.group(1)), input_shape, num_classes,
@@ -61,6 +77,10 @@ def get_model(name, input_shape, num_classes, weight_decay=0.0, **kwargs):
         return wide_resnet(depth, width, input_shape=input_shape,
                            num_classes=num_classes, weight_decay=weight_decay,
                            **kwargs)
+    if name == "vgg-small":
+        return small_vgg(input_shape, num_classes, weight_decay, **kwargs)
+    if name == "shallow-cnn":
+        return shallow_cnn(input_shape, num_classes, weight_decay, **kwargs)
     return small_cnn(input_shape, num_classes, weight_decay, **kwargs)
 
 
@@ -76,8 +96,10 @@ def is_model_name(name):
     if match:
         depth, width = int(match.group(1)), int(match.group(2))
         return depth >= 10 and (depth - 4) % 6 == 0 and width >= 1
-    return name == "small-cnn"
+    return name in ("small-cnn", "vgg-small", "shallow-cnn",
+                    "imagenet-resnet50")
 
 
-__all__ = ["MODEL_NAMES", "cifar_resnet", "get_model", "is_model_name",
-           "resnet20", "small_cnn", "wide_resnet"]
+__all__ = ["MODEL_NAMES", "cifar_resnet", "get_model", "imagenet_resnet50",
+           "is_model_name",
+           "resnet20", "shallow_cnn", "small_cnn", "small_vgg", "wide_resnet"]

@@ -6,17 +6,23 @@ from it); `validate()` and `resolved()` do.
 
 import dataclasses
 import math
+import os
 
 SCHEDULES = ("step", "two-phase", "autodecay", "cosine-restarts")
 AUGMENTATIONS = ("auto", "none", "crop", "crop-flip")
 PIPELINES = ("auto", "tf.data", "numpy")
 PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16"}
+# Distillation defaults (Gotmare et al. 2019, Section 5): the student learns
+# the teacher's distribution softened with a temperature of 5.
+DISTILL_ALPHA = 0.0
+TEMPERATURE = 5.0
 DEFAULT_MODELS = {
     "digits": "small-cnn",
     "cifar10": "resnet20",
     "cifar100": "wrn-28-10",
     "svhn": "wrn-16-8",
     "folder": "resnet20",
+    "imagenet": "imagenet-resnet50",
 }
 
 
@@ -91,6 +97,34 @@ class RunConfig:
         seed: Int. Random seed (weights, shuffling, augmentation, the
             Hessian batch).
         name: String or None. Label of the run (in `compare`).
+        teacher: String or None. Path of a saved Keras model (`.keras`)
+            mapping the dataset's (normalised) images to its class logits:
+            `model` is then trained as its student by distillation
+            (`keras_lrphase.training.distillation`); `None` trains on the
+            labels alone.
+        distill_alpha: Float in [0, 1] or None. With `teacher`: the weight
+            of the hard-label loss (the distillation loss gets
+            `1 - distill_alpha`); `None`: 0.0 (the Heuristics paper trains
+            the student on the teacher's softened distribution).
+        temperature: Float > 0 or None. With `teacher`: the softmax
+            temperature of the distillation; `None`: 5.0 (the paper's).
+        image_size: Int >= 8 or None. `dataset="imagenet"` only: side of
+            the square crops the model sees; `None`: 224 (the paper's).
+            Training images are resized to a shorter side in [8/7, 12/7] x
+            `image_size` (256-384 at 224), validation images to 8/7 x
+            `image_size` (`keras_lrphase.data.imagenet_preprocessing`).
+        freeze_epochs: Int in [0, epochs]. Keep the model's trailing stack
+            of Dense layers (the fully-connected stack) frozen for this
+            many epochs from the first (`FreezeLayers`), the Heuristics
+            paper's substitute for warmup; `0`: no freeze.
+        snapshot_epochs: Tuple of ints in [0, epochs] or None. Save the
+            model's weights (a distilled model's student) after each of
+            these epochs to `<run folder>/snapshots/epoch{N}.weights.h5`;
+            `0` is the initialisation, before the first step
+            (`WeightSnapshots`). `None`: no snapshot.
+        save_model: Bool. Save the trained model (a distilled model's
+            student) to `<run folder>/model.keras` at the end of the run,
+            e.g. to serve as another run's teacher.
     """
 
     dataset: str = "digits"
@@ -128,6 +162,13 @@ class RunConfig:
     eval_batch_size: int = 500
     seed: int = 0
     name: str = None
+    teacher: str = None
+    distill_alpha: float = None
+    temperature: float = None
+    image_size: int = None
+    freeze_epochs: int = 0
+    snapshot_epochs: tuple = None
+    save_model: bool = False
 
     def validate(self, check_data=True):
         """Raises `ValueError` (one line, naming the option) on bad values.
@@ -257,9 +298,59 @@ class RunConfig:
         if self.precision not in PRECISIONS:
             _fail("precision", self.precision,
                   f"must be one of {', '.join(PRECISIONS)}")
+        self._validate_distillation()
+        self._validate_outputs()
+        if self.image_size is not None:
+            if self.dataset != "imagenet":
+                _fail("image_size", self.image_size,
+                      "is only used by dataset='imagenet'")
+            _int("image_size", self.image_size, 8)
+        if self.dataset == "imagenet" and self.pipeline == "numpy":
+            _fail("pipeline", self.pipeline,
+                  "must be 'tf.data' or 'auto' for dataset='imagenet' (it "
+                  "streams its images from files)")
         if check_data:
             check_dataset(self.dataset, self.data_dir)
         return self
+
+    def _validate_distillation(self):
+        if self.teacher is None:
+            for name in ("distill_alpha", "temperature"):
+                if getattr(self, name) is not None:
+                    _fail(name, getattr(self, name), "is only used with `teacher`")
+            return
+        if not isinstance(self.teacher, str) or not os.path.isfile(self.teacher):
+            _fail("teacher", self.teacher,
+                  "must be an existing model file (.keras)")
+        if self.distill_alpha is not None and not (
+                isinstance(self.distill_alpha, (int, float))
+                and not isinstance(self.distill_alpha, bool)
+                and 0.0 <= self.distill_alpha <= 1.0):
+            _fail("distill_alpha", self.distill_alpha, "must be in [0, 1]")
+        if self.temperature is not None:
+            _positive("temperature", self.temperature)
+
+    def _validate_outputs(self):
+        _int("freeze_epochs", self.freeze_epochs, 0)
+        if self.freeze_epochs > self.epochs:
+            raise ValueError(
+                "Argument `freeze_epochs` must be at most `epochs`. "
+                f"Received: freeze_epochs={self.freeze_epochs}, "
+                f"epochs={self.epochs}"
+            )
+        if self.snapshot_epochs is not None:
+            epochs = self.snapshot_epochs
+            if (not isinstance(epochs, (tuple, list)) or not epochs
+                    or any(isinstance(e, bool) or not isinstance(e, int)
+                           for e in epochs)
+                    or list(epochs) != sorted(set(epochs))
+                    or epochs[0] < 0 or epochs[-1] > self.epochs):
+                shown = (",".join(map(str, epochs))
+                         if isinstance(epochs, (tuple, list)) else epochs)
+                _fail("snapshot_epochs", shown,
+                      f"must be increasing integers in [0, {self.epochs}]")
+        if not isinstance(self.save_model, bool):
+            _fail("save_model", self.save_model, "must be True or False")
 
     def resolved(self):
         """A copy with the `None` defaults filled in (data-independent ones)."""
@@ -274,18 +365,45 @@ class RunConfig:
             values["decay_epochs"] = default_decay_epochs(self.epochs)
         if values["decay_epochs"] is not None:
             values["decay_epochs"] = tuple(values["decay_epochs"])
+        if values["snapshot_epochs"] is not None:
+            values["snapshot_epochs"] = tuple(values["snapshot_epochs"])
         if values["pipeline"] == "auto":
             values["pipeline"] = "tf.data" if tensorflow_installed() else "numpy"
         if values["restart_epochs"] is None and self.schedule == "cosine-restarts":
             values["restart_epochs"] = 10
+        if self.teacher is not None:
+            if values["distill_alpha"] is None:
+                values["distill_alpha"] = DISTILL_ALPHA
+            if values["temperature"] is None:
+                values["temperature"] = TEMPERATURE
+        if values["image_size"] is None and self.dataset == "imagenet":
+            from keras_lrphase.data.imagenet_preprocessing import IMAGE_SIZE
+
+            values["image_size"] = IMAGE_SIZE
         return RunConfig(**values)
 
     def to_dict(self):
-        """JSON-serialisable dict of the fields."""
+        """JSON-serialisable dict of the fields.
+
+        The output fields `freeze_epochs`, `snapshot_epochs` and
+        `save_model` are left out at their defaults, so the `summary.json`
+        of a run finished before they existed still names its
+        configuration (`compare` keeps it).
+        """
         values = dataclasses.asdict(self)
         if values["decay_epochs"] is not None:
             values["decay_epochs"] = list(values["decay_epochs"])
+        if values["snapshot_epochs"] is not None:
+            values["snapshot_epochs"] = list(values["snapshot_epochs"])
+        for name, default in _OUTPUT_DEFAULTS:
+            if values[name] == default:
+                del values[name]
         return values
+
+
+# Fields `to_dict` leaves out at their defaults (added after runs existed).
+_OUTPUT_DEFAULTS = (("freeze_epochs", 0), ("snapshot_epochs", None),
+                    ("save_model", False))
 
 
 def default_decay_epochs(epochs):

@@ -19,10 +19,18 @@
      (SGDR, restarts after `restart_epochs`, periods growing by
      `restart_mult`);
    and `GradualWarmup` on top for `warmup_epochs`, `MomentumCorrection`
-   with `momentum_correction`, `StageCheckpoint` with `stage_checkpoints`;
+   with `momentum_correction`, `StageCheckpoint` with `stage_checkpoints`,
+   `FreezeLayers` (the model's trailing Dense stack) for `freeze_epochs`;
 3. train with momentum SGD, or `keras_lrphase.optimizers.lars.LARS` when
    `config.lars` is set, with `gradient_accumulation_steps=accumulate`;
-4. write `history.csv` (per epoch), `summary.json` and `curves.png`.
+   with `config.teacher`, the model is the student of a
+   `keras.distillation.Distiller` (`keras_lrphase.training.distillation`),
+   and every callback above acts on it (the Hessian eigenvalue is then the
+   student's, under the distillation objective);
+4. write `history.csv` (per epoch), `summary.json` and `curves.png`, and
+   on request the weights after `snapshot_epochs` (`WeightSnapshots`, in
+   `snapshots/`) and the trained model (`save_model`: `model.keras`, a
+   distilled run's student).
 
 Weight decay is the models' L2 kernel regulariser for every optimizer (LARS
 is built with `weight_decay=0`, so its trust ratio sees the regularised
@@ -41,11 +49,14 @@ import numpy as np
 
 from keras_lrphase.callbacks.auto_decay import AutoDecay
 from keras_lrphase.callbacks.backup_and_restore import BackupAndRestore
+from keras_lrphase.callbacks.freeze_layers import FreezeLayers
 from keras_lrphase.callbacks.gradual_warmup import GradualWarmup
 from keras_lrphase.callbacks.hessian_monitor import HessianMonitor
 from keras_lrphase.callbacks.momentum_correction import MomentumCorrection
 from keras_lrphase.callbacks.stage_checkpoint import StageCheckpoint
 from keras_lrphase.callbacks.two_phase_lr import TwoPhaseLR
+from keras_lrphase.callbacks.weight_snapshots import WeightSnapshots
+from keras_lrphase.data import ImageNetData
 from keras_lrphase.data import TrainBatches
 from keras_lrphase.data import channel_stats
 from keras_lrphase.data import eval_dataset
@@ -71,6 +82,8 @@ BACKUP_DIR = "backup"
 RUN_FILE = "run.json"
 SUMMARY_FILE = "summary.json"
 CURVES_FILE = "curves.png"
+MODEL_FILE = "model.keras"
+SNAPSHOT_DIR = "snapshots"
 MIN_HESSIAN_BATCH = 1024
 
 
@@ -81,9 +94,10 @@ def prepare_data(config):
     fixed seed, so they are the same for every run.
 
     Returns:
-        The `ImageData` to train on.
+        The `ImageData` to train on (ImageNet: an `ImageNetData`, streamed).
     """
-    data = load_dataset(config.dataset, config.data_dir, config.cache_dir)
+    data = load_dataset(config.dataset, config.data_dir, config.cache_dir,
+                        image_size=config.image_size)
     if config.train_size is not None or config.test_size is not None:
         # The subset does not depend on `config.seed`: runs with different
         # seeds train on the same images.
@@ -94,19 +108,41 @@ def prepare_data(config):
 
 def prepare_data_checks(config, data):
     """Checks the batch sizes of `config` against the loaded `data`."""
-    if config.batch_size > len(data.y_train):
+    if config.batch_size > data.train_examples:
         raise ValueError(
             "Argument `batch_size` must be at most the number of training "
-            f"examples ({len(data.y_train)}). Received: "
+            f"examples ({data.train_examples}). Received: "
             f"batch_size={config.batch_size}"
         )
     if (config.hessian_batch_size is not None
-            and config.hessian_batch_size > len(data.y_train)):
+            and config.hessian_batch_size > data.train_examples):
         raise ValueError(
             "Argument `hessian_batch_size` must be at most the number of "
-            f"training examples ({len(data.y_train)}). Received: "
+            f"training examples ({data.train_examples}). Received: "
             f"hessian_batch_size={config.hessian_batch_size}"
         )
+
+
+def prepare_teacher(config, data, teacher=None):
+    """Loads (unless given) and checks the teacher of a resolved `config`.
+
+    Returns:
+        The teacher model, or None when `config.teacher` is None.
+
+    Raises:
+        ValueError: naming `teacher` when the file does not load or the
+            model does not fit the data (input shape, one logit per class).
+    """
+    if config.teacher is None:
+        return None
+    from keras_lrphase.training import distillation
+
+    if teacher is None:
+        teacher = distillation.load_teacher(config.teacher)
+    policy = keras.dtype_policies.get(PRECISIONS[config.precision])
+    distillation.check_teacher(teacher, config.teacher, data.input_shape,
+                               data.num_classes, dtype=policy.compute_dtype)
+    return teacher
 
 
 def build_learning_rate(config, micro_steps_per_epoch):
@@ -147,7 +183,8 @@ def build_optimizer(config, learning_rate):
 
 
 def run_training(config, out_dir, verbose=1, log=print, data=None,
-                 progress=None, resume=False, progress_every=None):
+                 progress=None, resume=False, progress_every=None,
+                 teacher=None):
     """Trains one configuration and writes its files to `out_dir`.
 
     Args:
@@ -175,6 +212,9 @@ def run_training(config, out_dir, verbose=1, log=print, data=None,
             whose batches depend only on the seed and the epoch). The
             checkpoint is deleted once `summary.json` is written.
             Defaults to `False`.
+        teacher: Keras model or None. The model `config.teacher` names,
+            when the caller loaded it already (`prepare_teacher`).
+            Defaults to `None` (loaded here when `config.teacher` is set).
 
     Returns:
         The summary dict written to `summary.json` (NaN written as None).
@@ -196,16 +236,30 @@ def run_training(config, out_dir, verbose=1, log=print, data=None,
     started = time.perf_counter()
     config.validate()
     config = config.resolved()
+    if teacher is None and config.teacher is not None:
+        # Loaded before the seed is set: the student's initial weights are
+        # those of the same run without a teacher.
+        from keras_lrphase.training.distillation import load_teacher
+
+        teacher = load_teacher(config.teacher)
     keras.utils.set_random_seed(config.seed)
     if data is None:
         data = prepare_data(config)
-    n_train = len(data.y_train)
+    teacher = prepare_teacher(config, data, teacher)
+    n_train = data.train_examples
     steps = steps_per_epoch(n_train, config.batch_size)
     micro_steps = steps * config.accumulate
     augment = data.augment if config.augment == "auto" else config.augment
-    mean, std = channel_stats(data.x_train)
+    # ImageNet streams its images from files: its own pipelines.
+    streamed = isinstance(data, ImageNetData)
+    mean, std = (None, None) if streamed else channel_stats(data.x_train)
     pipeline_callbacks = []
-    if config.pipeline == "numpy":
+    if streamed:
+        train_ds = data.train_dataset(config.batch_size, augment=augment,
+                                      accumulate=config.accumulate,
+                                      seed=config.seed)
+        val_ds = data.eval_dataset(config.eval_batch_size)
+    elif config.pipeline == "numpy":
         train_ds = TrainBatches(data.x_train, data.y_train, config.batch_size,
                                 mean, std, augment=augment,
                                 accumulate=config.accumulate, seed=config.seed)
@@ -228,28 +282,49 @@ def run_training(config, out_dir, verbose=1, log=print, data=None,
         keras.config.set_dtype_policy(previous_policy)
     optimizer = build_optimizer(config,
                                 build_learning_rate(config, micro_steps))
+    student, teacher_info = model, None
+    if teacher is not None:
+        from keras_lrphase.training import distillation
+
+        teacher_info = distillation.teacher_record(config.teacher, teacher)
+        model = distillation.build_distiller(
+            teacher, student, config.distill_alpha, config.temperature)
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
+    if not model.built:  # a Distiller: built for BackupAndRestore
+        model.build((None,) + tuple(data.input_shape))
 
     hessian_size = config.hessian_batch_size or min(
         n_train, max(config.batch_size, MIN_HESSIAN_BATCH))
     needs_hessian = config.schedule == "two-phase" or config.hessian_every > 0
     os.makedirs(out_dir, exist_ok=True)
-    hessian_data = (normalized_batch(data.x_train, data.y_train, hessian_size,
-                                     mean, std, seed=config.seed)
-                    if needs_hessian else None)
+    hessian_data = None
+    if needs_hessian and streamed:
+        hessian_data = data.hessian_batch(hessian_size, seed=config.seed)
+    elif needs_hessian:
+        hessian_data = normalized_batch(data.x_train, data.y_train,
+                                        hessian_size, mean, std,
+                                        seed=config.seed)
     callbacks, controller = build_callbacks(
         config, micro_steps, hessian_data, verbose=1 if verbose else 0)
     recorder = EpochRecorder(os.path.join(out_dir, HISTORY_FILE),
                              phase_fn=_phase_fn(config), resume=resume)
     callbacks += pipeline_callbacks
     callbacks += [keras.callbacks.TerminateOnNaN(), recorder]
+    snapshots = None
+    if config.snapshot_epochs:
+        # Before BackupAndRestore: a checkpoint at an epoch end is written
+        # once that epoch's snapshot is.
+        snapshots = WeightSnapshots(os.path.join(out_dir, SNAPSHOT_DIR),
+                                    config.snapshot_epochs, model=student)
+        callbacks.append(snapshots)
     backup_dir = os.path.join(out_dir, BACKUP_DIR)
     if resume:
-        _claim_backup(backup_dir, config, steps * config.batch_size)
+        _claim_backup(backup_dir, config, steps * config.batch_size,
+                      teacher_info)
         # After the recorder: a checkpoint at an epoch end is written once
         # that epoch's history row is.
         callbacks.append(BackupAndRestore(backup_dir, delete_checkpoint=False))
@@ -262,9 +337,12 @@ def run_training(config, out_dir, verbose=1, log=print, data=None,
                           if config.lars is not None else "SGD")
         sub = (f" = {config.accumulate} x {config.batch_size // config.accumulate}"
                if config.accumulate > 1 else "")
+        distilled = (f", distilled from {config.teacher} (alpha "
+                     f"{config.distill_alpha:g}, temperature "
+                     f"{config.temperature:g})" if teacher is not None else "")
         log(f"{config.name or 'run'}: {config.model} "
-            f"({model.count_params():,} parameters) on {data.name} "
-            f"({n_train} train / {len(data.y_test)} test), batch "
+            f"({student.count_params():,} parameters{distilled}) on {data.name} "
+            f"({n_train} train / {data.test_examples} test), batch "
             f"{config.batch_size}{sub}, {config.epochs} epochs, "
             f"{config.schedule} schedule, lr {config.lr:g}, {optimizer_name}, "
             f"backend {keras.backend.backend()}")
@@ -281,10 +359,19 @@ def run_training(config, out_dir, verbose=1, log=print, data=None,
         # This invocation trained only the later epochs: count the earlier
         # ones from their history rows.
         train_seconds += sum(r["epoch_time"] for r in rows[:recorder.resumed_epochs])
-    summary = _summary(config, data, model, rows, steps, augment,
+    summary = _summary(config, data, student, rows, steps, augment,
                        hessian_size if needs_hessian else None, controller)
+    if teacher_info is not None:
+        summary["teacher"] = teacher_info
     stages = [c for c in callbacks if isinstance(c, StageCheckpoint)]
     summary["stage_checkpoints"] = stages[0].stages if stages else []
+    if snapshots is not None:
+        summary["snapshots"] = {str(e): os.path.relpath(p, out_dir)
+                                for e, p in sorted(snapshots.paths.items())}
+    if config.save_model:
+        # Before summary.json, which marks the run as finished.
+        _save_model(student, os.path.join(out_dir, MODEL_FILE))
+        summary["model_file"] = MODEL_FILE
     summary["train_wall_time_s"] = round(train_seconds, 2)
     summary["wall_time_s"] = round(time.perf_counter() - started, 2)
     summary = _finite(summary)
@@ -301,16 +388,26 @@ def run_training(config, out_dir, verbose=1, log=print, data=None,
     return summary
 
 
-def _claim_backup(backup_dir, config, images_per_epoch):
+def _save_model(model, path):
+    """Saves `model` to `path` (`.keras`) through a temporary file."""
+    partial = path[:-len(".keras")] + ".partial.keras"
+    model.save(partial, overwrite=True)
+    os.replace(partial, path)
+
+
+def _claim_backup(backup_dir, config, images_per_epoch, teacher=None):
     """Keeps `backup_dir` only if it was written for this same `config`.
 
     A checkpoint left by a run of another configuration (other epochs,
-    rate, seed...) must not be resumed: it is deleted, and the run starts
-    from its first epoch. The folder's `run.json` names the configuration
-    (and the images per epoch, for progress reports).
+    rate, seed, teacher file...) must not be resumed: it is deleted, and
+    the run starts from its first epoch. The folder's `run.json` names the
+    configuration (with the teacher's SHA-256, when distilling) and the
+    images per epoch, for progress reports.
     """
     marker = os.path.join(backup_dir, RUN_FILE)
     wanted = config.to_dict()
+    if teacher is not None:
+        wanted["teacher_sha256"] = teacher["sha256"]
     if os.path.isdir(backup_dir):
         try:
             with open(marker) as f:
@@ -375,6 +472,8 @@ def build_callbacks(config, micro_steps_per_epoch, hessian_data, verbose=0):
         callbacks.append(HessianMonitor(hessian_data,
                                         frequency=config.hessian_every,
                                         **eigen_kwargs))
+    if config.freeze_epochs > 0:
+        callbacks.append(FreezeLayers(config.freeze_epochs))
     if config.momentum_correction:
         callbacks.append(MomentumCorrection())
     if config.stage_checkpoints:
@@ -433,8 +532,8 @@ def _summary(config, data, model, rows, steps, augment, hessian_size,
         "backend": keras.backend.backend(),
         "dataset": {
             "name": data.name, "source": data.source,
-            "train_examples": int(len(data.y_train)),
-            "test_examples": int(len(data.y_test)),
+            "train_examples": int(data.train_examples),
+            "test_examples": int(data.test_examples),
             "input_shape": list(data.input_shape),
             "num_classes": data.num_classes, "augment": augment,
         },
