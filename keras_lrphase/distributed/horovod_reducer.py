@@ -19,6 +19,7 @@ import numpy as np
 
 from keras_lrphase.distributed.horovod_runtime import horovod_module
 from keras_lrphase.distributed.reduction import MetricReducer
+from keras_lrphase.distributed.reduction import numbers_of
 
 
 class HorovodReducer(MetricReducer):
@@ -65,20 +66,7 @@ class HorovodReducer(MetricReducer):
         return self._hvd.size()
 
     def reduce_mean(self, values):
-        if not isinstance(values, dict):
-            raise ValueError(
-                "Argument `values` must be a dict of names to numbers. "
-                f"Received: values={values!r}"
-            )
-        numbers = []
-        for name, value in values.items():
-            try:
-                numbers.append(float(value))
-            except (TypeError, ValueError):
-                raise ValueError(
-                    f"Argument `values` must map names to numbers. Received: "
-                    f"values[{name!r}]={value!r}"
-                ) from None
+        numbers = numbers_of(values)
         if not numbers:
             return {}
         import tensorflow as tf

@@ -22,6 +22,7 @@ it without a `reducer` argument.
 import numpy as np
 
 from keras_lrphase.distributed.reduction import MetricReducer
+from keras_lrphase.distributed.reduction import numbers_of
 
 
 class JaxProcessReducer(MetricReducer):
@@ -91,20 +92,7 @@ class JaxProcessReducer(MetricReducer):
         return self._jax.process_count()
 
     def reduce_mean(self, values):
-        if not isinstance(values, dict):
-            raise ValueError(
-                "Argument `values` must be a dict of names to numbers. "
-                f"Received: values={values!r}"
-            )
-        numbers = []
-        for name, value in values.items():
-            try:
-                numbers.append(float(value))
-            except (TypeError, ValueError):
-                raise ValueError(
-                    f"Argument `values` must map names to numbers. Received: "
-                    f"values[{name!r}]={value!r}"
-                ) from None
+        numbers = numbers_of(values)
         if not numbers:
             return {}
         from jax.experimental import multihost_utils

@@ -128,3 +128,25 @@ def default_reducer():
 
         return HorovodReducer()
     return LocalReducer()
+
+
+def numbers_of(values):
+    """The values of the dict `values` as floats, in its order, or raises.
+
+    What a multi-worker `reduce_mean` sends to its collective.
+    """
+    if not isinstance(values, dict):
+        raise ValueError(
+            "Argument `values` must be a dict of names to numbers. "
+            f"Received: values={values!r}"
+        )
+    numbers = []
+    for name, value in values.items():
+        try:
+            numbers.append(float(value))
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"Argument `values` must map names to numbers. Received: "
+                f"values[{name!r}]={value!r}"
+            ) from None
+    return numbers
