@@ -644,7 +644,9 @@ def write_compare_outputs(preset, results, out, seconds, epochs_override=None):
     histories = {}
     for run, config, summaries, folders in results:
         first = summaries[0]
-        if config.schedule == "step":
+        if config.schedule == "step" and not config.decay_epochs:
+            policy = "constant"
+        elif config.schedule == "step":
             policy = f"step-wise (beta = {config.decay_factor:g})"
         elif config.schedule == "two-phase":
             policy = f"adaptive (beta = {config.decay_factor:g})"

@@ -214,6 +214,8 @@ def test_warmup_preset_writes_the_heatmaps_of_its_snapshots(tmp_path, monkeypatc
     assert _png(tmp_path / "similarity_layers.png")
     assert {"table.md", "compare.png", "similarity.json",
             "similarity.md"} <= set(files)
+    with open(tmp_path / "table.md") as f:
+        assert "| LB + warmup | 500 | 0.1 | constant | - |" in f.read()
     with open(tmp_path / "similarity.json") as f:
         record = json.load(f)
     assert record["images"] == 359  # every digits test image (< 1000)
