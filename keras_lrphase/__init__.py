@@ -43,6 +43,7 @@ _PUBLIC = {
     "HessianMonitor": "keras_lrphase.callbacks.hessian_monitor",
     "LARS": "keras_lrphase.optimizers.lars",
     "JaxProcessReducer": "keras_lrphase.distributed.jax_process",
+    "TfDistributeReducer": "keras_lrphase.distributed.tf_distribute",
     "LARSWrapper": "keras_lrphase.optimizers.lars_wrapper",
     "LocalReducer": "keras_lrphase.distributed.reduction",
     "MarginMonitor": "keras_lrphase.callbacks.margin_monitor",

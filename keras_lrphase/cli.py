@@ -148,7 +148,8 @@ def build_parser():
              "none for SVHN and folders)")
     add("--pipeline", choices=PIPELINES, default="auto",
         help="input pipeline (auto: tf.data when TensorFlow is installed, "
-             "else numpy, which runs on every backend)")
+             "else numpy, which runs on every backend; numpy with "
+             "--distributed jax)")
     add("--precision", choices=tuple(PRECISIONS), default="fp32",
         help="fp32, or mixed precision with bfloat16 compute (bf16)")
     add("--train-size", type=int, default=None,
@@ -185,6 +186,18 @@ def build_parser():
     add("--out", default=None, help="output folder (default runs/train-TIME)")
     add("--verbose", type=int, choices=(0, 1, 2), default=1,
         help="Keras progress: 1 progress bar, 2 one line per epoch, 0 none")
+    add("--distributed", choices=("horovod", "jax"), default=None,
+        help="data-parallel training: horovod (launch with horovodrun; "
+             "TensorFlow backend) or jax (one command per process with "
+             "--coordinator, --num-processes, --process-id; JAX backend). "
+             "--batch-size is the global batch, split among the workers; "
+             "worker 0 writes the files")
+    add("--coordinator", default=None, metavar="HOST:PORT",
+        help="--distributed jax: address of process 0")
+    add("--num-processes", type=int, default=None, metavar="N",
+        help="--distributed jax: number of processes")
+    add("--process-id", type=int, default=None, metavar="I",
+        help="--distributed jax: this process's index, 0 to N-1")
 
     compare = sub.add_parser(
         "compare", help="run a preset's configurations and tabulate them",
@@ -232,6 +245,9 @@ def build_parser():
 
 
 def _train_config(args):
+    pipeline = args.pipeline
+    if args.distributed == "jax" and pipeline == "auto":
+        pipeline = "numpy"  # each process feeds its shard as NumPy arrays
     return RunConfig(
         dataset=args.dataset, data_dir=args.data_dir, cache_dir=args.cache_dir,
         model=args.model, batch_size=args.batch_size, epochs=args.epochs,
@@ -250,7 +266,7 @@ def _train_config(args):
         momentum_correction=args.momentum_correction,
         stage_checkpoints=args.stage_checkpoints,
         accumulate=args.accumulate, augment=args.augment,
-        pipeline=args.pipeline, precision=args.precision,
+        pipeline=pipeline, precision=args.precision,
         train_size=args.train_size, test_size=args.test_size,
         eval_batch_size=args.eval_batch_size, seed=args.seed,
         teacher=args.teacher, distill_alpha=args.distill_alpha,
@@ -267,7 +283,9 @@ def _fail(parser, message, status=USAGE_ERROR):
 
 def _flags(message):
     """Names the command-line flags where a message names `RunConfig` fields."""
-    names = set(RunConfig.__dataclass_fields__) | {"only", "seeds", "preset", "jobs"}
+    names = set(RunConfig.__dataclass_fields__) | {
+        "only", "seeds", "preset", "jobs", "distributed", "coordinator",
+        "num_processes", "process_id"}
     for field in sorted(names, key=len, reverse=True):
         flag = "--" + field.replace("_", "-")
         message = re.sub(rf"`{field}`", flag, message)
@@ -326,7 +344,7 @@ def run_command(args):
         problem = _setup_problem(out)
         if problem:
             return _fail(command, problem)
-        return _run_train(command, config, out, args.verbose)
+        return _run_train(command, config, out, args.verbose, args)
     out = args.out or os.path.join("runs", args.preset)
     problem = _setup_problem(out)
     if problem:
@@ -356,19 +374,27 @@ def _setup_problem(out):
     return None
 
 
-def _run_train(parser, config, out, verbose):
+def _run_train(parser, config, out, verbose, args):
     from keras_lrphase.training import runner
+    from keras_lrphase.training.workers import start_workers
 
     try:
+        # Joined before anything runs on the backend (JAX requires it).
+        workers = start_workers(args.distributed, args.coordinator,
+                                args.num_processes, args.process_id)
         data = runner.prepare_data(config.resolved())
         teacher = runner.prepare_teacher(config.resolved(), data)
-    except (ValueError, ImportError, OSError) as error:
+        runner.check_workers(config.resolved(), data, workers)
+    except (ValueError, ImportError, OSError, RuntimeError) as error:
         return _fail(parser, error, _status(error))
     summary = runner.run_training(config, out, verbose=verbose, data=data,
-                                  teacher=teacher)
-    print(f"{config.name or 'run'}: best val accuracy "
-          f"{_pct(summary['best_val_accuracy'])}, final "
-          f"{_pct(summary['final_val_accuracy'])}; files in {out}")
+                                  teacher=teacher, workers=workers)
+    if workers.is_chief:
+        across = (f" ({summary['images_per_second']} images/s across "
+                  f"{workers.size} workers)" if workers.distributed else "")
+        print(f"{config.name or 'run'}: best val accuracy "
+              f"{_pct(summary['best_val_accuracy'])}, final "
+              f"{_pct(summary['final_val_accuracy'])}{across}; files in {out}")
     return 0
 
 
@@ -526,7 +552,7 @@ def _finished_summary(config, folder):
         return None
     with open(path) as f:
         summary = json.load(f)
-    return summary if summary.get("config") == config.to_dict() else None
+    return summary if config.matches(summary.get("config")) else None
 
 
 def _run_one(config, folder, prefix, tag, every):

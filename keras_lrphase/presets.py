@@ -643,14 +643,15 @@ HEURISTICS_DISTILLATION_CPU = Preset(
                 save_model=True),
     runs=(
         PresetRun("teacher", dict(model="vgg-small")),
-        PresetRun("distilled", dict(model="shallow-cnn"), teacher="teacher",
-                  versus="independent"),
-        PresetRun("independent", dict(model="shallow-cnn")),
+        PresetRun("distilled", dict(model="shallow-cnn", lr=0.01),
+                  teacher="teacher", versus="independent"),
+        PresetRun("independent", dict(model="shallow-cnn", lr=0.01)),
     ),
     requires_data_dir=True,
     notes=(
-        "All runs: 5,000 training images, batch 100, lr 0.05, x0.1 after "
-        "epochs 20 and 30 of 40, momentum 0.9, weight decay 5e-4, 4-pixel "
+        "All runs: 5,000 training images, batch 100, lr 0.05 (teacher) "
+        "or 0.01 (students: the shallow net has no BatchNorm and diverges "
+        "at 0.05), x0.1 after epochs 20 and 30 of 40, momentum 0.9, weight decay 5e-4, 4-pixel "
         "crops and flips. Teacher: vgg-small, trained first (also with "
         "--jobs); its model.keras is the distilled run's teacher, and a "
         "changed teacher retrains it. Students: shallow-cnn, the paper's "
@@ -661,9 +662,12 @@ HEURISTICS_DISTILLATION_CPU = Preset(
         "SVCCA similarity of every teacher layer with every student layer "
         "on 1,000 test images; similarity_difference.png: their absolute "
         "difference (the paper's Figure 6); similarity.md: its mean per "
-        "student layer."),
+        "student layer. Measured (one seed, 2 loaded CPU cores, 51 min): "
+        "teacher 67.86%, distilled 60.56%, independent 57.26%; the mean "
+        "difference grows with depth (relu1 0.016 to logits 0.077), as the "
+        "paper finds."),
     reference="independent",
-    minutes=45.0,
+    minutes=51.0,
 )
 
 PRESETS = {p.name: p for p in (DEMO, CIFAR10_CPU, CIFAR10_TABLE2,

@@ -117,6 +117,63 @@ def test_compare_jobs_give_the_sequential_result_and_finished_runs_are_kept(
     assert json.loads(summary.read_text())["epochs_completed"] == 2
 
 
+NEWER_FIELDS = ("teacher", "distill_alpha", "temperature", "image_size")
+
+
+def test_runs_written_before_newer_fields_existed_are_kept(tmp_path, capsys):
+    # A preset run finished by an earlier version of the package (its
+    # summary.json lacks the fields added since) is not trained again after
+    # an upgrade, and an interrupted one resumes from its checkpoint.
+    only = ("--only", "two-phase")
+    assert _compare(str(tmp_path), *only) == 0
+    summary = tmp_path / "two-phase" / "summary.json"
+    older = json.loads(summary.read_text())
+    for name in NEWER_FIELDS:
+        del older["config"][name]
+    summary.write_text(json.dumps(older))
+    before = summary.read_text()
+    capsys.readouterr()
+    assert _compare(str(tmp_path), *only) == 0
+    assert "done before" in capsys.readouterr().out
+    assert summary.read_text() == before
+
+
+def test_a_checkpoint_written_before_newer_fields_existed_resumes(
+        tmp_path, monkeypatch):
+    build = runner.build_callbacks
+    monkeypatch.setattr(runner, "build_callbacks", lambda *a, **k: (
+        build(*a, **k)[0] + [_Crash(2)], build(*a, **k)[1]))
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_training(_config(), str(run), verbose=0, log=None,
+                            resume=True)
+    marker = run / runner.BACKUP_DIR / runner.RUN_FILE
+    older = json.loads(marker.read_text())
+    for name in NEWER_FIELDS:
+        del older["config"][name]
+    marker.write_text(json.dumps(older))
+    resumed = []
+    monkeypatch.setattr(runner, "build_callbacks", lambda *a, **k: (
+        build(*a, **k)[0] + [_FirstEpoch(resumed)], build(*a, **k)[1]))
+    runner.run_training(_config(), str(run), verbose=0, log=None, resume=True)
+    # Epochs 0 and 1 are not trained again (the crash came at the end of
+    # epoch 2, before its checkpoint).
+    assert resumed == [2]
+    monkeypatch.setattr(runner, "build_callbacks", build)
+    runner.run_training(_config(), str(tmp_path / "fresh"), verbose=0, log=None)
+    assert _rows(str(run)) == _rows(str(tmp_path / "fresh"))
+
+
+class _FirstEpoch(keras.callbacks.Callback):
+    def __init__(self, record):
+        super().__init__()
+        self.record = record
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self.record:
+            self.record.append(epoch)
+
+
 def test_compare_rejects_bad_jobs(tmp_path, capsys):
     assert _compare(str(tmp_path / "x"), "--jobs", "0") == 2
     assert "Argument --jobs must be >= 1. Received: --jobs=0" in capsys.readouterr().err

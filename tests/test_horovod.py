@@ -364,3 +364,55 @@ def test_an_interrupted_run_resumed_on_two_ranks_repeats_the_decisions(job):
                                    rtol=1e-6)
         _close(resumed["weights"], whole["weights"])
     _equal(rank0["resume"]["weights"], rank1["resume"]["weights"])
+
+
+# -- the README's distributed example and the CLI under horovodrun -------------
+def _horovod_command(command, timeout=600):
+    runner = _horovodrun()
+    if runner is None:
+        pytest.skip("`horovodrun` is not on PATH (Horovod is not installed)")
+    pytest.importorskip("horovod.tensorflow")
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
+    done = subprocess.run(
+        [runner, "-np", "2", "-H", "localhost:2", "--gloo", *command],
+        env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
+    return done.stdout
+
+
+@pytest.mark.horovod
+@pytest.mark.slow
+def test_the_readme_example_under_horovodrun(tmp_path):
+    from test_distributed_runs import EXAMPLE
+    from test_distributed_runs import _check_example_ranks
+
+    _horovod_command([sys.executable, EXAMPLE, "horovod", str(tmp_path)])
+    result = _check_example_ranks(tmp_path, "horovod", 2, "HorovodReducer")
+    assert result["workers"] == 2
+
+
+@pytest.mark.horovod
+@pytest.mark.slow
+def test_the_cli_under_horovodrun(tmp_path):
+    out = tmp_path / "run"
+    stdout = _horovod_command(
+        [sys.executable, "-m", "keras_lrphase", "train", "--distributed",
+         "horovod", "--schedule", "two-phase", "--warmup-epochs", "1",
+         "--lars", "0.01", "--lr", "2", "--epochs", "10", "--batch-size",
+         "128", "--train-size", "1024", "--test-size", "256",
+         "--hessian-batch-size", "512", "--plateau-patience", "1",
+         "--min-delta", "0.2", "--verbose", "0", "--out", str(out)])
+    assert stdout.count("images/s across 2 workers") == 1  # rank 0 only
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["workers"] == {"engine": "horovod", "size": 2,
+                                  "batch_per_worker": 64}
+    assert summary["exploration_epochs"] is not None  # the switch happened
+    assert sorted(os.listdir(out / "workers" / "rank1")) == ["history.csv"]
+    rows = [(out / "history.csv").read_text().splitlines(),
+            (out / "workers" / "rank1" / "history.csv").read_text().splitlines()]
+    header = rows[0][0].split(",")
+    keep = [header.index(c) for c in ("loss", "learning_rate", "phase",
+                                      "hessian_max_eigenvalue", "val_accuracy")]
+    for row0, row1 in zip(rows[0][1:], rows[1][1:]):
+        cells0, cells1 = row0.split(","), row1.split(",")
+        assert [cells0[i] for i in keep] == [cells1[i] for i in keep]

@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -10,10 +9,12 @@ import textwrap
 import keras
 import numpy as np
 import pytest
+from worker_processes import free_ports
+from worker_processes import run_together
 
 pytestmark = pytest.mark.jax
 
-WORKER = textwrap.dedent(
+WORKER_TEMPLATE = textwrap.dedent(
     """
     import json, os, sys
     rank, port, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
@@ -50,6 +51,7 @@ WORKER = textwrap.dedent(
 
     keras.distribution.set_distribution(
         keras.distribution.DataParallel(auto_shard_dataset=False))
+    exec(PLAIN_RUN)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 4)).astype("float32")
     y = rng.integers(0, 3, size=64)
@@ -70,8 +72,10 @@ WORKER = textwrap.dedent(
         x, y, batch_size=8, epochs=8, verbose=0, shuffle=False,
         callbacks=[ScriptedLoss(), lrp.GradualWarmup(1), two_phase, monitor,
                    raw])
+    plain = {name: plain_run(name, x, y, 8) for name in ("sgd", "lars")}
     with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
         json.dump({
+            "plain": plain,
             "uninitialised": uninitialised,
             "reducer": type(two_phase.reducer).__name__,
             "chief": two_phase.reducer.is_chief,
@@ -85,31 +89,53 @@ WORKER = textwrap.dedent(
 )
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
+# Two epochs of SGD or LARS without callbacks: on each process's shard with
+# batch 8 (global batch 16), or in one process on the concatenated batches.
+PLAIN_RUN = textwrap.dedent(
+    """
+    def plain_run(name, x, y, batch_size):
+        import keras, keras_lrphase as lrp
+        keras.utils.set_random_seed(1)
+        model = keras.Sequential([keras.Input((4,)),
+                                  keras.layers.Dense(8, activation="tanh"),
+                                  keras.layers.Dense(3)])
+        optimizer = (keras.optimizers.SGD(0.1, momentum=0.9) if name == "sgd"
+                     else lrp.LARS(1.0, momentum=0.9))
+        model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True))
+        model.fit(x, y, batch_size=batch_size, epochs=2, verbose=0,
+                  shuffle=False)
+        return [w.tolist() for w in model.get_weights()]
+    """
+)
+
+SINGLE = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype("float32")
+    y = rng.integers(0, 3, size=64)
+    # Step i of the two processes is rows 8i..8i+7 of each 32-row shard.
+    order = np.concatenate([np.r_[8 * i:8 * i + 8, 32 + 8 * i:32 + 8 * i + 8]
+                            for i in range(4)])
+    exec(PLAIN_RUN)
+    print(json.dumps({name: plain_run(name, x[order], y[order], 16)
+                      for name in ("sgd", "lars")}))
+    """
+).replace("exec(PLAIN_RUN)", PLAIN_RUN)
+
+
+WORKER = WORKER_TEMPLATE.replace("exec(PLAIN_RUN)", PLAIN_RUN)
 
 
 def test_two_processes_decide_alike(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
-    port = str(_free_port())
-    workers = [
-        subprocess.Popen(
-            [sys.executable, str(script), str(rank), port, str(tmp_path)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for rank in (0, 1)
-    ]
-    try:
-        outputs = [worker.communicate(timeout=240) for worker in workers]
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
-    for worker, (_, stderr) in zip(workers, outputs):
-        assert worker.returncode == 0, stderr[-3000:]
+    port = str(free_ports()[0])
+    run_together([[sys.executable, str(script), str(rank), port, str(tmp_path)]
+                  for rank in (0, 1)], env)
     rank0, rank1 = (
         json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)
     )
@@ -130,6 +156,18 @@ def test_two_processes_decide_alike(tmp_path):
     np.testing.assert_array_equal(rank0["eigenvalue"], rank1["eigenvalue"])
     np.testing.assert_allclose(rank0["eigenvalue"], (raw0 + raw1) / 2,
                                rtol=1e-12)
+    # SGD and LARS on two processes equal one process on the concatenated
+    # batches (float tolerance), and the two processes are identical.
+    single = subprocess.run(
+        [sys.executable, "-c", SINGLE], env=env, capture_output=True,
+        text=True, timeout=240)
+    assert single.returncode == 0, single.stderr[-3000:]
+    single = json.loads(single.stdout.strip().splitlines()[-1])
+    for name in ("sgd", "lars"):
+        for a, b, c in zip(rank0["plain"][name], rank1["plain"][name],
+                           single[name]):
+            np.testing.assert_array_equal(a, b)
+            np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-6)
     # Only process 0 writes the state file.
     assert (tmp_path / "state0.json").exists()
     assert not (tmp_path / "state1.json").exists()

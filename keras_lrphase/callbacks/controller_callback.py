@@ -25,6 +25,7 @@ from keras_lrphase.callbacks.resumable_callback import ResumableCallback
 from keras_lrphase.controllers.controller import LOSS
 from keras_lrphase.distributed.reduction import MetricReducer
 from keras_lrphase.distributed.reduction import default_reducer
+from keras_lrphase.distributed.tf_distribute import check_fit_strategy
 from keras_lrphase.schedules.controlled_learning_rate import ControlledLearningRate
 from keras_lrphase.schedules.controlled_learning_rate import (
     supports_momentum_correction,
@@ -55,7 +56,10 @@ class ControllerCallback(ResumableCallback):
         reducer: `keras_lrphase.distributed.reduction.MetricReducer` or
             None. Averages the metrics across workers before each decision.
             Defaults to `None`: `keras_lrphase.distributed.default_reducer()`
-            (`JaxProcessReducer` in a multi-process JAX run, else
+            (`JaxProcessReducer` in a multi-process JAX run,
+            `HorovodReducer` in a Horovod job of several ranks,
+            `TfDistributeReducer` inside the `scope()` of a multi-worker
+            `tf.distribute.MultiWorkerMirroredStrategy`, else
             `LocalReducer`, one process).
         state_path: Path or None. See `ResumableCallback`.
         verbose: 0 or 1. With 1, prints one line per decision event.
@@ -152,6 +156,7 @@ class ControllerCallback(ResumableCallback):
         self._control.acquire(self, model, scales=True)
 
     def on_train_begin(self, logs=None):
+        check_fit_strategy(self.model, type(self).__name__)
         super().on_train_begin(logs)
         self._seen_monitor = False
         epochs = (self.params or {}).get("epochs")

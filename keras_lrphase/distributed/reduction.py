@@ -9,7 +9,9 @@ the identity of a single process; multi-worker reducers (Horovod,
 `tf.distribute`, JAX multi-process) subclass `MetricReducer`.
 `default_reducer()` is what the callbacks use without a `reducer`
 argument: `JaxProcessReducer` in a multi-process JAX run, `HorovodReducer`
-in a Horovod job of more than one rank, else `LocalReducer`.
+in a Horovod job of more than one rank, `TfDistributeReducer` inside the
+scope of a `tf.distribute.MultiWorkerMirroredStrategy` of more than one
+worker, else `LocalReducer`.
 
 Which batch a worker's Hessian eigenvalue is computed on: the one the
 worker passes as `hessian_data` (`TwoPhaseLR`) or `data`
@@ -98,11 +100,23 @@ def default_reducer():
     than one JAX process (`jax.distributed.initialize` was called);
     `HorovodReducer` when the backend is TensorFlow and the script has
     imported `horovod.tensorflow` and initialised it with more than one rank
-    (`hvd.init()` under `horovodrun`); so a multi-worker run agrees on its
-    decisions without configuration. Otherwise `LocalReducer`. The two
-    engines need different backends, so at most one applies. Nothing is
-    imported to decide; checked when a callback is constructed: create
-    callbacks after `jax.distributed.initialize` or `hvd.init()`.
+    (`hvd.init()` under `horovodrun`); `TfDistributeReducer` when the
+    backend is TensorFlow and the current strategy
+    (`tf.distribute.get_strategy()`: the one whose `scope()` is entered) is
+    a `tf.distribute.MultiWorkerMirroredStrategy` of more than one worker;
+    so a multi-worker run agrees on its decisions without configuration.
+    Otherwise `LocalReducer` (one process: the default strategy and
+    `MirroredStrategy` included). JAX excludes the other two; a Horovod job
+    inside a multi-worker strategy's scope is ambiguous and raises. Nothing
+    is imported to decide (TensorFlow and Horovod only if the script has
+    imported them); checked when a callback is constructed: create
+    callbacks after `jax.distributed.initialize` or `hvd.init()`, or inside
+    the multi-worker `strategy.scope()`.
+
+    Raises:
+        RuntimeError: both a Horovod job of more than one rank and a
+            multi-worker `tf.distribute` strategy are running; pass the
+            callbacks a `reducer`.
 
     Example:
 
@@ -121,12 +135,32 @@ def default_reducer():
             from keras_lrphase.distributed.jax_process import JaxProcessReducer
 
             return JaxProcessReducer()
+        return LocalReducer()
     from keras_lrphase.distributed.horovod_runtime import running_horovod
+    from keras_lrphase.distributed.tf_distribute import (
+        running_multi_worker_strategy,
+    )
 
-    if running_horovod() is not None:
+    horovod = running_horovod()
+    strategy = running_multi_worker_strategy()
+    if horovod is not None and strategy is not None:
+        from keras_lrphase.distributed.tf_distribute import describe_strategy
+
+        raise RuntimeError(
+            "default_reducer: both a Horovod job of "
+            f"{horovod.size()} ranks and {describe_strategy(strategy)} are "
+            "running, so which workers to average over is ambiguous. Pass "
+            "the callbacks `reducer=HorovodReducer()` or "
+            "`reducer=TfDistributeReducer(strategy)`."
+        )
+    if horovod is not None:
         from keras_lrphase.distributed.horovod_reducer import HorovodReducer
 
         return HorovodReducer()
+    if strategy is not None:
+        from keras_lrphase.distributed.tf_distribute import TfDistributeReducer
+
+        return TfDistributeReducer(strategy)
     return LocalReducer()
 
 

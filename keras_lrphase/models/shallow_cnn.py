@@ -80,10 +80,10 @@ def shallow_cnn(
     x = layers.Dense(dense[0], activation="relu",
                      kernel_initializer="he_normal",
                      kernel_regularizer=regularizer, name="fc1")(x)
-    x = layers.Dense(dense[1], kernel_initializer="he_normal",
+    x = layers.Dense(dense[1], kernel_initializer="glorot_uniform",
                      kernel_regularizer=regularizer, name="fc2")(x)
     outputs = layers.Dense(
-        num_classes, kernel_initializer="he_normal",
+        num_classes, kernel_initializer="glorot_uniform",
         kernel_regularizer=regularizer, name="logits",
     )(x)
     return keras.Model(inputs, outputs, name=name)

@@ -401,6 +401,41 @@ class RunConfig:
         return values
 
 
+    def matches(self, saved):
+        """Whether `saved`, a `to_dict()` from a file, names this configuration.
+
+        A field missing on either side counts as its default: a
+        `summary.json` or checkpoint written before a field existed (or
+        with a field `to_dict` leaves out at its default) still names the
+        same run, so an upgrade of the package does not retrain it. A key
+        that is not a field never matches.
+
+        Example:
+
+        >>> config = RunConfig(epochs=3)
+        >>> saved = config.to_dict(); del saved["teacher"]  # an older file
+        >>> config.matches(saved), RunConfig(epochs=4).matches(saved)
+        (True, False)
+        """
+        if not isinstance(saved, dict):
+            return False
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        mine = self.to_dict()
+        for name in set(mine) | set(saved):
+            if name not in fields:
+                return False
+            default = _json_default_of(fields[name])
+            if mine.get(name, default) != saved.get(name, default):
+                return False
+        return True
+
+
+def _json_default_of(field):
+    """A dataclass field's default as `to_dict` writes it (tuples as lists)."""
+    default = field.default
+    return list(default) if isinstance(default, tuple) else default
+
+
 # Fields `to_dict` leaves out at their defaults (added after runs existed).
 _OUTPUT_DEFAULTS = (("freeze_epochs", 0), ("snapshot_epochs", None),
                     ("save_model", False))

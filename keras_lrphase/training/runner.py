@@ -76,6 +76,7 @@ from keras_lrphase.training.plots import plot_curves
 from keras_lrphase.training.progress_line import ProgressLine
 from keras_lrphase.training.run_config import PRECISIONS
 from keras_lrphase.training.run_config import RunConfig
+from keras_lrphase.training.workers import Workers
 
 HISTORY_FILE = "history.csv"
 BACKUP_DIR = "backup"
@@ -84,6 +85,7 @@ SUMMARY_FILE = "summary.json"
 CURVES_FILE = "curves.png"
 MODEL_FILE = "model.keras"
 SNAPSHOT_DIR = "snapshots"
+WORKERS_DIR = "workers"
 MIN_HESSIAN_BATCH = 1024
 
 
@@ -184,7 +186,7 @@ def build_optimizer(config, learning_rate):
 
 def run_training(config, out_dir, verbose=1, log=print, data=None,
                  progress=None, resume=False, progress_every=None,
-                 teacher=None):
+                 teacher=None, workers=None):
     """Trains one configuration and writes its files to `out_dir`.
 
     Args:
@@ -215,6 +217,12 @@ def run_training(config, out_dir, verbose=1, log=print, data=None,
         teacher: Keras model or None. The model `config.teacher` names,
             when the caller loaded it already (`prepare_teacher`).
             Defaults to `None` (loaded here when `config.teacher` is set).
+        workers: `keras_lrphase.training.workers.Workers` or None. This
+            process's place in a data-parallel run (`start_workers`):
+            `config.batch_size` is then the global batch, each worker
+            trains on its shard of the data, and only worker 0 writes the
+            run's files (worker `r` writes its `history.csv` to
+            `out_dir/workers/rank{r}`). Defaults to `None` (one process).
 
     Returns:
         The summary dict written to `summary.json` (NaN written as None).
@@ -246,32 +254,39 @@ def run_training(config, out_dir, verbose=1, log=print, data=None,
     if data is None:
         data = prepare_data(config)
     teacher = prepare_teacher(config, data, teacher)
-    n_train = data.train_examples
-    steps = steps_per_epoch(n_train, config.batch_size)
-    micro_steps = steps * config.accumulate
-    augment = data.augment if config.augment == "auto" else config.augment
+    workers = workers or Workers()
     # ImageNet streams its images from files: its own pipelines.
     streamed = isinstance(data, ImageNetData)
+    batch, x_train, y_train, x_test, y_test, eval_batch = _worker_share(
+        config, data, workers, streamed, teacher)
+    n_train = data.train_examples
+    steps = steps_per_epoch(len(x_train) if workers.distributed else n_train,
+                            batch)
+    micro_steps = steps * config.accumulate
+    augment = data.augment if config.augment == "auto" else config.augment
+    # Normalised with the whole training set's statistics on every worker.
     mean, std = (None, None) if streamed else channel_stats(data.x_train)
     pipeline_callbacks = []
+    if not workers.is_chief:
+        out_dir = os.path.join(out_dir, WORKERS_DIR, f"rank{workers.rank}")
+        log, progress, verbose = None, None, 0
     if streamed:
         train_ds = data.train_dataset(config.batch_size, augment=augment,
                                       accumulate=config.accumulate,
                                       seed=config.seed)
         val_ds = data.eval_dataset(config.eval_batch_size)
     elif config.pipeline == "numpy":
-        train_ds = TrainBatches(data.x_train, data.y_train, config.batch_size,
-                                mean, std, augment=augment,
-                                accumulate=config.accumulate, seed=config.seed)
+        train_ds = TrainBatches(x_train, y_train, batch, mean, std,
+                                augment=augment, accumulate=config.accumulate,
+                                seed=workers.seed(config.seed))
         pipeline_callbacks.append(train_ds.epoch_callback())
-        val_ds = (normalize_array(data.x_test, mean, std),
-                  np.asarray(data.y_test, "int32"))
+        val_ds = (normalize_array(x_test, mean, std),
+                  np.asarray(y_test, "int32"))
     else:
-        train_ds = train_dataset(data.x_train, data.y_train, config.batch_size,
-                                 mean, std, augment=augment,
-                                 accumulate=config.accumulate, seed=config.seed)
-        val_ds = eval_dataset(data.x_test, data.y_test, config.eval_batch_size,
-                              mean, std)
+        train_ds = train_dataset(x_train, y_train, batch, mean, std,
+                                 augment=augment, accumulate=config.accumulate,
+                                 seed=workers.seed(config.seed))
+        val_ds = eval_dataset(x_test, y_test, eval_batch, mean, std)
 
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(PRECISIONS[config.precision])
@@ -280,8 +295,8 @@ def run_training(config, out_dir, verbose=1, log=print, data=None,
                           weight_decay=config.weight_decay)
     finally:
         keras.config.set_dtype_policy(previous_policy)
-    optimizer = build_optimizer(config,
-                                build_learning_rate(config, micro_steps))
+    optimizer = workers.wrap_optimizer(build_optimizer(
+        config, build_learning_rate(config, micro_steps)))
     student, teacher_info = model, None
     if teacher is not None:
         from keras_lrphase.training import distillation
@@ -305,11 +320,14 @@ def run_training(config, out_dir, verbose=1, log=print, data=None,
     if needs_hessian and streamed:
         hessian_data = data.hessian_batch(hessian_size, seed=config.seed)
     elif needs_hessian:
-        hessian_data = normalized_batch(data.x_train, data.y_train,
-                                        hessian_size, mean, std,
-                                        seed=config.seed)
+        # Each worker's own share of the Hessian batch; the controllers
+        # average the workers' eigenvalues.
+        hessian_data = normalized_batch(
+            x_train, y_train, max(1, hessian_size // workers.size), mean, std,
+            seed=config.seed)
     callbacks, controller = build_callbacks(
         config, micro_steps, hessian_data, verbose=1 if verbose else 0)
+    callbacks = workers.callbacks() + callbacks
     recorder = EpochRecorder(os.path.join(out_dir, HISTORY_FILE),
                              phase_fn=_phase_fn(config), resume=resume)
     callbacks += pipeline_callbacks
@@ -337,6 +355,10 @@ def run_training(config, out_dir, verbose=1, log=print, data=None,
                           if config.lars is not None else "SGD")
         sub = (f" = {config.accumulate} x {config.batch_size // config.accumulate}"
                if config.accumulate > 1 else "")
+        if workers.distributed:
+            sub = (f" = {workers.size} workers ({workers.engine}) x {batch}"
+                   + (f" (= {config.accumulate} x {batch // config.accumulate})"
+                      if config.accumulate > 1 else ""))
         distilled = (f", distilled from {config.teacher} (alpha "
                      f"{config.distill_alpha:g}, temperature "
                      f"{config.temperature:g})" if teacher is not None else "")
@@ -349,8 +371,8 @@ def run_training(config, out_dir, verbose=1, log=print, data=None,
 
     fit_start = time.perf_counter()
     model.fit(train_ds, epochs=config.epochs, validation_data=val_ds,
-              validation_batch_size=(config.eval_batch_size
-                                     if config.pipeline == "numpy" else None),
+              validation_batch_size=(eval_batch if config.pipeline == "numpy"
+                                     else None),
               callbacks=callbacks, verbose=verbose, shuffle=False)
     train_seconds = time.perf_counter() - fit_start
 
@@ -361,6 +383,14 @@ def run_training(config, out_dir, verbose=1, log=print, data=None,
         train_seconds += sum(r["epoch_time"] for r in rows[:recorder.resumed_epochs])
     summary = _summary(config, data, student, rows, steps, augment,
                        hessian_size if needs_hessian else None, controller)
+    if workers.distributed:
+        summary["workers"] = {"engine": workers.engine, "size": workers.size,
+                              "batch_per_worker": batch}
+    if not workers.is_chief:
+        # Worker r > 0 keeps its history.csv only.
+        if resume:
+            shutil.rmtree(backup_dir, ignore_errors=True)
+        return summary
     if teacher_info is not None:
         summary["teacher"] = teacher_info
     stages = [c for c in callbacks if isinstance(c, StageCheckpoint)]
@@ -388,6 +418,67 @@ def run_training(config, out_dir, verbose=1, log=print, data=None,
     return summary
 
 
+def check_workers(config, data, workers):
+    """Checks a resolved `config` and its `data` against `workers`.
+
+    Returns:
+        The per-worker batch size.
+
+    Raises:
+        ValueError: naming the argument, when the global batch (or the
+            Hessian batch) does not split among the workers, or for what
+            does not shard yet (streamed ImageNet, a teacher, the `tf.data`
+            pipeline on JAX workers).
+    """
+    if not workers.distributed:
+        return config.batch_size
+    for name, value, refused in (
+            ("dataset", config.dataset, isinstance(data, ImageNetData)),
+            ("teacher", config.teacher, config.teacher is not None),
+            ("pipeline", config.pipeline,
+             workers.engine == "jax" and config.pipeline != "numpy")):
+        if refused:
+            raise ValueError(
+                f"Argument `{name}` is not supported on several workers yet "
+                f"(distributed={workers.engine!r}, {workers.size} workers). "
+                f"Received: {name}={value!r}"
+            )
+    batch = workers.local_batch(config.batch_size, "batch_size")
+    if batch % config.accumulate:
+        raise ValueError(
+            f"Argument `accumulate` must divide the per-worker batch "
+            f"({config.batch_size} / {workers.size} workers = {batch}). "
+            f"Received: accumulate={config.accumulate}"
+        )
+    if len(data.x_train) // workers.size < batch:
+        raise ValueError(
+            f"Argument `batch_size` must be at most the training examples "
+            f"({len(data.x_train)}, {len(data.x_train) // workers.size} per "
+            f"worker x {workers.size} workers). Received: "
+            f"batch_size={config.batch_size}"
+        )
+    return batch
+
+
+def _worker_share(config, data, workers, streamed, teacher):
+    """This worker's batch, training and test arrays and evaluation batch.
+
+    One process: the whole of `data`. Several workers: each its shard, and
+    `config.batch_size` (the global batch) divided among them; refused for
+    what does not shard yet (streamed ImageNet, a teacher).
+    """
+    if not workers.distributed:
+        if streamed:
+            return config.batch_size, None, None, None, None, None
+        return (config.batch_size, data.x_train, data.y_train, data.x_test,
+                data.y_test, config.eval_batch_size)
+    batch = check_workers(config, data, workers)
+    eval_batch = max(1, config.eval_batch_size // workers.size)
+    return (batch, workers.shard(data.x_train), workers.shard(data.y_train),
+            workers.shard(data.x_test), workers.shard(data.y_test),
+            eval_batch)
+
+
 def _save_model(model, path):
     """Saves `model` to `path` (`.keras`) through a temporary file."""
     partial = path[:-len(".keras")] + ".partial.keras"
@@ -406,12 +497,15 @@ def _claim_backup(backup_dir, config, images_per_epoch, teacher=None):
     """
     marker = os.path.join(backup_dir, RUN_FILE)
     wanted = config.to_dict()
+    sha256 = None if teacher is None else teacher["sha256"]
     if teacher is not None:
-        wanted["teacher_sha256"] = teacher["sha256"]
+        wanted["teacher_sha256"] = sha256
     if os.path.isdir(backup_dir):
         try:
             with open(marker) as f:
-                same = json.load(f)["config"] == wanted
+                saved = dict(json.load(f)["config"])
+            same = (saved.pop("teacher_sha256", None) == sha256
+                    and config.matches(saved))
         except (OSError, ValueError, KeyError, TypeError):
             same = False
         if not same:
