@@ -73,9 +73,49 @@ WORKER_TEMPLATE = textwrap.dedent(
         callbacks=[ScriptedLoss(), lrp.GradualWarmup(1), two_phase, monitor,
                    raw])
     plain = {name: plain_run(name, x, y, 8) for name in ("sgd", "lars")}
+
+    # The same run interrupted at the start of epoch 5 and resumed from
+    # each process's own BackupAndRestore folder.
+    class Interrupted(RuntimeError):
+        pass
+
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 5:
+                raise Interrupted()
+
+    class Rows(keras.callbacks.Callback):
+        def __init__(self, rows):
+            super().__init__()
+            self.rows = rows
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.rows[epoch] = [float(logs[k]) for k in (
+                "learning_rate", "lrphase_phase", "hessian_max_eigenvalue")]
+
+    rows = {}
+    for crash in (True, False):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((4,)),
+                                  keras.layers.Dense(8, activation="tanh"),
+                                  keras.layers.Dense(3)])
+        model.compile(lrp.LARS(2.0, momentum=0.9),
+                      keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        callbacks = [ScriptedLoss(), lrp.GradualWarmup(1),
+                     lrp.TwoPhaseLR((x, y), 8, plateau_patience=1),
+                     lrp.HessianMonitor((x, y), seed=0), Rows(rows),
+                     lrp.BackupAndRestore(os.path.join(out, f"backup{rank}"))]
+        try:
+            model.fit(x, y, batch_size=8, epochs=8, verbose=0, shuffle=False,
+                      callbacks=callbacks + ([Crash()] if crash else []))
+        except Interrupted:
+            assert sorted(rows) == [0, 1, 2, 3, 4]
+    resumed = {"rows": [rows[e] for e in range(8)],
+               "weights": [w.tolist() for w in model.get_weights()]}
     with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
         json.dump({
             "plain": plain,
+            "resumed": resumed,
             "uninitialised": uninitialised,
             "reducer": type(two_phase.reducer).__name__,
             "chief": two_phase.reducer.is_chief,
@@ -105,7 +145,9 @@ PLAIN_RUN = textwrap.dedent(
             from_logits=True))
         model.fit(x, y, batch_size=batch_size, epochs=2, verbose=0,
                   shuffle=False)
-        return [w.tolist() for w in model.get_weights()]
+        return {"weights": [w.tolist() for w in model.get_weights()],
+                "optimizer": [keras.ops.convert_to_numpy(v).tolist()
+                              for v in model.optimizer.variables]}
     """
 )
 
@@ -129,6 +171,7 @@ SINGLE = textwrap.dedent(
 WORKER = WORKER_TEMPLATE.replace("exec(PLAIN_RUN)", PLAIN_RUN)
 
 
+@pytest.mark.slow  # the main job of .ci/run runs it
 def test_two_processes_decide_alike(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
@@ -156,18 +199,30 @@ def test_two_processes_decide_alike(tmp_path):
     np.testing.assert_array_equal(rank0["eigenvalue"], rank1["eigenvalue"])
     np.testing.assert_allclose(rank0["eigenvalue"], (raw0 + raw1) / 2,
                                rtol=1e-12)
-    # SGD and LARS on two processes equal one process on the concatenated
-    # batches (float tolerance), and the two processes are identical.
+    # SGD and LARS on two processes (weights and optimizer state) equal one
+    # process on the concatenated batches (float tolerance), and the two
+    # processes are identical.
     single = subprocess.run(
         [sys.executable, "-c", SINGLE], env=env, capture_output=True,
         text=True, timeout=240)
     assert single.returncode == 0, single.stderr[-3000:]
     single = json.loads(single.stdout.strip().splitlines()[-1])
     for name in ("sgd", "lars"):
-        for a, b, c in zip(rank0["plain"][name], rank1["plain"][name],
-                           single[name]):
-            np.testing.assert_array_equal(a, b)
-            np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-6)
+        for key in ("weights", "optimizer"):
+            assert len(rank0["plain"][name][key]) == len(single[name][key])
+            for a, b, c in zip(rank0["plain"][name][key],
+                               rank1["plain"][name][key], single[name][key]):
+                np.testing.assert_array_equal(a, b)
+                np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-6)
+    # Interrupted at epoch 5 and resumed on both processes: the decisions
+    # and weights of the uninterrupted run, identical on both.
+    assert rank0["resumed"] == rank1["resumed"]
+    resumed = np.array(rank0["resumed"]["rows"])
+    assert resumed[:, 0].tolist() == rank0["lr"]
+    assert resumed[:, 1].tolist() == rank0["phase"]
+    np.testing.assert_allclose(resumed[:, 2], rank0["eigenvalue"], rtol=1e-6)
+    for a, b in zip(rank0["resumed"]["weights"], rank0["weights"]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     # Only process 0 writes the state file.
     assert (tmp_path / "state0.json").exists()
     assert not (tmp_path / "state1.json").exists()

@@ -30,7 +30,7 @@ SCRIPT = textwrap.dedent(
         def __init__(self, value):
             self.value, self.vector, self.iterations = value, [np.zeros(2)], 1
 
-    def run(mirrored):
+    def run(mirrored, name):
         keras.utils.set_random_seed(0)
         rng = np.random.default_rng(0)
         x = rng.normal(size=(64, 4)).astype("float32")
@@ -39,7 +39,9 @@ SCRIPT = textwrap.dedent(
                  if mirrored else tf.device("/cpu:0"))
         with scope:
             model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
-            model.compile(keras.optimizers.SGD(0.5, momentum=0.9),
+            optimizer = (keras.optimizers.SGD(0.5, momentum=0.9)
+                         if name == "sgd" else lrp.LARS(0.5, momentum=0.9))
+            model.compile(optimizer,
                           keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         calls = []
 
@@ -54,9 +56,13 @@ SCRIPT = textwrap.dedent(
                                       estimator=estimator)])
         return {"lr": history.history["learning_rate"],
                 "phase": history.history["lrphase_phase"],
-                "weights": [w.tolist() for w in model.get_weights()]}
+                "weights": [w.tolist() for w in model.get_weights()],
+                "optimizer": [keras.ops.convert_to_numpy(v).tolist()
+                              for v in model.optimizer.variables]}
 
-    print(json.dumps({"mirrored": run(True), "single": run(False)}))
+    print(json.dumps({f"{placement}-{name}": run(placement == "mirrored", name)
+                      for placement in ("mirrored", "single")
+                      for name in ("sgd", "lars")}))
     """
 )
 
@@ -74,11 +80,18 @@ def test_two_phase_and_warmup_under_mirrored_strategy(tmp_path):
     # plateau at epoch 2, switch at 3 (epochs 4-7 trained in convergence),
     # decays decided at epochs 4 and 6.
     expected_lr = [0.40625, 0.5, 0.5, 0.5, 0.5, 0.25, 0.25, 0.125]
-    for name in ("mirrored", "single"):
-        assert runs[name]["lr"] == pytest.approx(expected_lr, rel=1e-6)
-        assert runs[name]["phase"] == [0, 0, 0, 0, 1, 1, 1, 1]
-    for mirrored, single in zip(runs["mirrored"]["weights"], runs["single"]["weights"]):
-        np.testing.assert_allclose(mirrored, single, rtol=1e-5, atol=1e-6)
+    for run in runs.values():
+        assert run["lr"] == pytest.approx(expected_lr, rel=1e-6)
+        assert run["phase"] == [0, 0, 0, 0, 1, 1, 1, 1]
+    # SGD and LARS: the weights and the optimizer state (iterations,
+    # momenta) under the strategy equal one device's.
+    for name in ("sgd", "lars"):
+        mirrored, single = runs[f"mirrored-{name}"], runs[f"single-{name}"]
+        for key in ("weights", "optimizer"):
+            assert len(mirrored[key]) == len(single[key])
+            for a, b in zip(mirrored[key], single[key]):
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert runs["mirrored-sgd"]["weights"] != runs["mirrored-lars"]["weights"]
 
 
 ESTIMATOR_SCRIPT = textwrap.dedent(

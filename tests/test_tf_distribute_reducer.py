@@ -155,6 +155,7 @@ WORKER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # the main job of .ci/run runs it
 def test_two_multi_worker_mirrored_workers(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
