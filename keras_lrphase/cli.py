@@ -515,7 +515,14 @@ def _run_compare(parser, args, stamp):
         entry[3].append(folder)
     verdicts = write_compare_outputs(preset, list(grouped.values()), out,
                                      time.perf_counter() - started, args.epochs)
-    if any(c.snapshot_epochs or c.teacher for _, c, *_ in tasks):
+    if preset.name == "landscape-cpu":
+        from keras_lrphase.training.landscape_study import write_landscape_outputs
+
+        for line in write_landscape_outputs(
+                list(grouped.values()), out,
+                lambda config: datasets[_data_key(config)]):
+            print(line, flush=True)
+    elif any(c.snapshot_epochs or c.teacher for _, c, *_ in tasks):
         from keras_lrphase.training.heuristics_study import write_similarity_outputs
 
         for line in write_similarity_outputs(

@@ -15,7 +15,7 @@ def test_preset_names():
                             "cifar100-table3", "svhn-table4", "imagenet-table5",
                             "cifar10-table6", "cifar10-table7",
                             "heuristics-warmup-cpu",
-                            "heuristics-distillation-cpu")
+                            "heuristics-distillation-cpu", "landscape-cpu")
     with pytest.raises(ValueError, match="preset='imagenet'"):
         get_preset("imagenet")
 
