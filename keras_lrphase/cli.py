@@ -654,7 +654,8 @@ def write_compare_outputs(preset, results, out, seconds, epochs_override=None):
         lines.append(
             f"Data: {d['name']} from {d['source']} ({d['train_examples']} "
             f"train / {d['test_examples']} validation examples); backend "
-            f"{first['backend']}; total time {seconds / 60:.1f} min."
+            f"{first['backend']}; total time {_total_minutes(results, seconds):.1f} "
+            "min."
             + (f" Epoch budget overridden to {epochs_override}."
                if epochs_override else ""))
         if seeds > 1:
@@ -739,6 +740,16 @@ def write_compare_outputs(preset, results, out, seconds, epochs_override=None):
                    for run, _, summaries, folders in results}, f, indent=2)
         f.write("\n")
     return verdicts
+
+
+def _total_minutes(results, seconds):
+    """The comparison's time: its runs' own wall times (kept in their
+    summaries, whichever call trained them), or this call's `seconds` when
+    that is longer (loading, analyses)."""
+    trained = sum(max(summary.get("wall_time_s") or 0.0,
+                      summary.get("train_wall_time_s") or 0.0)
+                  for _, _, summaries, _ in results for summary in summaries)
+    return max(trained, seconds) / 60
 
 
 def _mean_history(histories):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import keras
 import numpy as np
@@ -111,6 +112,12 @@ def test_compare_jobs_give_the_sequential_result_and_finished_runs_are_kept(
     out = capsys.readouterr().out
     assert out.count("done before") == 2
     assert summary.read_text() == before
+    # The rewritten table still reports the runs' time, not this call's.
+    trained = sum(json.loads((tmp_path / "two" / run / "summary.json")
+                             .read_text())["wall_time_s"] for run in runs)
+    table = (tmp_path / "two" / "table.md").read_text()
+    total = float(re.search(r"total time ([0-9.]+) min", table).group(1))
+    assert total >= round(trained / 60, 1) > 0
     # Another budget is another configuration: trained again.
     assert _compare(str(tmp_path / "two"), "--epochs", "2", "--only",
                     "two-phase") == 0
