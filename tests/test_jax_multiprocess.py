@@ -57,12 +57,17 @@ WORKER_TEMPLATE = textwrap.dedent(
     y = rng.integers(0, 3, size=64)
     shard = slice(32 * rank, 32 * (rank + 1))  # this process's samples
     x, y = x[shard], y[shard]
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((4,)),
-                              keras.layers.Dense(8, activation="tanh"),
-                              keras.layers.Dense(3)])
-    model.compile(lrp.LARS(2.0, momentum=0.9),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    def two_phase_model():
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((4,)),
+                                  keras.layers.Dense(8, activation="tanh"),
+                                  keras.layers.Dense(3)])
+        model.compile(lrp.LARS(2.0, momentum=0.9),
+                      keras.losses.SparseCategoricalCrossentropy(
+                          from_logits=True))
+        return model
+
+    model = two_phase_model()
     two_phase = lrp.TwoPhaseLR(
         (x, y), 8, plateau_patience=1,
         state_path=os.path.join(out, f"state{rank}.json"))
@@ -95,12 +100,7 @@ WORKER_TEMPLATE = textwrap.dedent(
 
     rows = {}
     for crash in (True, False):
-        keras.utils.set_random_seed(0)
-        model = keras.Sequential([keras.Input((4,)),
-                                  keras.layers.Dense(8, activation="tanh"),
-                                  keras.layers.Dense(3)])
-        model.compile(lrp.LARS(2.0, momentum=0.9),
-                      keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model = two_phase_model()
         callbacks = [ScriptedLoss(), lrp.GradualWarmup(1),
                      lrp.TwoPhaseLR((x, y), 8, plateau_patience=1),
                      lrp.HessianMonitor((x, y), seed=0), Rows(rows),
