@@ -95,6 +95,7 @@ def _compare(out, *extra):
         return exit.code
 
 
+@pytest.mark.slow  # the main job of .ci/run runs it
 def test_compare_jobs_give_the_sequential_result_and_finished_runs_are_kept(
         tmp_path, capsys):
     runs = ("large-batch", "two-phase")

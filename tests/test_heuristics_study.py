@@ -198,6 +198,7 @@ def test_the_runner_snapshots_the_initial_and_the_warmup_end_weights(
     assert summary["model_file"] == "model.keras"
 
 
+@pytest.mark.slow  # the main job of .ci/run runs it
 def test_warmup_preset_writes_the_heatmaps_of_its_snapshots(tmp_path, monkeypatch):
     from keras_lrphase.analysis import layer_similarity
     from keras_lrphase.data import load_dataset
@@ -264,6 +265,7 @@ def test_a_student_without_its_teacher_fails_before_training(
     assert not os.path.exists(tmp_path / "independent")
 
 
+@pytest.mark.slow  # the main job of .ci/run runs it
 def test_distillation_preset_writes_figure_6(tmp_path, monkeypatch):
     from keras_lrphase.analysis import layer_similarity
     from keras_lrphase.data import load_dataset

@@ -73,6 +73,7 @@ def _tiny(monkeypatch):
 
 
 # About 35 s on 2 CPU cores; checked on the TensorFlow backend only.
+@pytest.mark.slow  # the main job of .ci/run runs it
 @pytest.mark.tensorflow_backend
 def test_compare_writes_the_three_figures_with_the_library_numbers(
         tmp_path, monkeypatch):
