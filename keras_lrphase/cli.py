@@ -515,7 +515,7 @@ def _run_compare(parser, args, stamp):
         entry[3].append(folder)
     verdicts = write_compare_outputs(preset, list(grouped.values()), out,
                                      time.perf_counter() - started, args.epochs)
-    if preset.name == "landscape-cpu":
+    if preset.study == "landscape":
         from keras_lrphase.training.landscape_study import write_landscape_outputs
 
         for line in write_landscape_outputs(

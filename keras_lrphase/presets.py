@@ -78,6 +78,10 @@ class Preset:
             this project's 2-core CPU machine (its default seeds); None:
             it needs an accelerator. The one place this figure is kept: the
             README's table and `--help` show it.
+        study: String or None. The analysis `compare` writes after the
+            runs: `"landscape"` (`keras_lrphase.training.landscape_study`),
+            or None: the SVCCA study (`heuristics_study`) when a run has
+            weight snapshots or a teacher.
     """
 
     name: str
@@ -90,6 +94,7 @@ class Preset:
     seeds: tuple = (0,)
     reference: str = None
     minutes: float = None
+    study: str = None
 
     @property
     def epochs(self):
@@ -764,6 +769,7 @@ LANDSCAPE_CPU = Preset(
         "contrast is not reproduced."),
     reference="reference",
     minutes=23.0,
+    study="landscape",
 )
 
 PRESETS = {p.name: p for p in (DEMO, CIFAR10_CPU, CIFAR10_TABLE2,

@@ -257,11 +257,14 @@ def run_training(config, out_dir, verbose=1, log=print, data=None,
     workers = workers or Workers()
     # ImageNet streams its images from files: its own pipelines.
     streamed = isinstance(data, ImageNetData)
-    batch, x_train, y_train, x_test, y_test, eval_batch = _worker_share(
-        config, data, workers, streamed, teacher)
+    batch = check_workers(config, data, workers)
+    eval_batch = max(1, config.eval_batch_size // workers.size)
+    x_train = y_train = x_test = y_test = None
+    if not streamed:  # this worker's shard (all of it for one process)
+        x_train, y_train, x_test, y_test = (workers.shard(a) for a in (
+            data.x_train, data.y_train, data.x_test, data.y_test))
     n_train = data.train_examples
-    steps = steps_per_epoch(len(x_train) if workers.distributed else n_train,
-                            batch)
+    steps = steps_per_epoch(n_train if streamed else len(x_train), batch)
     micro_steps = steps * config.accumulate
     augment = data.augment if config.augment == "auto" else config.augment
     # Normalised with the whole training set's statistics on every worker.
@@ -425,10 +428,10 @@ def check_workers(config, data, workers):
         The per-worker batch size.
 
     Raises:
-        ValueError: naming the argument, when the global batch (or the
-            Hessian batch) does not split among the workers, or for what
-            does not shard yet (streamed ImageNet, a teacher, the `tf.data`
-            pipeline on JAX workers).
+        ValueError: naming the argument, when the global batch does not
+            split among the workers, or for what does not shard yet
+            (streamed ImageNet, a teacher, the `tf.data` pipeline on JAX
+            workers).
     """
     if not workers.distributed:
         return config.batch_size
@@ -458,25 +461,6 @@ def check_workers(config, data, workers):
             f"batch_size={config.batch_size}"
         )
     return batch
-
-
-def _worker_share(config, data, workers, streamed, teacher):
-    """This worker's batch, training and test arrays and evaluation batch.
-
-    One process: the whole of `data`. Several workers: each its shard, and
-    `config.batch_size` (the global batch) divided among them; refused for
-    what does not shard yet (streamed ImageNet, a teacher).
-    """
-    if not workers.distributed:
-        if streamed:
-            return config.batch_size, None, None, None, None, None
-        return (config.batch_size, data.x_train, data.y_train, data.x_test,
-                data.y_test, config.eval_batch_size)
-    batch = check_workers(config, data, workers)
-    eval_batch = max(1, config.eval_batch_size // workers.size)
-    return (batch, workers.shard(data.x_train), workers.shard(data.y_train),
-            workers.shard(data.x_test), workers.shard(data.y_test),
-            eval_batch)
 
 
 def _save_model(model, path):

@@ -147,14 +147,15 @@ def start_workers(engine=None, coordinator=None, num_processes=None,
     """
     jax_args = {"coordinator": coordinator, "num_processes": num_processes,
                 "process_id": process_id}
+    given = [k for k, v in jax_args.items() if v is not None]
+    if given and engine != JAX:
+        # Horovod: horovodrun starts and numbers the ranks.
+        raise ValueError(
+            f"Argument `{given[0]}` is for distributed='jax' only. "
+            f"Received: {given[0]}={jax_args[given[0]]!r} with "
+            f"distributed={engine!r}"
+        )
     if engine is None or engine == LOCAL:
-        given = [k for k, v in jax_args.items() if v is not None]
-        if given:
-            raise ValueError(
-                f"Argument `{given[0]}` is for distributed='jax' only. "
-                f"Received: {given[0]}={jax_args[given[0]]!r} with "
-                f"distributed={engine!r}"
-            )
         return Workers()
     if engine not in ENGINES:
         raise ValueError(
@@ -171,13 +172,6 @@ def start_workers(engine=None, coordinator=None, num_processes=None,
             f"Received: KERAS_BACKEND={backend!r}"
         )
     if engine == HOROVOD:
-        given = [k for k, v in jax_args.items() if v is not None]
-        if given:
-            raise ValueError(
-                f"Argument `{given[0]}` is for distributed='jax' only "
-                "(horovodrun starts and numbers the Horovod ranks). "
-                f"Received: {given[0]}={jax_args[given[0]]!r}"
-            )
         from keras_lrphase.distributed.horovod_runtime import INSTALL_HINT
 
         try:
