@@ -2,8 +2,9 @@
 
 For each Keras backend of `--backends`, each batch size of `--batch-sizes`
 and each precision of `--precisions`, trains the CIFAR ResNet-20 the way
-`keras-lrphase train` does (`run_training` with a `RunConfig`: the `numpy`
-pipeline, normalisation, 4-pixel crops and flips, momentum SGD with L2
+`keras-lrphase train` does (`run_training` with a `RunConfig`: the `device`
+pipeline on JAX and torch and the `numpy` one on TensorFlow, or those of
+`--pipelines`; normalisation, 4-pixel crops and flips, momentum SGD with L2
 weight decay, `step` schedule, no Hessian) on random 32x32x3 images for
 `--epochs` epochs of `--images` images, and takes the summary's
 `images_per_second` (the epochs after the first). Each backend runs in its
@@ -50,6 +51,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKENDS = ("tensorflow", "jax", "torch")
 PRECISIONS = ("fp32", "bf16")
+PIPELINES = ("auto", "numpy", "device")
 TABLE2_EPOCHS = 300
 TABLE2_IMAGES = 50_000
 TEST_IMAGES = 256
@@ -101,6 +103,11 @@ def parse_args(argv=None):
     parser.add_argument("--precisions", type=_list(str, PRECISIONS),
                         default=list(PRECISIONS),
                         help="fp32 and/or bf16 (default: fp32,bf16)")
+    parser.add_argument("--pipelines", type=_list(str, PIPELINES),
+                        default=["auto"],
+                        help="the package's input pipelines, comma-separated "
+                             "(auto: device on JAX and torch, numpy on "
+                             "TensorFlow; default: auto)")
     parser.add_argument("--epochs", type=int, default=3,
                         help="epochs per run; the first is warm-up "
                              "(default: 3)")
@@ -121,6 +128,7 @@ def parse_args(argv=None):
                         help=argparse.SUPPRESS)
     parser.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--precision", help=argparse.SUPPRESS)
+    parser.add_argument("--pipeline", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         return args
@@ -142,6 +150,9 @@ def parse_args(argv=None):
         if importlib.util.find_spec(needed[backend]) is None:
             parser.error(f"argument --backends: {backend!r} needs the "
                          f"{needed[backend]} package, which is not installed")
+    if "device" in args.pipelines and "tensorflow" in args.backends:
+        parser.error("argument --pipelines: 'device' runs on the jax and "
+                     "torch backends only; drop tensorflow from --backends")
     if importlib.util.find_spec("torch") is None:
         parser.error("the PyTorch reference needs torch, which is not "
                      "installed")
@@ -187,7 +198,7 @@ def keras_worker(args):
         dataset="cifar10", model="resnet20", batch_size=args.batch_size,
         epochs=args.epochs, lr=LEARNING_RATE, momentum=MOMENTUM,
         weight_decay=WEIGHT_DECAY, schedule="step", hessian_every=0,
-        accumulate=args.accumulate, augment="auto", pipeline="numpy",
+        accumulate=args.accumulate, augment="auto", pipeline=args.pipeline,
         precision=args.precision, eval_batch_size=TEST_IMAGES,
         name="accelerator-throughput")
     with tempfile.TemporaryDirectory() as out:
@@ -196,6 +207,7 @@ def keras_worker(args):
         "images_per_second": summary["images_per_second"],
         "steps_per_epoch": summary["steps_per_epoch"],
         "backend": keras.backend.backend(),
+        "pipeline": summary["config"]["pipeline"],
         "keras_device": _keras_device(keras.backend.backend()),
     }
 
@@ -349,8 +361,16 @@ def reference_worker(args):
 # The driver
 
 
-def _run(worker, args, batch, precision, backend=None):
+def pipeline_for(backend, pipeline):
+    """The pipeline `auto` stands for on `backend`."""
+    if pipeline != "auto":
+        return pipeline
+    return "numpy" if backend == "tensorflow" else "device"
+
+
+def _run(worker, args, batch, precision, backend=None, pipeline="numpy"):
     command = [sys.executable, os.path.abspath(__file__), "--worker", worker,
+               "--pipeline", pipeline,
                "--batch-size", str(batch), "--precision", precision,
                "--epochs", str(args.epochs), "--images", str(args.images),
                "--accumulate", str(args.accumulate), "--device", args.device]
@@ -364,7 +384,8 @@ def _run(worker, args, batch, precision, backend=None):
         if args.device == "cpu":  # keep every backend off a GPU
             env["CUDA_VISIBLE_DEVICES"] = ""
             env["JAX_PLATFORMS"] = "cpu"
-    label = f"{backend or 'reference'} batch {batch} {precision}"
+    label = (f"{backend} ({pipeline} pipeline)" if backend else "reference")
+    label += f" batch {batch} {precision}"
     print(f"# {label} ...", file=sys.stderr, flush=True)
     start = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True,
@@ -377,6 +398,20 @@ def _run(worker, args, batch, precision, backend=None):
           f"({time.perf_counter() - start:.0f} s)", file=sys.stderr,
           flush=True)
     return result
+
+
+def _cell(pkg, ref, backend, batch, precision):
+    ips, ref_ips = pkg["images_per_second"], ref["images_per_second"]
+    return {
+        "backend": backend, "pipeline": pkg["pipeline"],
+        "batch_size": batch, "precision": precision,
+        "keras_device": pkg["keras_device"],
+        "package_images_per_second": ips,
+        "reference_images_per_second": ref_ips,
+        "ratio": ips / ref_ips,
+        "table2_row_minutes": table2_minutes(ips),
+        "steps_per_epoch": pkg["steps_per_epoch"],
+    }
 
 
 def table2_minutes(images_per_second):
@@ -398,20 +433,14 @@ def main(argv=None):
             ref = _run("reference", args, batch, precision)
             references[(batch, precision)] = ref
             for backend in args.backends:
-                pkg = _run("keras", args, batch, precision, backend)
-                ips, ref_ips = pkg["images_per_second"], ref["images_per_second"]
-                cells.append({
-                    "backend": backend, "batch_size": batch,
-                    "precision": precision,
-                    "keras_device": pkg["keras_device"],
-                    "package_images_per_second": ips,
-                    "reference_images_per_second": ref_ips,
-                    "ratio": ips / ref_ips,
-                    "table2_row_minutes": table2_minutes(ips),
-                    "steps_per_epoch": pkg["steps_per_epoch"],
-                })
+                pipelines = dict.fromkeys(
+                    pipeline_for(backend, p) for p in args.pipelines)
+                for pipeline in pipelines:
+                    cells.append(_cell(
+                        _run("keras", args, batch, precision, backend,
+                             pipeline), ref, backend, batch, precision))
     cells.sort(key=lambda c: (args.backends.index(c["backend"]),
-                              c["batch_size"], c["precision"]))
+                              c["batch_size"], c["precision"], c["pipeline"]))
     any_ref = next(iter(references.values()))
     result = {
         "device": args.device,
@@ -424,7 +453,8 @@ def main(argv=None):
         "cpu_count": os.cpu_count(),
         "cells": cells,
         "table2_row_minutes": {
-            f"{c['backend']} {c['precision']} batch {c['batch_size']}":
+            f"{c['backend']} {c['pipeline']} {c['precision']} batch "
+            f"{c['batch_size']}":
                 c["table2_row_minutes"] for c in cells},
         "seconds": round(time.perf_counter() - started, 1),
     }
@@ -433,11 +463,12 @@ def main(argv=None):
           f"{args.images} random images/epoch, {args.epochs} epochs "
           f"(first = warm-up); reference: PyTorch {result['torch']}, "
           f"{compiled}, channels-last\n")
-    print("| backend | batch | precision | package img/s | reference img/s "
-          "| ratio | Table 2 row (min) |")
-    print("|---|---:|---|---:|---:|---:|---:|")
+    print("| backend | pipeline | batch | precision | package img/s "
+          "| reference img/s | ratio | Table 2 row (min) |")
+    print("|---|---|---:|---|---:|---:|---:|---:|")
     for c in cells:
-        print(f"| {c['backend']} | {c['batch_size']} | {c['precision']} "
+        print(f"| {c['backend']} | {c['pipeline']} | {c['batch_size']} "
+              f"| {c['precision']} "
               f"| {c['package_images_per_second']:,.1f} "
               f"| {c['reference_images_per_second']:,.1f} "
               f"| {c['ratio']:.2f} | {c['table2_row_minutes']:,.1f} |")

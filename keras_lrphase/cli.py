@@ -149,7 +149,8 @@ def build_parser():
     add("--pipeline", choices=PIPELINES, default="auto",
         help="input pipeline (auto: tf.data when TensorFlow is installed, "
              "else numpy, which runs on every backend; numpy with "
-             "--distributed jax)")
+             "--distributed jax; device: the numpy pipeline's batches made "
+             "on the accelerator, JAX and torch)")
     add("--precision", choices=tuple(PRECISIONS), default="fp32",
         help="fp32, or mixed precision with bfloat16 compute (bf16)")
     add("--train-size", type=int, default=None,

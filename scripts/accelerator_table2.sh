@@ -24,7 +24,9 @@
 # EPOCHS=N overrides the 300-epoch budget and TRAIN_SIZE=N the training and
 # validation set sizes (for a quick check), JOBS=N the number of rows
 # trained at once, ONLY=LABELS the rows (comma-separated), PRECISION=bf16
-# the precision.
+# the precision, PIPELINE=numpy the input pipeline (default device: the
+# training set stays in GPU memory and every batch is made there; the same
+# batches as numpy, so a run started on one continues on the other).
 set -euo pipefail
 
 OUT=${1:?usage: scripts/accelerator_table2.sh OUT [MINUTES]}
@@ -57,8 +59,8 @@ fi
 python3 -c "import jax, keras; print('keras', keras.__version__, 'on', \
 keras.backend.backend(), jax.__version__, jax.devices())"
 
-# The numpy pipeline: the same batches whether or not TensorFlow is there.
-args=(compare --preset cifar10-table2 --data-dir "$DATA" --pipeline numpy
+args=(compare --preset cifar10-table2 --data-dir "$DATA"
+      --pipeline "${PIPELINE:-device}"
       --out "$OUT/table2" --jobs "$JOBS" --verbose 1)
 if [ -n "${EPOCHS:-}" ]; then args+=(--epochs "$EPOCHS"); fi
 if [ -n "${PRECISION:-}" ]; then args+=(--precision "$PRECISION"); fi

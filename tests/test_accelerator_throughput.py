@@ -28,6 +28,10 @@ def _run(*args, timeout=600):
      "argument --batch-sizes: 'big' is not an integer"),
     (["--precisions", "fp16"],
      "argument --precisions: 'fp16' is not one of fp32, bf16"),
+    (["--backends", "tensorflow", "--pipelines", "device"],
+     "argument --pipelines: 'device' runs on the jax and torch backends only"),
+    (["--pipelines", "gpu"],
+     "argument --pipelines: 'gpu' is not one of auto, numpy, device"),
     (["--batch-sizes", "64", "--images", "100"],
      "argument --images: 100 must be at least 2 batches"),
 ])
@@ -49,7 +53,7 @@ def test_tiny_cpu_run_reports_every_cell():
                 "--no-compile", "--device", "cpu")
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.strip().splitlines()
-    assert lines[2].startswith("| backend | batch | precision |")
+    assert lines[2].startswith("| backend | pipeline | batch | precision |")
     result = json.loads(lines[-1])
     assert result["device"] == "cpu" and result["torch_compile"] is False
     cells = {(c["backend"], c["batch_size"], c["precision"]): c
@@ -63,4 +67,8 @@ def test_tiny_cpu_run_reports_every_cell():
         assert cell["ratio"] == ips / ref
         minutes = 300 * 50000 / ips / 60
         assert cell["table2_row_minutes"] == minutes
-        assert result["table2_row_minutes"][f"{backend} fp32 batch 16"] == minutes
+        # auto: the numpy pipeline on TensorFlow, the device one elsewhere.
+        pipeline = "numpy" if backend == "tensorflow" else "device"
+        assert cell["pipeline"] == pipeline
+        key = f"{backend} {pipeline} fp32 batch 16"
+        assert result["table2_row_minutes"][key] == minutes

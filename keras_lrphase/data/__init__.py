@@ -15,7 +15,9 @@
 import os
 
 from keras_lrphase.data.array_pipeline import TrainBatches
+from keras_lrphase.data.array_pipeline import crop_flip_draws
 from keras_lrphase.data.array_pipeline import random_crop_flip_array
+from keras_lrphase.data.device_pipeline import DeviceTrainBatches
 from keras_lrphase.data.digits import load_digits_data
 from keras_lrphase.data.class_subset import select_classes
 from keras_lrphase.data.image_data import ImageData
@@ -131,7 +133,8 @@ def load_dataset(name, data_dir=None, cache_dir=None, verbose=0,
     return load_tfds(name, data_dir)
 
 __all__ = [
-    "DATASET_NAMES", "ImageData", "ImageNetData", "channel_stats",
+    "DATASET_NAMES", "DeviceTrainBatches", "ImageData", "ImageNetData",
+    "TrainBatches", "channel_stats",
     "check_dataset", "default_cache_dir", "eval_dataset", "load_dataset",
     "load_digits_data", "load_image_folder", "load_imagenet", "load_tfds",
     "normalized_batch", "random_crop_flip", "scan_image_folder", "select_classes", "steps_per_epoch", "train_dataset",

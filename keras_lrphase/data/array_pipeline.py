@@ -50,15 +50,28 @@ def random_crop_flip_array(images, padding, rng, flip=True):
     batch, height, width = images.shape[:3]
     padded = np.pad(images, [(0, 0), (padding, padding), (padding, padding),
                              (0, 0)])
-    offsets = rng.integers(0, 2 * padding + 1, size=(2, batch))
+    offsets, mirror = crop_flip_draws(batch, padding, rng, flip)
     rows = offsets[0][:, None] + np.arange(height)[None, :]
     cols = offsets[1][:, None] + np.arange(width)[None, :]
     index = np.arange(batch)[:, None, None]
     cropped = padded[index, rows[:, :, None], cols[:, None, :]]
     if flip:
-        mirror = rng.random(batch) < 0.5
         cropped[mirror] = cropped[mirror, :, ::-1]
     return cropped
+
+
+def crop_flip_draws(batch, padding, rng, flip=True):
+    """The random draws of `random_crop_flip_array`, in its order.
+
+    Returns:
+        `(offsets, mirror)`: int array `(2, batch)` of row and column crop
+        offsets in `[0, 2 * padding]`, and a bool array `(batch,)` of the
+        images to mirror (all False without `flip`).
+    """
+    offsets = rng.integers(0, 2 * padding + 1, size=(2, batch))
+    mirror = (rng.random(batch) < 0.5 if flip
+              else np.zeros(batch, dtype=bool))
+    return offsets, mirror
 
 
 class TrainBatches(keras.utils.PyDataset):
@@ -127,14 +140,18 @@ class TrainBatches(keras.utils.PyDataset):
     def __getitem__(self, index):
         if not 0 <= index < self._batches:
             raise IndexError(index)
-        start = index * self._sub_batch
-        chosen = np.sort(self._permutation()[start:start + self._sub_batch])
+        chosen = self._chosen(index)
         images = normalize_array(self._x[chosen], self._mean, self._std)
         if self._augment != "none":
             rng = np.random.default_rng((self._seed, self.epoch, index))
             images = random_crop_flip_array(
                 images, self._padding, rng, flip=self._augment == "crop-flip")
         return images, self._y[chosen]
+
+    def _chosen(self, index):
+        """The training examples of batch `index` of this epoch, sorted."""
+        start = index * self._sub_batch
+        return np.sort(self._permutation()[start:start + self._sub_batch])
 
     def on_epoch_end(self):
         self.epoch += 1

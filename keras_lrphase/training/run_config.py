@@ -10,7 +10,7 @@ import os
 
 SCHEDULES = ("step", "two-phase", "autodecay", "cosine-restarts")
 AUGMENTATIONS = ("auto", "none", "crop", "crop-flip")
-PIPELINES = ("auto", "tf.data", "numpy")
+PIPELINES = ("auto", "tf.data", "numpy", "device")
 PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16"}
 # Distillation defaults (Gotmare et al. 2019, Section 5): the student learns
 # the teacher's distribution softened with a temperature of 5.
@@ -87,7 +87,10 @@ class RunConfig:
         pipeline: `"auto"` (`"tf.data"` when TensorFlow is installed, else
             `"numpy"`), `"tf.data"` (`keras_lrphase.data.train_dataset`) or
             `"numpy"` (`keras_lrphase.data.TrainBatches`, every backend,
-            the same augmentation stream on each).
+            the same augmentation stream on each) or `"device"`
+            (`keras_lrphase.data.DeviceTrainBatches`: the same batches,
+            made on the accelerator from a training set kept there; JAX
+            and torch).
         precision: `"fp32"` or `"bf16"` (Keras policy `mixed_bfloat16`:
             bfloat16 compute, float32 weights).
         train_size: Int or None. Class-balanced training subset size (the
@@ -295,6 +298,11 @@ class RunConfig:
             _fail("pipeline", self.pipeline,
                   "needs TensorFlow (pip install tensorflow), or use "
                   "pipeline='numpy'")
+        if self.pipeline == "device" and _backend() == "tensorflow":
+            _fail("pipeline", self.pipeline,
+                  "needs the JAX or torch backend (TensorFlow's trainer copies "
+                  "such batches through the host; its accelerator path is "
+                  "pipeline='tf.data')")
         if self.precision not in PRECISIONS:
             _fail("precision", self.precision,
                   f"must be one of {', '.join(PRECISIONS)}")
@@ -305,7 +313,7 @@ class RunConfig:
                 _fail("image_size", self.image_size,
                       "is only used by dataset='imagenet'")
             _int("image_size", self.image_size, 8)
-        if self.dataset == "imagenet" and self.pipeline == "numpy":
+        if self.dataset == "imagenet" and self.pipeline in ("numpy", "device"):
             _fail("pipeline", self.pipeline,
                   "must be 'tf.data' or 'auto' for dataset='imagenet' (it "
                   "streams its images from files)")
@@ -408,7 +416,8 @@ class RunConfig:
         `summary.json` or checkpoint written before a field existed (or
         with a field `to_dict` leaves out at its default) still names the
         same run, so an upgrade of the package does not retrain it. A key
-        that is not a field never matches.
+        that is not a field never matches. The `numpy` and `device`
+        pipelines make the same batches, so a run may resume on the other.
 
         Example:
 
@@ -425,7 +434,11 @@ class RunConfig:
             if name not in fields:
                 return False
             default = _json_default_of(fields[name])
-            if mine.get(name, default) != saved.get(name, default):
+            same = _SAME_BATCHES.get(name, {})
+            mine_value, saved_value = (
+                same.get(v, v) if isinstance(v, str) else v
+                for v in (mine.get(name, default), saved.get(name, default)))
+            if mine_value != saved_value:
                 return False
         return True
 
@@ -435,6 +448,10 @@ def _json_default_of(field):
     default = field.default
     return list(default) if isinstance(default, tuple) else default
 
+
+# Values that train identically: the device pipeline makes the numpy one's
+# batches on the accelerator.
+_SAME_BATCHES = {"pipeline": {"device": "numpy"}}
 
 # Fields `to_dict` leaves out at their defaults (added after runs existed).
 _OUTPUT_DEFAULTS = (("freeze_epochs", 0), ("snapshot_epochs", None),
@@ -463,3 +480,9 @@ def _positive(name, value):
     if not (isinstance(value, (int, float)) and math.isfinite(value)
             and value > 0):
         _fail(name, value, "must be a positive number")
+
+
+def _backend():
+    import keras
+
+    return keras.backend.backend()

@@ -57,6 +57,7 @@ from keras_lrphase.callbacks.stage_checkpoint import StageCheckpoint
 from keras_lrphase.callbacks.two_phase_lr import TwoPhaseLR
 from keras_lrphase.callbacks.weight_snapshots import WeightSnapshots
 from keras_lrphase.data import ImageNetData
+from keras_lrphase.data import DeviceTrainBatches
 from keras_lrphase.data import TrainBatches
 from keras_lrphase.data import channel_stats
 from keras_lrphase.data import eval_dataset
@@ -278,10 +279,12 @@ def run_training(config, out_dir, verbose=1, log=print, data=None,
                                       accumulate=config.accumulate,
                                       seed=config.seed)
         val_ds = data.eval_dataset(config.eval_batch_size)
-    elif config.pipeline == "numpy":
-        train_ds = TrainBatches(x_train, y_train, batch, mean, std,
-                                augment=augment, accumulate=config.accumulate,
-                                seed=workers.seed(config.seed))
+    elif config.pipeline in ("numpy", "device"):
+        batches = (DeviceTrainBatches if config.pipeline == "device"
+                   else TrainBatches)
+        train_ds = batches(x_train, y_train, batch, mean, std,
+                           augment=augment, accumulate=config.accumulate,
+                           seed=workers.seed(config.seed))
         pipeline_callbacks.append(train_ds.epoch_callback())
         val_ds = (normalize_array(x_test, mean, std),
                   np.asarray(y_test, "int32"))
@@ -374,8 +377,9 @@ def run_training(config, out_dir, verbose=1, log=print, data=None,
 
     fit_start = time.perf_counter()
     model.fit(train_ds, epochs=config.epochs, validation_data=val_ds,
-              validation_batch_size=(eval_batch if config.pipeline == "numpy"
-                                     else None),
+              validation_batch_size=(
+                  eval_batch if config.pipeline in ("numpy", "device")
+                  else None),
               callbacks=callbacks, verbose=verbose, shuffle=False)
     train_seconds = time.perf_counter() - fit_start
 
