@@ -78,6 +78,8 @@ class Preset:
             this project's 2-core CPU machine (its default seeds); None:
             it needs an accelerator. The one place this figure is kept: the
             README's table and `--help` show it.
+        minutes_estimated: Bool. `minutes` is an estimate from another
+            preset's measured time per run, not yet measured itself.
         study: String or None. The analysis `compare` writes after the
             runs: `"landscape"` (`keras_lrphase.training.landscape_study`),
             or None: the SVCCA study (`heuristics_study`) when a run has
@@ -94,6 +96,7 @@ class Preset:
     seeds: tuple = (0,)
     reference: str = None
     minutes: float = None
+    minutes_estimated: bool = False
     study: str = None
 
     @property
@@ -772,13 +775,142 @@ LANDSCAPE_CPU = Preset(
     study="landscape",
 )
 
+# Issue-scale versions of Tables 1, 6 and 7 and of the Learning Stages
+# paper's Figure 3, in the cifar10-cpu setting (ResNet-8 on 5,000 images,
+# 80 epochs, batch 512 at lr 0.4), 3 seeds per row. The paper's Tables 6
+# and 7 vary two-phase + LARS; here the two-phase row of cifar10-cpu (plain
+# SGD), because LARS stayed below SGD at this scale (cifar10-lr-search).
+# Their time is estimated from cifar10-cpu's measured 7 minutes per run.
+_CPU_LARGE = dict(CIFAR10_CPU.common, batch_size=512, lr=0.4)
+_CPU_TWO_PHASE = dict(_CPU_LARGE, schedule="two-phase", min_delta=0.03,
+                      decay_factor=0.5)
+_CPU_MINUTES_PER_RUN = CIFAR10_CPU.minutes / len(CIFAR10_CPU.runs)
+_CPU_SEEDS = (0, 1, 2)
+
+CIFAR10_TABLE1_CPU = Preset(
+    name="cifar10-table1-cpu",
+    description=(
+        "Table 1's question at CPU scale: does a later first decay give a "
+        "higher accuracy? cifar10-cpu's large-batch row (batch 512, 80 "
+        "epochs) with the first x0.1 decay after 27 / 40 / 53 / 67 epochs; "
+        "3 seeds."),
+    common=dict(_CPU_LARGE, schedule="step", decay_factor=0.1),
+    runs=tuple(
+        PresetRun(f"first decay {first}", dict(decay_epochs=(first, second)),
+                  paper)
+        for first, second, paper in ((27, 53, 87.72), (40, 60, 90.23),
+                                     (53, 67, 91.43), (67, 73, 91.40))),
+    requires_data_dir=True,
+    paper_source="Two-phase paper, Table 1 (ResNet-20, 300 epochs, batch 8192)",
+    notes=(
+        "Table 1's decays scaled from 300 to 80 epochs: after 100 and 200 "
+        "-> 27 and 53; 150 and 225 -> 40 and 60 (cifar10-cpu's large-batch "
+        "row); 200 and 250 -> 53 and 67; 250 and 275 -> 67 and 73. Each "
+        "x0.1. Everything else is cifar10-cpu's large-batch row."),
+    seeds=_CPU_SEEDS,
+    reference="first decay 27",
+    minutes=round(4 * len(_CPU_SEEDS) * _CPU_MINUTES_PER_RUN),
+    minutes_estimated=True,
+)
+
+CIFAR10_TABLE6_CPU = Preset(
+    name="cifar10-table6-cpu",
+    description=(
+        "Table 6's question at CPU scale: which exploration length after "
+        "the plateau is best, and is the default 1/3 near it? cifar10-cpu's "
+        "two-phase row with 20 / 30 / 40 / 50% extra epochs, and 50% with "
+        "a 10% larger budget; 3 seeds."),
+    common=_CPU_TWO_PHASE,
+    runs=tuple(
+        PresetRun(f"extra {round(100 * fraction)}%",
+                  dict(extra_epochs_fraction=fraction), paper)
+        for fraction, paper in ((0.2, 92.03), (0.3, 92.66), (0.4, 92.54),
+                                (0.5, 92.03))
+    ) + (PresetRun("extra 50%, 88 epochs",
+                   dict(extra_epochs_fraction=0.5, epochs=88), 92.86),),
+    requires_data_dir=True,
+    paper_source=("Two-phase paper, Table 6, CIFAR-10 column (two-phase + "
+                  "LARS, ResNet-20, batch 8192)"),
+    notes=(
+        "Extra epochs: after a plateau detected at epoch x, x times the "
+        "fraction more epochs before the convergence phase. Everything else "
+        "is cifar10-cpu's two-phase row (batch 512, lr 0.4, plateau = no "
+        "loss decrease larger than 0.03 for 4 epochs, beta 0.5); the last "
+        "row has 88 epochs instead of 80."),
+    seeds=_CPU_SEEDS,
+    reference="extra 30%",
+    minutes=round(5 * len(_CPU_SEEDS) * _CPU_MINUTES_PER_RUN),
+    minutes_estimated=True,
+)
+
+CIFAR10_TABLE7_CPU = Preset(
+    name="cifar10-table7-cpu",
+    description=(
+        "Table 7's question at CPU scale: which decay factor beta is best, "
+        "and is the default 0.5 near it? cifar10-cpu's two-phase row with "
+        "beta 0.3 to 0.7; 3 seeds."),
+    common=_CPU_TWO_PHASE,
+    runs=tuple(
+        PresetRun(f"beta {beta:g}", dict(decay_factor=beta), paper)
+        for beta, paper in ((0.3, 92.31), (0.4, 92.63), (0.5, 92.66),
+                            (0.6, 92.18), (0.7, 91.46))),
+    requires_data_dir=True,
+    paper_source=("Two-phase paper, Table 7, CIFAR-10 column (two-phase + "
+                  "LARS, ResNet-20, batch 8192)"),
+    notes="Everything but beta is cifar10-cpu's two-phase row.",
+    seeds=_CPU_SEEDS,
+    reference="beta 0.5",
+    minutes=round(5 * len(_CPU_SEEDS) * _CPU_MINUTES_PER_RUN),
+    minutes_estimated=True,
+)
+
+# The Learning Stages paper, Figure 3 and Section 3.3: under step decay with
+# SGD the training loss drops sharply right after a decay made while the
+# current stage was stable; with full-batch gradient descent (BGD) decays
+# at different epochs lead to the same accuracy (no stages). Full batch
+# here: all 5,000 training images in one step per epoch, as 10 accumulated
+# sub-batches of 500.
+STAGES_CPU = Preset(
+    name="stages-cpu",
+    description=(
+        "Learning Stages paper, Figure 3 at CPU scale: SGD (batch 128) and "
+        "full-batch gradient descent (5,000 images, one step per epoch), "
+        "each without decay and with one x0.1 decay after epoch 30 or 50; "
+        "3 seeds."),
+    common=dict(CIFAR10_CPU.common, schedule="step", decay_factor=0.1),
+    runs=tuple(
+        PresetRun(f"{name} {'no decay' if decay is None else f'decay {decay}'}",
+                  dict(batch, decay_epochs=() if decay is None else (decay,)),
+                  versus=f"{name} no decay" if decay is not None else None)
+        for name, batch in (
+            ("SGD", dict(batch_size=128, lr=0.1)),
+            ("GD", dict(batch_size=5000, accumulate=10, lr=0.4)))
+        for decay in (None, 30, 50)),
+    requires_data_dir=True,
+    paper_source=None,
+    notes=(
+        "SGD: batch 128 at lr 0.1 (cifar10-cpu's small-batch row). GD: the "
+        "full 5,000-image training set per step (10 accumulated "
+        "sub-batches of 500, BatchNorm statistics per sub-batch), lr 0.4, "
+        "so 80 steps in all. Each row with no decay, or one x0.1 decay "
+        "after epoch 30 or 50; every decayed row is tested against its "
+        "optimizer's no-decay row. The stage transition is the training "
+        "loss of the epochs right after the decay (compare.png, "
+        "<run>/curves.png)."),
+    seeds=_CPU_SEEDS,
+    minutes=round(6 * len(_CPU_SEEDS) * _CPU_MINUTES_PER_RUN),
+    minutes_estimated=True,
+)
+
 PRESETS = {p.name: p for p in (DEMO, CIFAR10_CPU, CIFAR10_TABLE2,
                                CIFAR10_LR_SEARCH, CIFAR10_AUTODECAY_CPU,
                                CIFAR10_MOMENTUM_CPU, CIFAR10_TABLE1,
                                CIFAR100_TABLE3, SVHN_TABLE4, IMAGENET_TABLE5,
                                CIFAR10_TABLE6, CIFAR10_TABLE7,
                                HEURISTICS_WARMUP_CPU,
-                               HEURISTICS_DISTILLATION_CPU, LANDSCAPE_CPU)}
+                               HEURISTICS_DISTILLATION_CPU, LANDSCAPE_CPU,
+                               CIFAR10_TABLE1_CPU, CIFAR10_TABLE6_CPU,
+                               CIFAR10_TABLE7_CPU, STAGES_CPU)}
 PRESET_NAMES = tuple(PRESETS)
 
 
@@ -786,6 +918,8 @@ def preset_time(preset):
     """`"21 min"` (measured on 2 CPU cores) or `"needs an accelerator"`."""
     if preset.minutes is None:
         return "needs an accelerator"
+    if preset.minutes_estimated:
+        return f"about {preset.minutes:g} min (estimated)"
     return f"{preset.minutes:g} min"
 
 

@@ -27,6 +27,9 @@
 # the precision, PIPELINE=numpy the input pipeline (default device: the
 # training set stays in GPU memory and every batch is made there; the same
 # batches as numpy, so a run started on one continues on the other).
+# PRESET=NAME runs another preset the same way (its folder and archive are
+# OUT/NAME and OUT/NAME.tar.gz), e.g. PRESET=cifar10-table7-cpu for a
+# CPU-scale study with its 3 seeds, several runs at once.
 set -euo pipefail
 
 OUT=${1:?usage: scripts/accelerator_table2.sh OUT [MINUTES]}
@@ -36,6 +39,8 @@ WHEELS=${WHEELS:-$ROOT/.whl}
 CIFAR_TAR=${CIFAR_TAR:-$ROOT/.carry/cifar10-jpeg.tar.gz}
 DATA=${DATA:-/tmp/cifar10}
 JOBS=${JOBS:-5}
+PRESET=${PRESET:-cifar10-table2}
+if [ "$PRESET" = cifar10-table2 ]; then RUNS=table2; else RUNS=$PRESET; fi
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 
@@ -52,16 +57,16 @@ if [ ! -d "$DATA/train" ]; then
     mkdir -p "$DATA"
     tar -xzf "$CIFAR_TAR" -C "$DATA"
 fi
-if [ -f "$OUT/table2.tar.gz" ] && [ ! -d "$OUT/table2" ]; then
-    tar -xzf "$OUT/table2.tar.gz" -C "$OUT"
+if [ -f "$OUT/$RUNS.tar.gz" ] && [ ! -d "$OUT/$RUNS" ]; then
+    tar -xzf "$OUT/$RUNS.tar.gz" -C "$OUT"
 fi
 
 python3 -c "import jax, keras; print('keras', keras.__version__, 'on', \
 keras.backend.backend(), jax.__version__, jax.devices())"
 
-args=(compare --preset cifar10-table2 --data-dir "$DATA"
+args=(compare --preset "$PRESET" --data-dir "$DATA"
       --pipeline "${PIPELINE:-device}"
-      --out "$OUT/table2" --jobs "$JOBS" --verbose 1)
+      --out "$OUT/$RUNS" --jobs "$JOBS" --verbose 1)
 if [ -n "${EPOCHS:-}" ]; then args+=(--epochs "$EPOCHS"); fi
 if [ -n "${PRECISION:-}" ]; then args+=(--precision "$PRECISION"); fi
 if [ -n "${ONLY:-}" ]; then args+=(--only "$ONLY"); fi
@@ -69,20 +74,26 @@ if [ -n "${TRAIN_SIZE:-}" ]; then
     args+=(--train-size "$TRAIN_SIZE" --test-size "$TRAIN_SIZE")
 fi
 # The first call decodes the images into the cache once, before the runs.
+# In a process group of its own, so that what is left of it (the --jobs
+# workers) is stopped at the end, and nothing else on the machine.
 status=0
-timeout --signal=INT --kill-after=20 "${MINUTES}m" \
-    python3 -m keras_lrphase "${args[@]}" || status=$?
-pkill -INT -f "keras_lrphase" 2>/dev/null || true
+setsid timeout --signal=INT --kill-after=20 "${MINUTES}m" \
+    python3 -m keras_lrphase "${args[@]}" &
+group=$!
+trap 'kill -INT -- -$group 2>/dev/null' INT TERM
+wait $group || status=$?
+kill -INT -- -$group 2>/dev/null || true
 sleep 2
-pkill -KILL -f "multiprocessing.spawn" 2>/dev/null || true
+kill -KILL -- -$group 2>/dev/null || true
+trap - INT TERM
 
-python3 -m keras_lrphase.training.progress_report "$OUT/table2" \
+python3 -m keras_lrphase.training.progress_report "$OUT/$RUNS" \
     > "$OUT/progress.md" || true
 cat "$OUT/progress.md"
-tar -czf "$OUT/table2.tar.gz.tmp" -C "$OUT" table2 \
-    && mv "$OUT/table2.tar.gz.tmp" "$OUT/table2.tar.gz"
-if [ -f "$OUT/table2/table.md" ]; then
-    cat "$OUT/table2/table.md"
+tar -czf "$OUT/$RUNS.tar.gz.tmp" -C "$OUT" "$RUNS" \
+    && mv "$OUT/$RUNS.tar.gz.tmp" "$OUT/$RUNS.tar.gz"
+if [ -f "$OUT/$RUNS/table.md" ]; then
+    cat "$OUT/$RUNS/table.md"
 else
     echo "Not finished (status $status): call again with the same OUT to continue."
 fi

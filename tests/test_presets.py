@@ -15,7 +15,9 @@ def test_preset_names():
                             "cifar100-table3", "svhn-table4", "imagenet-table5",
                             "cifar10-table6", "cifar10-table7",
                             "heuristics-warmup-cpu",
-                            "heuristics-distillation-cpu", "landscape-cpu")
+                            "heuristics-distillation-cpu", "landscape-cpu",
+                            "cifar10-table1-cpu", "cifar10-table6-cpu",
+                            "cifar10-table7-cpu", "stages-cpu")
     with pytest.raises(ValueError, match="preset='imagenet'"):
         get_preset("imagenet")
 
@@ -126,8 +128,13 @@ def test_autodecay_and_momentum_presets_are_the_cifar10_cpu_setting():
 
 
 def _table(name):
-    return {run.label: (run, config.resolved())
-            for run, config in get_preset(name).configs()}
+    """`{label: (run, resolved config)}`, each label's first seed."""
+    preset = get_preset(name)
+    data_dir = "/data" if preset.requires_data_dir else None
+    table = {}
+    for run, config in preset.configs(data_dir=data_dir):
+        table.setdefault(run.label, (run, config.resolved()))
+    return table
 
 
 def test_table1_first_decays_mirror_the_paper():
@@ -234,3 +241,66 @@ def test_paper_scale_presets_run_an_epoch_on_mock_data(name, tmp_path):
     assert summary["config"]["batch_size"] == config.batch_size
     rows = EpochRecorder.read(str(tmp_path / HISTORY_FILE))
     assert math.isfinite(rows[-1]["hessian_max_eigenvalue"])
+
+
+def test_cpu_scale_studies_vary_one_setting_of_a_cifar10_cpu_row():
+    cpu = _table("cifar10-cpu")
+    large, two_phase = cpu["large-batch"][1], cpu["two-phase"][1]
+    shared = ("dataset", "model", "train_size", "test_size", "weight_decay",
+              "momentum", "warmup_epochs", "hessian_every",
+              "hessian_batch_size")
+    # Table 1: the paper's decay epochs scaled from 300 to 80 epochs.
+    one = _table("cifar10-table1-cpu")
+    assert {label: (config.decay_epochs, run.paper)
+            for label, (run, config) in one.items()} == {
+        "first decay 27": ((27, 53), 87.72), "first decay 40": ((40, 60), 90.23),
+        "first decay 53": ((53, 67), 91.43), "first decay 67": ((67, 73), 91.40)}
+    for label, (_, config) in one.items():
+        for epoch_300, epoch_80 in zip(
+                {"27": (100, 200), "40": (150, 225), "53": (200, 250),
+                 "67": (250, 275)}[label.split()[-1]], config.decay_epochs):
+            assert epoch_80 == round(epoch_300 * 80 / 300)
+    six = _table("cifar10-table6-cpu")
+    assert {label: (config.extra_epochs_fraction, config.epochs)
+            for label, (_, config) in six.items()} == {
+        "extra 20%": (0.2, 80), "extra 30%": (0.3, 80), "extra 40%": (0.4, 80),
+        "extra 50%": (0.5, 80), "extra 50%, 88 epochs": (0.5, 88)}
+    seven = _table("cifar10-table7-cpu")
+    assert {label: config.decay_factor
+            for label, (_, config) in seven.items()} == {
+        "beta 0.3": 0.3, "beta 0.4": 0.4, "beta 0.5": 0.5, "beta 0.6": 0.6,
+        "beta 0.7": 0.7}
+    for table, base, varied in (
+            (one, large, ("decay_epochs",)),
+            (six, two_phase, ("extra_epochs_fraction", "epochs")),
+            (seven, two_phase, ("decay_factor",))):
+        for _, config in table.values():
+            config.validate(check_data=False)
+            for field in shared + ("batch_size", "lr", "schedule",
+                                   "min_delta", "decay_factor", "epochs"):
+                if field not in varied:
+                    assert getattr(config, field) == getattr(base, field), field
+    for name in ("cifar10-table1-cpu", "cifar10-table6-cpu",
+                 "cifar10-table7-cpu", "stages-cpu"):
+        preset = get_preset(name)
+        assert preset.seeds == (0, 1, 2) and preset.minutes_estimated
+        assert preset.minutes == round(
+            len(preset.runs) * 3 * get_preset("cifar10-cpu").minutes / 3)
+
+
+def test_stages_preset_compares_sgd_and_full_batch_gd_decays():
+    stages = _table("stages-cpu")
+    rows = {label: (config.batch_size, config.accumulate, config.lr,
+                    config.decay_epochs, run.versus)
+            for label, (run, config) in stages.items()}
+    assert rows == {
+        "SGD no decay": (128, 1, 0.1, (), None),
+        "SGD decay 30": (128, 1, 0.1, (30,), "SGD no decay"),
+        "SGD decay 50": (128, 1, 0.1, (50,), "SGD no decay"),
+        "GD no decay": (5000, 10, 0.4, (), None),
+        "GD decay 30": (5000, 10, 0.4, (30,), "GD no decay"),
+        "GD decay 50": (5000, 10, 0.4, (50,), "GD no decay")}
+    for _, config in stages.values():
+        config.validate(check_data=False)
+        # Full batch: one optimizer step per epoch on the 5,000 images.
+        assert config.train_size == 5000 and config.schedule == "step"
