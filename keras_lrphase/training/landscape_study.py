@@ -60,6 +60,12 @@ import os
 
 import numpy as np
 
+from keras_lrphase.training.landscape_plots import plot_margin_curves
+from keras_lrphase.training.landscape_plots import plot_path_curves
+from keras_lrphase.training.landscape_plots import plot_snapshot_segments
+from keras_lrphase.training.landscape_report import landscape_markdown
+from keras_lrphase.training.landscape_report import margin_line
+
 REFERENCE = "reference"
 CURVE = "bezier"
 CURVE_EPOCHS = 4
@@ -469,20 +475,21 @@ def write_landscape_outputs(results, out, data_of, *, reference=REFERENCE,
                 lines.append(f"margins of {name}: {found}")
                 continue
             record["margins"][name] = found
-            lines.append(_margin_line(name, found))
+            lines.append(margin_line(name, found))
 
     if record["curves"]:
-        _plot_curves(record["curves"], reference,
-                     os.path.join(out, CURVES_PLOT))
+        plot_path_curves(record["curves"], reference,
+                         os.path.join(out, CURVES_PLOT), CURVE)
     if record["segments"]:
-        _plot_segments(record["segments"], os.path.join(out, SEGMENTS_PLOT))
+        plot_snapshot_segments(record["segments"],
+                               os.path.join(out, SEGMENTS_PLOT))
     if record["margins"]:
-        _plot_margins(record["margins"], os.path.join(out, MARGINS_PLOT))
+        plot_margin_curves(record["margins"], os.path.join(out, MARGINS_PLOT))
     from keras_lrphase.analysis.analyze_actions import write_json
 
     write_json(os.path.join(out, JSON_FILE), record)
     with open(os.path.join(out, MARKDOWN_FILE), "w") as f:
-        f.write(_markdown(record, lines))
+        f.write(landscape_markdown(record, lines, CURVE))
     return lines
 
 
@@ -528,182 +535,3 @@ def _after_plateau(found):
             "change_to_last": value[epochs[-1]] - value[plateau],
             "loss_change_until": (dict(zip(epochs, found["train_loss"]))[end]
                                   - dict(zip(epochs, found["train_loss"]))[plateau])}
-
-
-def _margin_line(name, found):
-    change = found["margin_change_after_plateau"]
-    if change is None:
-        return (f"margins of {name} (batch {found['batch_size']}): no loss "
-                "plateau detected; interquartile mean "
-                f"{found['margin_mean_iqr'][0]:.4g} after epoch "
-                f"{found['epochs'][0]}, {found['margin_mean_iqr'][-1]:.4g} "
-                f"after epoch {found['epochs'][-1]}")
-    return (f"margins of {name} (batch {found['batch_size']}): loss plateau "
-            f"at epoch {change['plateau']}; from there to epoch "
-            f"{change['until']} the margin (interquartile mean) goes "
-            f"{change['margin_at_plateau']:.4g} -> "
-            f"{change['margin_at_until']:.4g} ({change['change_until']:+.4g}) "
-            f"while the training loss changes by "
-            f"{change['loss_change_until']:+.4f}")
-
-
-def _markdown(record, lines):
-    text = ["# Loss landscape\n", "\n"]
-    text += [f"- {line}\n" for line in lines]
-    if record["curves"]:
-        text += ["\n## Curves from the reference (Heuristics paper, Figure 1)"
-                 "\n\n", "Barrier: highest training loss on the path minus "
-                 "the higher end point's. Accuracies on the test set.\n\n",
-                 "| variant | test acc. reference / variant | segment barrier "
-                 "| segment min test acc. | curve barrier | curve min test "
-                 "acc. |\n", "|---|---|---|---|---|---|\n"]
-        for name, found in record["curves"].items():
-            seg, bez = found["segment"], found[CURVE]
-            text.append(
-                f"| {name} | {100 * seg['test_accuracy'][0]:.1f}% / "
-                f"{100 * seg['test_accuracy'][-1]:.1f}% | "
-                f"{seg['barrier']:.3f} | {100 * seg['min_test_accuracy']:.1f}% "
-                f"| {bez['barrier']:.3f} | "
-                f"{100 * bez['min_test_accuracy']:.1f}% |\n")
-    if record["segments"]:
-        text += ["\n## Segments between snapshots (Figure 2): consecutive "
-                 "ones, then each earlier one to the last\n\n",
-                 "| run | epochs | crosses | train loss at ends | highest "
-                 "train loss | barrier | min test acc. |\n",
-                 "|---|---|---|---|---|---|---|\n"]
-        for name, found in record["segments"].items():
-            for pair in found["pairs"]:
-                a, b = pair["epochs"]
-                crossed = (f"{found['event']} after {', '.join(map(str, pair['crosses']))}"
-                           if pair["crosses"] else "-")
-                loss = pair["train_loss"]
-                text.append(
-                    f"| {name} | {a} -> {b} | {crossed} | {loss[0]:.3f} / "
-                    f"{loss[-1]:.3f} | {pair['max_train_loss']:.3f} | "
-                    f"{pair['barrier']:.3f} | "
-                    f"{100 * pair['min_test_accuracy']:.1f}% |\n")
-    if record["margins"]:
-        names = list(record["margins"])
-        text += ["\n## Training loss and margin per epoch (two-phase paper, "
-                 "Figure 1)\n\n",
-                 "Margin: interquartile mean of the normalized margins of "
-                 f"{record['settings']['margin_images']} training images. "
-                 "`*`: the loss-plateau epoch.\n\n",
-                 "| epoch | " + " | ".join(f"{n} loss | {n} margin"
-                                           for n in names) + " |\n",
-                 "|---|" + "---|---|" * len(names) + "\n"]
-        rows = sorted({e for f in record["margins"].values()
-                       for e in f["epochs"]})
-        for epoch in rows:
-            cells = []
-            for n in names:
-                found = record["margins"][n]
-                if epoch not in found["epochs"]:
-                    cells += ["", ""]
-                    continue
-                i = found["epochs"].index(epoch)
-                mark = "*" if epoch == found["plateau_epoch"] else ""
-                cells += [f"{found['train_loss'][i]:.4f}{mark}",
-                          f"{found['margin_mean_iqr'][i]:.4g}"]
-            text.append(f"| {epoch} | " + " | ".join(cells) + " |\n")
-    return "".join(text)
-
-
-def _figure(*args, **kwargs):
-    from matplotlib.figure import Figure
-
-    return Figure(*args, layout="constrained", **kwargs)
-
-
-def _plot_curves(curves, reference, path):
-    figure = _figure(figsize=(11, 4.2))
-    loss_axes, accuracy_axes = figure.subplots(1, 2)
-    for i, (name, found) in enumerate(curves.items()):
-        for key, style in (("segment", "--"), (CURVE, "-")):
-            p = found[key]
-            label = f"{name}: {'segment' if key == 'segment' else key + ' curve'}"
-            loss_axes.plot(p["t"], p["train_loss"], style, marker=".",
-                           color=f"C{i}", label=label)
-            accuracy_axes.plot(p["t"], 100 * np.asarray(p["test_accuracy"]),
-                               style, marker=".", color=f"C{i}", label=label)
-    loss_axes.set_ylabel("training loss")
-    accuracy_axes.set_ylabel("test accuracy (%)")
-    for axes in (loss_axes, accuracy_axes):
-        axes.set_xlabel(f"t (0: {reference}, 1: the variant)")
-        axes.grid(alpha=0.3)
-    loss_axes.legend(fontsize=7, loc="upper left")
-    figure.suptitle(f"From {reference} to each variant: straight segment "
-                    f"(dashed) vs trained {CURVE} curve (solid)")
-    figure.savefig(path, dpi=100)
-
-
-def _plot_segments(segments, path):
-    figure = _figure(figsize=(11, 4.0 * len(segments)))
-    axes = np.atleast_2d(figure.subplots(len(segments), 2, squeeze=False))
-    for row, (name, found) in enumerate(segments.items()):
-        loss_axes, accuracy_axes = axes[row]
-        for i, pair in enumerate(found["pairs"]):
-            a, b = pair["epochs"]
-            label = (f"{a} -> {b}" + (f" ({found['event']})"
-                                      if pair["crosses"] else "")
-                     + f", barrier {pair['barrier']:.2f}")
-            style = "-" if pair["crosses"] else ":"
-            loss_axes.plot(pair["t"], pair["train_loss"], style, marker=".",
-                           color=f"C{i}", label=label)
-            accuracy_axes.plot(pair["t"],
-                               100 * np.asarray(pair["test_accuracy"]), style,
-                               marker=".", color=f"C{i}", label=label)
-        loss_axes.set_ylabel("training loss")
-        accuracy_axes.set_ylabel("test accuracy (%)")
-        loss_axes.set_title(f"{name} ({found['schedule']}): training loss")
-        accuracy_axes.set_title(f"{name}: test accuracy")
-        for ax in (loss_axes, accuracy_axes):
-            ax.set_xlabel("t (0: the earlier snapshot, 1: the later)")
-            ax.grid(alpha=0.3)
-        loss_axes.legend(fontsize=7)
-    figure.suptitle("Segments between snapshots, consecutive and each to the "
-                    "last (solid: across a restart or decay)")
-    figure.savefig(path, dpi=100)
-
-
-def _plot_margins(margins, path):
-    from matplotlib.ticker import MaxNLocator
-
-    figure = _figure(figsize=(max(7.0, 5.5 * len(margins)), 5.0))
-    panels = np.atleast_1d(figure.subplots(1, len(margins), squeeze=False)[0])
-    for axes, (name, found) in zip(panels, margins.items()):
-        epochs = found["epochs"]
-        axes.fill_between(epochs, found["margin_q1"], found["margin_q3"],
-                          color="C0", alpha=0.15, label="margin q1-q3")
-        axes.plot(epochs, found["margin_mean_iqr"], "o-", color="C0",
-                  markersize=3, label="margin (interquartile mean)")
-        axes.set_xlabel("epoch")
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axes.set_ylabel("normalized margin", color="C0")
-        loss = axes.twinx()
-        loss.plot(epochs, found["train_loss"], "s-", color="C3", markersize=3,
-                  label="training loss")
-        loss.set_ylabel("training loss", color="C3")
-        handles = axes.get_legend_handles_labels()
-        extra = loss.get_legend_handles_labels()
-        if found["plateau_epoch"] is not None:
-            line = axes.axvline(found["plateau_epoch"], color="k",
-                                linestyle=":")
-            extra = (extra[0] + [line],
-                     extra[1] + [f"loss plateau (epoch {found['plateau_epoch']})"])
-        switch = found.get("exploration_epochs")
-        if switch is not None:
-            line = axes.axvline(switch, color="0.4", linestyle="-.")
-            extra = (extra[0] + [line],
-                     extra[1] + [f"convergence phase after epoch {switch}"])
-        for decay in found.get("decay_epochs") or ():
-            axes.axvline(decay, color="0.6", linestyle="--", linewidth=0.8)
-        axes.legend(handles[0] + extra[0], handles[1] + extra[1], fontsize=7,
-                    loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
-        axes.set_title(f"{name} (batch {found['batch_size']})")
-        axes.grid(alpha=0.3)
-    figure.suptitle("Training loss and margin (normalized margins of a fixed "
-                    "training sample) per epoch")
-    figure.savefig(path, dpi=100)
-
-
