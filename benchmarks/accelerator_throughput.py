@@ -145,14 +145,14 @@ def parse_args(argv=None):
     if args.images < 2 * largest:
         parser.error(f"argument --images: {args.images} must be at least 2 "
                      f"batches of the largest batch size ({2 * largest})")
+    if "device" in args.pipelines and "tensorflow" in args.backends:
+        parser.error("argument --pipelines: 'device' runs on the jax and "
+                     "torch backends only; drop tensorflow from --backends")
     needed = {"torch": "torch", "jax": "jax", "tensorflow": "tensorflow"}
     for backend in args.backends:
         if importlib.util.find_spec(needed[backend]) is None:
             parser.error(f"argument --backends: {backend!r} needs the "
                          f"{needed[backend]} package, which is not installed")
-    if "device" in args.pipelines and "tensorflow" in args.backends:
-        parser.error("argument --pipelines: 'device' runs on the jax and "
-                     "torch backends only; drop tensorflow from --backends")
     if importlib.util.find_spec("torch") is None:
         parser.error("the PyTorch reference needs torch, which is not "
                      "installed")
