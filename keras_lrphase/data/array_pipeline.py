@@ -143,15 +143,19 @@ class TrainBatches(keras.utils.PyDataset):
         chosen = self._chosen(index)
         images = normalize_array(self._x[chosen], self._mean, self._std)
         if self._augment != "none":
-            rng = np.random.default_rng((self._seed, self.epoch, index))
             images = random_crop_flip_array(
-                images, self._padding, rng, flip=self._augment == "crop-flip")
+                images, self._padding, self._rng(index),
+                flip=self._augment == "crop-flip")
         return images, self._y[chosen]
 
     def _chosen(self, index):
         """The training examples of batch `index` of this epoch, sorted."""
         start = index * self._sub_batch
         return np.sort(self._permutation()[start:start + self._sub_batch])
+
+    def _rng(self, index):
+        """The generator of batch `index`'s crops and flips this epoch."""
+        return np.random.default_rng((self._seed, self.epoch, index))
 
     def on_epoch_end(self):
         self.epoch += 1

@@ -6,8 +6,8 @@ function gathers the batch's images, normalises them and applies the
 padded crops and flips. The random draws are those of `TrainBatches`, the
 NumPy pipeline (same seed, same permutation, same crop offsets and
 mirrors, bit for bit on every backend); they are made on the host once per
-epoch and copied with that epoch's plan (about 7 bytes per image), so no
-step copies anything between host and device. The batches equal
+epoch and copied with that epoch's plan (about 7 bytes per image), so a
+step sends the device only its batch number. The batches equal
 `TrainBatches`' up to float rounding.
 
 Keras' JAX and torch trainers take the device arrays of a `PyDataset` as
@@ -93,10 +93,8 @@ class DeviceTrainBatches(TrainBatches):
                 for index in range(self._batches):
                     chosen.append(self._chosen(index))
                     if self._augment != "none":
-                        rng = np.random.default_rng(
-                            (self._seed, self.epoch, index))
                         o, m = crop_flip_draws(
-                            self._sub_batch, self._padding, rng,
+                            self._sub_batch, self._padding, self._rng(index),
                             flip=self._augment == "crop-flip")
                     else:
                         o = np.zeros((2, self._sub_batch), "int64")
