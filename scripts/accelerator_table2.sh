@@ -29,7 +29,11 @@
 # batches as numpy, so a run started on one continues on the other).
 # PRESET=NAME runs another preset the same way (its folder and archive are
 # OUT/NAME and OUT/NAME.tar.gz), e.g. PRESET=cifar10-table7-cpu for a
-# CPU-scale study with its 3 seeds, several runs at once.
+# CPU-scale study with its 3 seeds, several runs at once. A comma-separated
+# list runs those presets side by side, JOBS runs each, e.g.
+#   PRESET=cifar10-table1-cpu,cifar10-table6-cpu,cifar10-table7-cpu,stages-cpu \
+#       JOBS=4 scripts/accelerator_table2.sh OUT 9
+# for the four CPU-scale studies (16 runs at once on a 16-core GPU machine).
 set -euo pipefail
 
 OUT=${1:?usage: scripts/accelerator_table2.sh OUT [MINUTES]}
@@ -40,11 +44,14 @@ CIFAR_TAR=${CIFAR_TAR:-$ROOT/.carry/cifar10-jpeg.tar.gz}
 DATA=${DATA:-/tmp/cifar10}
 JOBS=${JOBS:-5}
 PRESET=${PRESET:-cifar10-table2}
-if [ "$PRESET" = cifar10-table2 ]; then RUNS=table2; else RUNS=$PRESET; fi
+IFS=, read -r -a PRESETS <<< "$PRESET"
+# The folder (and archive) name of a preset's runs under OUT.
+runs_of() { if [ "$1" = cifar10-table2 ]; then echo table2; else echo "$1"; fi; }
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 
-if ! python3 -c "import keras" 2>/dev/null; then
+if ! python3 -c "import importlib.util as u, sys; \
+sys.exit(u.find_spec('keras') is None)"; then
     python3 -m pip install -q --no-index --no-deps --no-compile \
         --no-cache-dir --upgrade --target /tmp/site "$WHEELS"/*.whl
     export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
@@ -53,47 +60,97 @@ export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
 export KERAS_BACKEND=${KERAS_BACKEND:-jax}
 export PYTHONUNBUFFERED=1
 
-if [ ! -d "$DATA/train" ]; then
+# Bad PRESET or ONLY values stop the script before anything runs. Prints
+# the presets that read the CIFAR-10 folder (the demo does not).
+data_presets=$(python3 - "$PRESET" "${ONLY:-}" <<'EOF'
+import sys
+from keras_lrphase.presets import PRESETS, PRESET_NAMES
+
+names, only = sys.argv[1].split(","), sys.argv[2]
+
+
+def fail(message):
+    print(f"accelerator_table2.sh: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+for name in names:
+    if name not in PRESET_NAMES:
+        fail(f"PRESET: {name!r} is not one of {', '.join(PRESET_NAMES)}")
+if len(set(names)) != len(names):
+    fail(f"PRESET names a preset twice: {sys.argv[1]!r}")
+if only and len(names) > 1:
+    fail(f"ONLY picks runs of one preset; PRESET names {len(names)}: "
+         f"{sys.argv[1]!r}")
+print(" ".join(n for n in names if PRESETS[n].requires_data_dir))
+EOF
+) || exit 2
+needs_data() { [[ " $data_presets " == *" $1 "* ]]; }
+data_needed=false
+if [ -n "$data_presets" ]; then data_needed=true; fi
+if $data_needed && [ ! -d "$DATA/train" ]; then
     mkdir -p "$DATA"
     tar -xzf "$CIFAR_TAR" -C "$DATA"
 fi
-if [ -f "$OUT/$RUNS.tar.gz" ] && [ ! -d "$OUT/$RUNS" ]; then
-    tar -xzf "$OUT/$RUNS.tar.gz" -C "$OUT"
-fi
+for preset in "${PRESETS[@]}"; do
+    runs=$(runs_of "$preset")
+    if [ -f "$OUT/$runs.tar.gz" ] && [ ! -d "$OUT/$runs" ]; then
+        tar -xzf "$OUT/$runs.tar.gz" -C "$OUT"
+    fi
+done
 
 python3 -c "import jax, keras; print('keras', keras.__version__, 'on', \
 keras.backend.backend(), jax.__version__, jax.devices())"
 
-args=(compare --preset "$PRESET" --data-dir "$DATA"
-      --pipeline "${PIPELINE:-device}"
-      --out "$OUT/$RUNS" --jobs "$JOBS" --verbose 1)
-if [ -n "${EPOCHS:-}" ]; then args+=(--epochs "$EPOCHS"); fi
-if [ -n "${PRECISION:-}" ]; then args+=(--precision "$PRECISION"); fi
-if [ -n "${ONLY:-}" ]; then args+=(--only "$ONLY"); fi
-if [ -n "${TRAIN_SIZE:-}" ]; then
-    args+=(--train-size "$TRAIN_SIZE" --test-size "$TRAIN_SIZE")
+# The images are decoded into the cache once, before the runs start.
+if $data_needed; then
+    python3 -c "from keras_lrphase.data.image_folder import load_image_folder; \
+load_image_folder('$DATA', verbose=1)"
 fi
-# The first call decodes the images into the cache once, before the runs.
-# In a process group of its own, so that what is left of it (the --jobs
-# workers) is stopped at the end, and nothing else on the machine.
+
+# Each preset in a process group of its own, so that what is left of it
+# (the --jobs workers) is stopped at the end, and nothing else on the machine.
+groups=()
+for preset in "${PRESETS[@]}"; do
+    args=(compare --preset "$preset" --pipeline "${PIPELINE:-device}"
+          --out "$OUT/$(runs_of "$preset")" --jobs "$JOBS" --verbose 1)
+    if needs_data "$preset"; then args+=(--data-dir "$DATA"); fi
+    if [ -n "${EPOCHS:-}" ]; then args+=(--epochs "$EPOCHS"); fi
+    if [ -n "${PRECISION:-}" ]; then args+=(--precision "$PRECISION"); fi
+    if [ -n "${ONLY:-}" ]; then args+=(--only "$ONLY"); fi
+    if [ -n "${TRAIN_SIZE:-}" ]; then
+        args+=(--train-size "$TRAIN_SIZE" --test-size "$TRAIN_SIZE")
+    fi
+    setsid timeout --signal=INT --kill-after=20 "${MINUTES}m" \
+        python3 -m keras_lrphase "${args[@]}" &
+    groups+=($!)
+done
+stop_all() {
+    for group in "${groups[@]}"; do kill -"$1" -- -"$group" 2>/dev/null || true; done
+}
+trap 'stop_all INT' INT TERM
 status=0
-setsid timeout --signal=INT --kill-after=20 "${MINUTES}m" \
-    python3 -m keras_lrphase "${args[@]}" &
-group=$!
-trap 'kill -INT -- -$group 2>/dev/null' INT TERM
-wait $group || status=$?
-kill -INT -- -$group 2>/dev/null || true
+for group in "${groups[@]}"; do wait "$group" || status=$?; done
+stop_all INT
 sleep 2
-kill -KILL -- -$group 2>/dev/null || true
+stop_all KILL
 trap - INT TERM
 
-python3 -m keras_lrphase.training.progress_report "$OUT/$RUNS" \
-    > "$OUT/progress.md" || true
+: > "$OUT/progress.md"
+for preset in "${PRESETS[@]}"; do
+    runs=$(runs_of "$preset")
+    { echo "## $preset"; echo
+      python3 -m keras_lrphase.training.progress_report "$OUT/$runs" || true
+      echo; } >> "$OUT/progress.md"
+    tar -czf "$OUT/$runs.tar.gz.tmp" -C "$OUT" "$runs" \
+        && mv "$OUT/$runs.tar.gz.tmp" "$OUT/$runs.tar.gz"
+done
 cat "$OUT/progress.md"
-tar -czf "$OUT/$RUNS.tar.gz.tmp" -C "$OUT" "$RUNS" \
-    && mv "$OUT/$RUNS.tar.gz.tmp" "$OUT/$RUNS.tar.gz"
-if [ -f "$OUT/$RUNS/table.md" ]; then
-    cat "$OUT/$RUNS/table.md"
-else
-    echo "Not finished (status $status): call again with the same OUT to continue."
-fi
+for preset in "${PRESETS[@]}"; do
+    runs=$(runs_of "$preset")
+    if [ -f "$OUT/$runs/table.md" ]; then
+        cat "$OUT/$runs/table.md"
+    else
+        echo "$preset not finished (status $status): call again with the same OUT to continue."
+    fi
+done

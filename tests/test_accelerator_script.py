@@ -1,0 +1,67 @@
+"""`scripts/accelerator_table2.sh` end to end on the CPU, tiny (the demo
+preset, 2 epochs): a call stopped by its time limit, its archive carried
+to a fresh folder (a fresh GPU machine), and a second call that finishes.
+The script runs on JAX, as on the GPU machine, which has no TensorFlow.
+"""
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+pytestmark = pytest.mark.backend_neutral
+
+SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                      "scripts", "accelerator_table2.sh")
+
+
+def _call(out, minutes, timeout=600, **variables):
+    env = dict(os.environ, KERAS_BACKEND="jax", **variables)
+    return subprocess.run(["bash", SCRIPT, str(out), str(minutes)], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("variables, message", [
+    (dict(PRESET="demo,bogus"), "PRESET: 'bogus' is not one of demo, "),
+    (dict(PRESET="demo,demo"), "PRESET names a preset twice: 'demo,demo'"),
+    (dict(PRESET="demo,stages-cpu", ONLY="small-batch"),
+     "ONLY picks runs of one preset; PRESET names 2: 'demo,stages-cpu'"),
+])
+def test_bad_variables_stop_the_script_before_any_run(tmp_path, variables,
+                                                      message):
+    pytest.importorskip("jax")
+    done = _call(tmp_path / "out", 1, timeout=120, **variables)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"accelerator_table2.sh: {message}" in done.stderr
+    assert not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.slow
+def test_a_stopped_call_continues_on_a_fresh_folder_from_its_archive(tmp_path):
+    pytest.importorskip("jax")
+    first, second = tmp_path / "first", tmp_path / "second"
+    variables = dict(PRESET="demo", EPOCHS="2", JOBS="3",
+                     DATA=str(tmp_path / "unused"))
+
+    stopped = _call(first, 0.5, **variables)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert "demo not finished (status 124)" in stopped.stdout
+    assert not (first / "demo" / "table.md").exists()
+    assert (first / "progress.md").read_text().startswith("## demo\n")
+
+    second.mkdir()
+    shutil.copy(first / "demo.tar.gz", second / "demo.tar.gz")
+    finished = _call(second, 8, **variables)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    table = (second / "demo" / "table.md").read_text()
+    assert table in finished.stdout
+    for label in ("small-batch", "large-batch", "two-phase"):
+        assert f"| {label} | " in table
+    progress = (second / "progress.md").read_text()
+    rows = [line for line in progress.splitlines() if "/seed" in line]
+    assert len(rows) == 9 and all("| 2/2 (done) |" in row for row in rows), progress
+    # The new archive holds the finished runs.
+    listing = subprocess.run(["tar", "-tzf", str(second / "demo.tar.gz")],
+                             capture_output=True, text=True, check=True).stdout
+    assert "demo/table.md" in listing.splitlines()
