@@ -514,8 +514,9 @@ def _run_compare(parser, args, stamp):
         entry = grouped.setdefault(run.label, (run, config, [], []))
         entry[2].append(summaries[folder])
         entry[3].append(folder)
-    verdicts = write_compare_outputs(preset, list(grouped.values()), out,
-                                     time.perf_counter() - started, args.epochs)
+    verdicts, answer = write_compare_outputs(
+        preset, list(grouped.values()), out, time.perf_counter() - started,
+        args.epochs)
     if preset.study == "landscape":
         from keras_lrphase.training.landscape_study import write_landscape_outputs
 
@@ -534,6 +535,10 @@ def _run_compare(parser, args, stamp):
         print("What the seeds show (final validation accuracy):")
         for sentence in verdicts:
             print(f"  {sentence}")
+    if answer:
+        print("The question:")
+        for line in answer:
+            print(f"  {line[2:]}")
     print(f"Wrote {os.path.join(out, 'table.md')} and "
           f"{os.path.join(out, 'compare.png')}")
     return 0
@@ -638,9 +643,10 @@ def write_compare_outputs(preset, results, out, seconds, epochs_override=None):
         epochs_override: Int or None. The `--epochs` override, if any.
 
     Returns:
-        The sentences of `table.md`'s "What the seeds show" list, one per
-        row tested against a reference row (see
-        `keras_lrphase.training.statistics.seed_difference`).
+        `(verdicts, answer)`: the sentences of `table.md`'s "What the seeds
+        show" list, one per row tested against a reference row (see
+        `keras_lrphase.training.statistics.seed_difference`), and the list
+        items of its "The question" section (empty without a `question`).
     """
     from keras_lrphase.training.epoch_recorder import EpochRecorder
     from keras_lrphase.training.plots import plot_compare
@@ -676,7 +682,7 @@ def write_compare_outputs(preset, results, out, seconds, epochs_override=None):
     header += ["epochs", "time"]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
-    histories = {}
+    histories, losses = {}, {}
     for run, config, summaries, folders in results:
         first = summaries[0]
         if config.schedule == "step" and not config.decay_epochs:
@@ -710,14 +716,21 @@ def write_compare_outputs(preset, results, out, seconds, epochs_override=None):
         cells += [_epochs_cell([s["epochs_completed"] for s in summaries]),
                   f"{minutes:.1f} min"]
         lines.append("| " + " | ".join(cells) + " |")
-        histories[run.label] = _mean_history(
-            [EpochRecorder.read(os.path.join(f, HISTORY_FILE)) for f in folders])
+        seed_histories = [EpochRecorder.read(os.path.join(f, HISTORY_FILE))
+                          for f in folders]
+        histories[run.label] = _mean_history(seed_histories)
+        losses[run.label] = [[row["loss"] for row in rows]
+                             for rows in seed_histories]
     lines.append("")
     verdicts = _seed_verdicts(results, preset, finals, seeds)
     if verdicts:
         lines += ["What the seeds show (final validation accuracy):", ""]
         lines += [f"- {sentence}" for sentence in verdicts]
         lines.append("")
+    answer = (study_answer(preset, results, losses)
+              if preset.question is not None else [])
+    if answer:
+        lines += ["The question:", ""] + answer + [""]
     if compared:
         lines.append("p: two-sided Welch t-test of the final validation "
                      "accuracies over seeds against the row named after "
@@ -740,7 +753,27 @@ def write_compare_outputs(preset, results, out, seconds, epochs_override=None):
                                         for s, folder in zip(summaries, folders)]}
                    for run, _, summaries, folders in results}, f, indent=2)
         f.write("\n")
-    return verdicts
+    return verdicts, answer
+
+
+def study_answer(preset, results, losses):
+    """The lines of `table.md`'s "The question" section: the preset's
+    `question` answered from its runs
+    (`keras_lrphase.training.study_findings`)."""
+    from keras_lrphase.training.study_findings import answer_lines
+
+    finals = {run.label: [s["final_val_accuracy"] for s in summaries]
+              for run, _, summaries, _ in results}
+    paper = {run.label: run.paper for run, *_ in results
+             if run.paper is not None}
+    decays = {run.label: (config.decay_epochs[0] if config.decay_epochs
+                          else None)
+              for run, config, *_ in results}
+    versus = {run.label: run.versus for run, *_ in results}
+    bests = {run.label: [s["best_val_accuracy"] for s in summaries]
+             for run, _, summaries, _ in results}
+    return answer_lines(preset.question, finals, paper=paper, losses=losses,
+                        decays=decays, versus=versus, bests=bests)
 
 
 def _total_minutes(results, seconds):

@@ -27,6 +27,7 @@
 import dataclasses
 
 from keras_lrphase.training.run_config import RunConfig
+from keras_lrphase.training.study_findings import StudyQuestion
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +85,9 @@ class Preset:
             runs: `"landscape"` (`keras_lrphase.training.landscape_study`),
             or None: the SVCCA study (`heuristics_study`) when a run has
             weight snapshots or a teacher.
+        question: A `StudyQuestion` or None. What a study preset asks and
+            the paper's answer; `table.md` answers it from the runs
+            (`keras_lrphase.training.study_findings`).
     """
 
     name: str
@@ -98,6 +102,7 @@ class Preset:
     minutes: float = None
     minutes_estimated: bool = False
     study: str = None
+    question: StudyQuestion = None
 
     @property
     def epochs(self):
@@ -555,7 +560,7 @@ CIFAR10_TABLE6 = Preset(
                   dict(extra_epochs_fraction=fraction), paper)
         for fraction, paper in ((0.2, 92.03), (0.3, 92.66), (0.4, 92.54),
                                 (0.5, 92.03))
-    ) + (PresetRun("extra 50%, 330 epochs",
+    ) + (PresetRun("extra 50% (330 epochs)",
                    dict(extra_epochs_fraction=0.5, epochs=330), 92.86),),
     paper_source="Two-phase paper, Table 6, CIFAR-10 column (mean of 5 runs)",
     notes=(
@@ -811,6 +816,12 @@ CIFAR10_TABLE1_CPU = Preset(
         "x0.1. Everything else is cifar10-cpu's large-batch row."),
     seeds=_CPU_SEEDS,
     reference="first decay 27",
+    question=StudyQuestion(
+        "Does a later first decay give a higher accuracy?",
+        "Yes, up to the first decay after 2/3 of the budget: 87.72 / 90.23 / "
+        "91.43 / 91.40% for the first decay after 100 / 150 / 200 / 250 of "
+        "300 epochs (batch 8192).",
+        kind="best", ordered=True),
     minutes=round(4 * len(_CPU_SEEDS) * _CPU_MINUTES_PER_RUN),
     minutes_estimated=True,
 )
@@ -828,7 +839,7 @@ CIFAR10_TABLE6_CPU = Preset(
                   dict(extra_epochs_fraction=fraction), paper)
         for fraction, paper in ((0.2, 92.03), (0.3, 92.66), (0.4, 92.54),
                                 (0.5, 92.03))
-    ) + (PresetRun("extra 50%, 88 epochs",
+    ) + (PresetRun("extra 50% (88 epochs)",
                    dict(extra_epochs_fraction=0.5, epochs=88), 92.86),),
     requires_data_dir=True,
     paper_source=("Two-phase paper, Table 6, CIFAR-10 column (two-phase + "
@@ -841,6 +852,13 @@ CIFAR10_TABLE6_CPU = Preset(
         "row has 88 epochs instead of 80."),
     seeds=_CPU_SEEDS,
     reference="extra 30%",
+    question=StudyQuestion(
+        "Which exploration length after the plateau is best, and is the "
+        "default 1/3 near it?",
+        "30% extra epochs is best within the budget (92.66%; 20%: 92.03, "
+        "40%: 92.54, 50%: 92.03), so x/3 is near the best; 50% with a 10% "
+        "larger budget is higher still (92.86%).",
+        kind="best", default="extra 30%", outside=("extra 50% (88 epochs)",)),
     minutes=round(5 * len(_CPU_SEEDS) * _CPU_MINUTES_PER_RUN),
     minutes_estimated=True,
 )
@@ -862,6 +880,11 @@ CIFAR10_TABLE7_CPU = Preset(
     notes="Everything but beta is cifar10-cpu's two-phase row.",
     seeds=_CPU_SEEDS,
     reference="beta 0.5",
+    question=StudyQuestion(
+        "Which decay factor beta is best, and is the default 0.5 near it?",
+        "0.5 is best (92.66%); 0.4 is as good (92.63%), 0.3 and 0.6 lose "
+        "0.3-0.5 points and 0.7 loses 1.2 (91.46%).",
+        kind="best", default="beta 0.5"),
     minutes=round(5 * len(_CPU_SEEDS) * _CPU_MINUTES_PER_RUN),
     minutes_estimated=True,
 )
@@ -900,6 +923,17 @@ STAGES_CPU = Preset(
         "loss of the epochs right after the decay (compare.png, "
         "<run>/curves.png)."),
     seeds=_CPU_SEEDS,
+    question=StudyQuestion(
+        "Does the training loss drop sharply right after a decay made when "
+        "the stage was stable, and do the stages disappear with full-batch "
+        "gradient descent?",
+        "Yes: with SGD the training loss drops sharply in the epoch right "
+        "after a decay made on a plateau, and more patterns are learnt "
+        "(Figure 3; without a decay the loss stays on its plateau); with "
+        "batch gradient descent (the whole training set as one batch) "
+        "decays at different epochs reach almost the same best accuracy "
+        "(Figure 5): no learning stages.",
+        kind="stages"),
     minutes=round(6 * len(_CPU_SEEDS) * _CPU_MINUTES_PER_RUN),
     minutes_estimated=True,
 )

@@ -22,6 +22,18 @@ def test_preset_names():
         get_preset("imagenet")
 
 
+@pytest.mark.parametrize("name", PRESET_NAMES)
+def test_every_run_can_be_picked_with_only_and_has_a_folder_of_its_own(name):
+    # `compare --only` splits its value at commas: a label with a comma in
+    # it could not be picked ("extra 50%, 88 epochs" once was).
+    from keras_lrphase.cli import _slug
+
+    labels = [run.label for run in get_preset(name).runs]
+    for label in labels:
+        assert [part.strip() for part in label.split(",")] == [label]
+    assert len({_slug(label) for label in labels}) == len(labels)
+
+
 def test_table2_mirrors_the_paper():
     preset = get_preset("cifar10-table2")
     runs = preset.configs(data_dir="/data")
@@ -197,7 +209,7 @@ def test_tables_6_and_7_vary_one_setting_of_two_phase_lars():
             for label, (run, config) in six.items()} == {
         "extra 20%": (0.2, 300, 92.03), "extra 30%": (0.3, 300, 92.66),
         "extra 40%": (0.4, 300, 92.54), "extra 50%": (0.5, 300, 92.03),
-        "extra 50%, 330 epochs": (0.5, 330, 92.86)}
+        "extra 50% (330 epochs)": (0.5, 330, 92.86)}
     seven = _table("cifar10-table7")
     assert {label: (config.decay_factor, run.paper)
             for label, (run, config) in seven.items()} == {
@@ -264,7 +276,7 @@ def test_cpu_scale_studies_vary_one_setting_of_a_cifar10_cpu_row():
     assert {label: (config.extra_epochs_fraction, config.epochs)
             for label, (_, config) in six.items()} == {
         "extra 20%": (0.2, 80), "extra 30%": (0.3, 80), "extra 40%": (0.4, 80),
-        "extra 50%": (0.5, 80), "extra 50%, 88 epochs": (0.5, 88)}
+        "extra 50%": (0.5, 80), "extra 50% (88 epochs)": (0.5, 88)}
     seven = _table("cifar10-table7-cpu")
     assert {label: config.decay_factor
             for label, (_, config) in seven.items()} == {
