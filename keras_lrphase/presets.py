@@ -794,7 +794,17 @@ _CPU_TWO_PHASE = dict(_CPU_LARGE, schedule="two-phase", min_delta=0.03,
 _CPU_MINUTES_PER_RUN = CIFAR10_CPU.minutes / len(CIFAR10_CPU.runs)
 _CPU_SEEDS = (0, 1, 2)
 
-CIFAR10_TABLE1_CPU = Preset(
+
+def _timed_as_cifar10_cpu(preset):
+    """`preset` with its minutes estimated from cifar10-cpu's time per
+    80-epoch run, in proportion to the epochs of each run and seed."""
+    epochs = sum(run.overrides.get("epochs", preset.epochs)
+                 for run in preset.runs) * len(preset.seeds)
+    return dataclasses.replace(
+        preset, minutes_estimated=True,
+        minutes=round(epochs / CIFAR10_CPU.epochs * _CPU_MINUTES_PER_RUN))
+
+CIFAR10_TABLE1_CPU = _timed_as_cifar10_cpu(Preset(
     name="cifar10-table1-cpu",
     description=(
         "Table 1's question at CPU scale: does a later first decay give a "
@@ -822,11 +832,9 @@ CIFAR10_TABLE1_CPU = Preset(
         "91.43 / 91.40% for the first decay after 100 / 150 / 200 / 250 of "
         "300 epochs (batch 8192).",
         kind="best", ordered=True),
-    minutes=round(4 * len(_CPU_SEEDS) * _CPU_MINUTES_PER_RUN),
-    minutes_estimated=True,
-)
+))
 
-CIFAR10_TABLE6_CPU = Preset(
+CIFAR10_TABLE6_CPU = _timed_as_cifar10_cpu(Preset(
     name="cifar10-table6-cpu",
     description=(
         "Table 6's question at CPU scale: which exploration length after "
@@ -859,11 +867,9 @@ CIFAR10_TABLE6_CPU = Preset(
         "40%: 92.54, 50%: 92.03), so x/3 is near the best; 50% with a 10% "
         "larger budget is higher still (92.86%).",
         kind="best", default="extra 30%", outside=("extra 50% (88 epochs)",)),
-    minutes=round(5 * len(_CPU_SEEDS) * _CPU_MINUTES_PER_RUN),
-    minutes_estimated=True,
-)
+))
 
-CIFAR10_TABLE7_CPU = Preset(
+CIFAR10_TABLE7_CPU = _timed_as_cifar10_cpu(Preset(
     name="cifar10-table7-cpu",
     description=(
         "Table 7's question at CPU scale: which decay factor beta is best, "
@@ -885,43 +891,46 @@ CIFAR10_TABLE7_CPU = Preset(
         "0.5 is best (92.66%); 0.4 is as good (92.63%), 0.3 and 0.6 lose "
         "0.3-0.5 points and 0.7 loses 1.2 (91.46%).",
         kind="best", default="beta 0.5"),
-    minutes=round(5 * len(_CPU_SEEDS) * _CPU_MINUTES_PER_RUN),
-    minutes_estimated=True,
-)
+))
 
 # The Learning Stages paper, Figure 3 and Section 3.3: under step decay with
 # SGD the training loss drops sharply right after a decay made while the
-# current stage was stable; with full-batch gradient descent (BGD) decays
-# at different epochs lead to the same accuracy (no stages). Full batch
-# here: all 5,000 training images in one step per epoch, as 10 accumulated
-# sub-batches of 500.
-STAGES_CPU = Preset(
+# current stage was stable; with batch gradient descent (BGD, its Figure 5
+# and Appendix A.2: 3,000 iterations) decays at different epochs reach
+# almost the same best accuracy (no stages). Full batch here: all 5,000
+# training images in one step per epoch, as 10 accumulated sub-batches of
+# 500. GD gets 400 steps (SGD's 80 epochs are 3,160 steps), so that it has
+# flattened before its decays; its decays fall at the same fractions of
+# its budget as SGD's (30 and 50 of 80 -> 150 and 250 of 400).
+_STAGES_ROWS = (("SGD", dict(batch_size=128, lr=0.1), (30, 50)),
+                ("GD", dict(batch_size=5000, accumulate=10, lr=0.4,
+                            epochs=400), (150, 250)))
+STAGES_CPU = _timed_as_cifar10_cpu(Preset(
     name="stages-cpu",
     description=(
-        "Learning Stages paper, Figure 3 at CPU scale: SGD (batch 128) and "
-        "full-batch gradient descent (5,000 images, one step per epoch), "
-        "each without decay and with one x0.1 decay after epoch 30 or 50; "
-        "3 seeds."),
+        "Learning Stages paper, Figures 3 and 5 at CPU scale: SGD (batch "
+        "128, 80 epochs) and full-batch gradient descent (5,000 images, one "
+        "step per epoch, 400 epochs), each without decay and with one x0.1 "
+        "decay after 3/8 or 5/8 of its budget; 3 seeds."),
     common=dict(CIFAR10_CPU.common, schedule="step", decay_factor=0.1),
     runs=tuple(
         PresetRun(f"{name} {'no decay' if decay is None else f'decay {decay}'}",
                   dict(batch, decay_epochs=() if decay is None else (decay,)),
                   versus=f"{name} no decay" if decay is not None else None)
-        for name, batch in (
-            ("SGD", dict(batch_size=128, lr=0.1)),
-            ("GD", dict(batch_size=5000, accumulate=10, lr=0.4)))
-        for decay in (None, 30, 50)),
+        for name, batch, decays in _STAGES_ROWS
+        for decay in (None, *decays)),
     requires_data_dir=True,
     paper_source=None,
     notes=(
-        "SGD: batch 128 at lr 0.1 (cifar10-cpu's small-batch row). GD: the "
-        "full 5,000-image training set per step (10 accumulated "
-        "sub-batches of 500, BatchNorm statistics per sub-batch), lr 0.4, "
-        "so 80 steps in all. Each row with no decay, or one x0.1 decay "
-        "after epoch 30 or 50; every decayed row is tested against its "
-        "optimizer's no-decay row. The stage transition is the training "
-        "loss of the epochs right after the decay (compare.png, "
-        "<run>/curves.png)."),
+        "SGD: batch 128 at lr 0.1 (cifar10-cpu's small-batch row), 80 "
+        "epochs, one x0.1 decay after epoch 30 or 50, or none. GD: the full "
+        "5,000-image training set per step (10 accumulated sub-batches of "
+        "500, BatchNorm statistics per sub-batch), lr 0.4, 400 epochs (400 "
+        "steps, so that it flattens before its decays; the paper's BGD had "
+        "3,000), one x0.1 decay after epoch 150 or 250, or none. Every "
+        "decayed row is tested against its optimizer's no-decay row. The "
+        "stage transition is the training loss of the epochs right after "
+        "the decay (compare.png, <run>/curves.png)."),
     seeds=_CPU_SEEDS,
     question=StudyQuestion(
         "Does the training loss drop sharply right after a decay made when "
@@ -934,9 +943,7 @@ STAGES_CPU = Preset(
         "decays at different epochs reach almost the same best accuracy "
         "(Figure 5): no learning stages.",
         kind="stages"),
-    minutes=round(6 * len(_CPU_SEEDS) * _CPU_MINUTES_PER_RUN),
-    minutes_estimated=True,
-)
+))
 
 PRESETS = {p.name: p for p in (DEMO, CIFAR10_CPU, CIFAR10_TABLE2,
                                CIFAR10_LR_SEARCH, CIFAR10_AUTODECAY_CPU,

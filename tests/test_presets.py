@@ -296,22 +296,30 @@ def test_cpu_scale_studies_vary_one_setting_of_a_cifar10_cpu_row():
                  "cifar10-table7-cpu", "stages-cpu"):
         preset = get_preset(name)
         assert preset.seeds == (0, 1, 2) and preset.minutes_estimated
-        assert preset.minutes == round(
-            len(preset.runs) * 3 * get_preset("cifar10-cpu").minutes / 3)
+        # cifar10-cpu's time per 80-epoch run (75 min / 3 runs), per run
+        # and seed, in proportion to the run's epochs.
+        epochs = sum(config.epochs for _, config in _table(name).values())
+        assert preset.minutes == round(epochs / 80 * 3 * 75 / 3)
+    assert [get_preset(name).minutes for name in (
+        "cifar10-table1-cpu", "cifar10-table6-cpu", "cifar10-table7-cpu",
+        "stages-cpu")] == [300, 382, 375, 1350]
 
 
 def test_stages_preset_compares_sgd_and_full_batch_gd_decays():
     stages = _table("stages-cpu")
     rows = {label: (config.batch_size, config.accumulate, config.lr,
-                    config.decay_epochs, run.versus)
+                    config.epochs, config.decay_epochs, run.versus)
             for label, (run, config) in stages.items()}
     assert rows == {
-        "SGD no decay": (128, 1, 0.1, (), None),
-        "SGD decay 30": (128, 1, 0.1, (30,), "SGD no decay"),
-        "SGD decay 50": (128, 1, 0.1, (50,), "SGD no decay"),
-        "GD no decay": (5000, 10, 0.4, (), None),
-        "GD decay 30": (5000, 10, 0.4, (30,), "GD no decay"),
-        "GD decay 50": (5000, 10, 0.4, (50,), "GD no decay")}
+        "SGD no decay": (128, 1, 0.1, 80, (), None),
+        "SGD decay 30": (128, 1, 0.1, 80, (30,), "SGD no decay"),
+        "SGD decay 50": (128, 1, 0.1, 80, (50,), "SGD no decay"),
+        "GD no decay": (5000, 10, 0.4, 400, (), None),
+        "GD decay 150": (5000, 10, 0.4, 400, (150,), "GD no decay"),
+        "GD decay 250": (5000, 10, 0.4, 400, (250,), "GD no decay")}
+    # Each optimizer decays at the same fractions of its budget.
+    for sgd, gd in ((30, 150), (50, 250)):
+        assert sgd / 80 == gd / 400
     for _, config in stages.values():
         config.validate(check_data=False)
         # Full batch: one optimizer step per epoch on the 5,000 images.

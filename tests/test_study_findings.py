@@ -198,15 +198,17 @@ def test_table_md_of_the_stages_preset_answers_its_question(tmp_path):
     start = table.index("The question:")
     assert table[start + 2:start + 2 + len(answer)] == answer
     assert answer[0] == f"- Question: {preset.question.text}"
-    # --epochs 4 scales the decays after 30 and 50 of 80 to after epoch 2
-    # and 2 (so both measure epoch 3): SGD's drop is 0.5, every other 0.01.
+    # --epochs 4 scales the decays (SGD's after 30 and 50 of 80, GD's after
+    # 150 and 250 of 400) to after epoch 2 (so all measure epoch 3): SGD's
+    # drop is 0.5, every other 0.01.
     decays = {run.label: config.decay_epochs for run, config in pairs}
     assert decays["SGD decay 30"] == decays["SGD decay 50"] == (2,)
+    assert decays["GD decay 150"] == decays["GD decay 250"] == (2,)
     assert answer[2] == (
         "- SGD decay 30: the training loss fell by 0.5000 +- 0.0000 in epoch "
         "3 (the first at the decayed rate); SGD no decay: by 0.0100 +- 0.0000 "
         "over the same epoch. A stage transition: the drop is larger than the "
         "seed spread.")
-    assert answer[4].startswith("- GD decay 30: the training loss fell by "
+    assert answer[4].startswith("- GD decay 150: the training loss fell by "
                                 "0.0100 +- 0.0000 in epoch 3")
     assert answer[4].endswith("No stage transition shown by these seeds.")
