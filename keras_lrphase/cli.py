@@ -762,16 +762,19 @@ def study_answer(preset, results, losses):
     (`keras_lrphase.training.study_findings`)."""
     from keras_lrphase.training.study_findings import answer_lines
 
-    finals = {run.label: [s["final_val_accuracy"] for s in summaries]
-              for run, _, summaries, _ in results}
+    def accuracies(key):  # rows without one (no validation) left out
+        values = {run.label: [s[key] for s in summaries
+                              if s.get(key) is not None]
+                  for run, _, summaries, _ in results}
+        return {label: v for label, v in values.items() if v}
+
+    finals, bests = accuracies("final_val_accuracy"), accuracies("best_val_accuracy")
     paper = {run.label: run.paper for run, *_ in results
-             if run.paper is not None}
+             if run.paper is not None and run.label in finals}
     decays = {run.label: (config.decay_epochs[0] if config.decay_epochs
                           else None)
               for run, config, *_ in results}
     versus = {run.label: run.versus for run, *_ in results}
-    bests = {run.label: [s["best_val_accuracy"] for s in summaries]
-             for run, _, summaries, _ in results}
     return answer_lines(preset.question, finals, paper=paper, losses=losses,
                         decays=decays, versus=versus, bests=bests)
 

@@ -129,6 +129,32 @@ def test_a_run_shorter_than_the_epoch_after_its_decay_is_said_so():
             "measure.") in lines
 
 
+def test_rows_left_out_with_only_are_left_out_of_the_answer():
+    question = StudyQuestion("Which?", "30%.", kind="best", default="30%",
+                             outside=("50%+",))
+    finals = {"20%": [0.70, 0.71, 0.72], "40%": [0.69, 0.70, 0.71]}
+    lines = answer_lines(question, finals, paper={"20%": 92.03, "40%": 92.54})
+    assert lines[2:] == [
+        "- Here, final validation accuracy (mean over 3 seeds): 20% 71.00%, "
+        "40% 70.00%. Best (of the rows but 50%+): 20%.",
+        "- The paper's column: best 40% (92.54%). Same best row as the "
+        "paper: no."]
+    # Only the row outside the search: it is the best of what ran.
+    lines = answer_lines(question, {"50%+": [0.74, 0.75, 0.76]})
+    assert lines[2].endswith("50%+ 75.00%. Best (of the rows but 50%+): 50%+.")
+    # Decayed rows whose undecayed row did not run: no loss drop to compare
+    # with, but their decays are still compared with each other.
+    losses, bests, decays, versus = _stages_inputs()
+    del bests["GD none"], losses["GD none"]
+    lines = answer_lines(StudyQuestion("?", ".", kind="stages"), bests,
+                         losses=losses, decays=decays, versus=versus,
+                         bests=bests)
+    assert [line.split(":")[0] for line in lines[2:]] == [
+        "- SGD d2", "- Best validation accuracy, decays at different epochs"]
+    assert lines[-1].endswith(seed_difference(
+        "GD d3", bests["GD d3"], "GD d2", bests["GD d2"])[1])
+
+
 def test_a_question_of_an_unknown_kind_is_refused():
     with pytest.raises(ValueError, match="Argument `kind` must be one of "
                        "best, stages. Received: kind='worst'"):

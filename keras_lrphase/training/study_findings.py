@@ -99,7 +99,8 @@ def answer_lines(question, finals, paper=None, losses=None, decays=None,
             compared by them, as the Learning Stages paper does.
 
     Returns:
-        A list of strings, each starting with `"- "`.
+        A list of strings, each starting with `"- "`. Rows that were not
+        run (`compare --only`) are left out of what is compared.
     """
     lines = [f"- Question: {question.text}", f"- Paper: {question.paper_answer}"]
     if question.kind == "best":
@@ -110,25 +111,26 @@ def answer_lines(question, finals, paper=None, losses=None, decays=None,
 def _best_lines(question, finals, paper):
     seeds = min(len(v) for v in finals.values())
     means = {label: float(np.mean(v)) for label, v in finals.items()}
-    candidates = [label for label in means if label not in question.outside]
+    candidates = ([label for label in means if label not in question.outside]
+                  or list(means))
     best = max(candidates, key=means.get)
     listed = ", ".join(f"{label} {100 * m:.2f}%" for label, m in means.items())
     among = (f" (of the rows but {', '.join(question.outside)})"
              if question.outside else "")
     here = (f"- Here, final validation accuracy (mean over {seeds} "
             f"seed{'s' if seeds > 1 else ''}): {listed}. Best{among}: {best}.")
-    if question.default is not None:
+    if question.default in finals:
         here += " " + _default_sentence(question.default, best, finals)
     lines = [here]
     labels = list(finals)
     if question.ordered and len(labels) > 1:
         lines.append("- " + _difference(labels[-1], labels[0], finals))
     lines += ["- " + _difference(label, best, finals)
-              for label in question.outside]
+              for label in question.outside if label in finals]
     if paper and set(paper) == set(finals):
         paper_best = max(candidates, key=paper.get)
         text = f"- The paper's column: best {paper_best} ({paper[paper_best]:.2f}%)"
-        if question.default is not None:
+        if question.default in paper:
             gap = paper[paper_best] - paper[question.default]
             text += (f"; the default {question.default} is the best" if gap == 0
                      else f"; the default {question.default} is {gap:.2f} "
@@ -163,6 +165,8 @@ def _stages_lines(bests, losses, decays, versus):
     decayed = [label for label in bests if versus.get(label) is not None]
     for label in decayed:
         epoch, undecayed = decays[label], versus[label]
+        if undecayed not in bests:  # not run (`compare --only`)
+            continue
         drops = _drops(losses[label], epoch)
         plain = _drops(losses[undecayed], epoch)
         if drops is None or plain is None:
