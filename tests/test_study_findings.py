@@ -62,6 +62,16 @@ def test_the_default_is_measured_against_the_best_and_outside_rows_apart():
     ]
 
 
+def test_one_ordered_row_is_not_compared_with_itself():
+    question = StudyQuestion("Later?", "Yes.", kind="best", ordered=True)
+    lines = answer_lines(question, {"d40": [0.6748]}, paper={"d40": 90.23})
+    assert lines[2:] == [
+        "- Here, final validation accuracy (mean over 1 seed): d40 67.48%. "
+        "Best: d40.",
+        "- The paper's column: best d40 (90.23%). Same best row as the "
+        "paper: yes."]
+
+
 def test_one_seed_says_there_is_no_spread_to_judge_by():
     question = StudyQuestion("Which?", "0.5.", kind="best", default="0.5")
     lines = answer_lines(question, {"0.3": [0.61], "0.5": [0.60]})

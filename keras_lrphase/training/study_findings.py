@@ -135,7 +135,7 @@ def _best_lines(question, finals, paper):
             text += (f"; the default {question.default} is the best" if gap == 0
                      else f"; the default {question.default} is {gap:.2f} "
                           "points below it")
-        if question.ordered:
+        if question.ordered and len(labels) > 1:
             change = paper[labels[-1]] - paper[labels[0]]
             text += f"; {labels[-1]} vs {labels[0]}: {change:+.2f} points"
         same = "yes" if paper_best == best else "no"
