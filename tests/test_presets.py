@@ -320,6 +320,9 @@ def test_stages_preset_compares_sgd_and_full_batch_gd_decays():
     # Each optimizer decays at the same fractions of its budget.
     for sgd, gd in ((30, 150), (50, 250)):
         assert sgd / 80 == gd / 400
+    # A decay acts at once (momentum correction), as in the paper's SGD.
+    assert all(config.momentum_correction and config.momentum == 0.9
+               for _, config in stages.values())
     for _, config in stages.values():
         config.validate(check_data=False)
         # Full batch: one optimizer step per epoch on the 5,000 images.
