@@ -727,8 +727,11 @@ def write_compare_outputs(preset, results, out, seconds, epochs_override=None):
         lines += ["What the seeds show (final validation accuracy):", ""]
         lines += [f"- {sentence}" for sentence in verdicts]
         lines.append("")
-    answer = (study_answer(preset, results, losses)
-              if preset.question is not None else [])
+    answer = []
+    if preset.question is not None:
+        from keras_lrphase.training.study_findings import answer_from_results
+
+        answer = answer_from_results(preset.question, results, losses)
     if answer:
         lines += ["The question:", ""] + answer + [""]
     if compared:
@@ -754,29 +757,6 @@ def write_compare_outputs(preset, results, out, seconds, epochs_override=None):
                    for run, _, summaries, folders in results}, f, indent=2)
         f.write("\n")
     return verdicts, answer
-
-
-def study_answer(preset, results, losses):
-    """The lines of `table.md`'s "The question" section: the preset's
-    `question` answered from its runs
-    (`keras_lrphase.training.study_findings`)."""
-    from keras_lrphase.training.study_findings import answer_lines
-
-    def accuracies(key):  # rows without one (no validation) left out
-        values = {run.label: [s[key] for s in summaries
-                              if s.get(key) is not None]
-                  for run, _, summaries, _ in results}
-        return {label: v for label, v in values.items() if v}
-
-    finals, bests = accuracies("final_val_accuracy"), accuracies("best_val_accuracy")
-    paper = {run.label: run.paper for run, *_ in results
-             if run.paper is not None and run.label in finals}
-    decays = {run.label: (config.decay_epochs[0] if config.decay_epochs
-                          else None)
-              for run, config, *_ in results}
-    versus = {run.label: run.versus for run, *_ in results}
-    return answer_lines(preset.question, finals, paper=paper, losses=losses,
-                        decays=decays, versus=versus, bests=bests)
 
 
 def _total_minutes(results, seconds):

@@ -108,6 +108,34 @@ def answer_lines(question, finals, paper=None, losses=None, decays=None,
     return lines + _stages_lines(bests, losses, decays, versus)
 
 
+def answer_from_results(question, results, losses):
+    """`answer_lines` for the runs of a `compare`.
+
+    Args:
+        question: A `StudyQuestion`.
+        results: List of `(PresetRun, RunConfig, summaries, folders)`, one
+            per row, with one `summary.json` dict per seed.
+        losses: Dict from row label to one list of epoch training losses
+            per seed.
+    """
+
+    def accuracies(key):  # rows without one (no validation) left out
+        values = {run.label: [s[key] for s in summaries
+                              if s.get(key) is not None]
+                  for run, _, summaries, _ in results}
+        return {label: v for label, v in values.items() if v}
+
+    finals = accuracies("final_val_accuracy")
+    paper = {run.label: run.paper for run, *_ in results
+             if run.paper is not None and run.label in finals}
+    decays = {run.label: config.decay_epochs[0] if config.decay_epochs else None
+              for run, config, *_ in results}
+    versus = {run.label: run.versus for run, *_ in results}
+    return answer_lines(question, finals, paper=paper, losses=losses,
+                        decays=decays, versus=versus,
+                        bests=accuracies("best_val_accuracy"))
+
+
 def _best_lines(question, finals, paper):
     seeds = min(len(v) for v in finals.values())
     means = {label: float(np.mean(v)) for label, v in finals.items()}
