@@ -19,9 +19,14 @@ def test_welch_matches_scipy(seed):
     assert p == pytest.approx(reference.pvalue, rel=1e-9, abs=1e-14)
 
 
-def test_identical_constant_samples_have_no_p_value():
+def test_constant_samples_give_scipys_limits():
     t, df, p = welch_t_test([1.0, 1.0], [1.0, 1.0])
-    assert np.isnan(p)
+    assert np.isnan(t) and np.isnan(p)
+    # Different constants: no spread at all, so the difference is certain.
+    t, df, p = welch_t_test([1.0, 1.0], [2.0, 2.0])
+    with pytest.warns(RuntimeWarning):  # SciPy's, dividing by zero
+        reference = stats.ttest_ind([1.0, 1.0], [2.0, 2.0], equal_var=False)
+    assert (t, p) == (reference.statistic, reference.pvalue) == (-np.inf, 0.0)
     with pytest.raises(ValueError, match="at least 2 values"):
         welch_t_test([1.0], [1.0, 2.0])
 

@@ -18,8 +18,9 @@ def welch_t_test(a, b):
         b: Sequence of at least 2 floats.
 
     Returns:
-        `(t, degrees_of_freedom, p)` with `p` two-sided; `p` is NaN when
-        both samples have zero variance.
+        `(t, degrees_of_freedom, p)` with `p` two-sided. When both samples
+        have zero variance, as SciPy's `ttest_ind`: `t` infinite and `p`
+        0 for different means, all NaN for equal means.
 
     Example:
 
@@ -38,8 +39,10 @@ def welch_t_test(a, b):
             f"{a.size} and {b.size}."
         )
     va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
-    if va + vb == 0:
-        return math.nan, math.nan, math.nan
+    if va + vb == 0:  # SciPy's limits: t infinite, or undefined for equal means
+        if a.mean() == b.mean():
+            return math.nan, math.nan, math.nan
+        return math.copysign(math.inf, a.mean() - b.mean()), math.nan, 0.0
     t = (a.mean() - b.mean()) / math.sqrt(va + vb)
     df = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
     p = _regularized_incomplete_beta(df / 2, 0.5, df / (df + t * t))

@@ -205,10 +205,7 @@ def _stages_lines(bests, losses, decays, versus):
                 f"epoch {epoch + 1} (the first at the decayed rate); "
                 f"{undecayed}: by {_mean_std(plain)} over the same epoch.")
         if len(drops) > 1 and len(plain) > 1:
-            if np.ptp(drops) == np.ptp(plain) == 0:  # no spread: no test
-                shown = drops[0] != plain[0]
-            else:
-                shown, _ = seed_difference(label, drops, undecayed, plain)
+            shown, _ = seed_difference(label, drops, undecayed, plain)
             text += (" A stage transition: the drop is larger than the "
                      "seed spread." if shown and np.mean(drops) > np.mean(plain)
                      else " No stage transition shown by these seeds.")
