@@ -86,9 +86,7 @@ print(" ".join(n for n in names if PRESETS[n].requires_data_dir))
 EOF
 ) || exit 2
 needs_data() { [[ " $data_presets " == *" $1 "* ]]; }
-data_needed=false
-if [ -n "$data_presets" ]; then data_needed=true; fi
-if $data_needed && [ ! -d "$DATA/train" ]; then
+if [ -n "$data_presets" ] && [ ! -d "$DATA/train" ]; then
     mkdir -p "$DATA"
     tar -xzf "$CIFAR_TAR" -C "$DATA"
 fi
@@ -103,7 +101,7 @@ python3 -c "import jax, keras; print('keras', keras.__version__, 'on', \
 keras.backend.backend(), jax.__version__, jax.devices())"
 
 # The images are decoded into the cache once, before the runs start.
-if $data_needed; then
+if [ -n "$data_presets" ]; then
     python3 -c "from keras_lrphase.data.image_folder import load_image_folder; \
 load_image_folder('$DATA', verbose=1)"
 fi
