@@ -484,6 +484,8 @@ def _run_compare(parser, args, stamp):
     pending = []
     for run, config, folder, prefix, tag in tasks:
         done = _finished_summary(config, folder)
+        if done is None:
+            _say_if_finished_otherwise(config, folder, f"{prefix} {tag}")
         if done is not None and teacher_runs.teacher_changed(
                 config, done, after.get(folder), {p[2] for p in pending}):
             done = None
@@ -566,6 +568,23 @@ def _finished_summary(config, folder):
     with open(path) as f:
         summary = json.load(f)
     return summary if config.matches(summary.get("config")) else None
+
+
+def _say_if_finished_otherwise(config, folder, tag):
+    """Prints why a run finished in `folder` with another configuration is
+    trained again (a changed preset, `--epochs`, `--pipeline`...)."""
+    from keras_lrphase.training.runner import SUMMARY_FILE
+
+    try:
+        with open(os.path.join(folder, SUMMARY_FILE)) as f:
+            saved = json.load(f)["config"]
+        differences = config.differences(saved)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return
+    said = ", ".join(f"{name} {there!r} there, {now!r} now"
+                     for name, there, now in differences)
+    print(f"{tag}: {folder} holds a run finished with another configuration "
+          f"({said}): trained again", flush=True)
 
 
 def _run_one(config, folder, prefix, tag, every):

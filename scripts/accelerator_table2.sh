@@ -32,7 +32,7 @@
 # CPU-scale study with its 3 seeds, several runs at once. A comma-separated
 # list runs those presets side by side, JOBS runs each, e.g.
 #   PRESET=cifar10-table1-cpu,cifar10-table6-cpu,cifar10-table7-cpu,stages-cpu \
-#       JOBS=4 scripts/accelerator_table2.sh OUT 9
+#       JOBS=4 scripts/accelerator_table2.sh OUT 8
 # for the four CPU-scale studies (16 runs at once on a 16-core GPU machine).
 set -euo pipefail
 

@@ -146,6 +146,27 @@ def test_runs_written_before_newer_fields_existed_are_kept(tmp_path, capsys):
     assert summary.read_text() == before
 
 
+def test_a_finished_run_of_another_configuration_is_named_before_retraining(
+        tmp_path, capsys):
+    # Re-rendering a table with another pipeline (tf.data, where the runs
+    # were made on the accelerator's device pipeline) trains the runs again:
+    # the call says so, and why, before the first epoch.
+    only = ("--only", "two-phase")
+    assert _compare(str(tmp_path), *only) == 0
+    summary = tmp_path / "two-phase" / "summary.json"
+    elsewhere = json.loads(summary.read_text())
+    elsewhere["config"]["pipeline"] = "tf.data"
+    summary.write_text(json.dumps(elsewhere))
+    capsys.readouterr()
+    assert _compare(str(tmp_path), *only) == 0
+    out = capsys.readouterr().out
+    assert (f"[1/1] two-phase: {tmp_path / 'two-phase'} holds a run finished "
+            "with another configuration (pipeline 'tf.data' there, 'numpy' "
+            "now): trained again") in out
+    assert "done before" not in out
+    assert json.loads(summary.read_text())["config"]["pipeline"] == "numpy"
+
+
 def test_a_checkpoint_written_before_newer_fields_existed_resumes(
         tmp_path, monkeypatch):
     build = runner.build_callbacks

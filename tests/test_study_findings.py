@@ -59,6 +59,8 @@ def test_the_default_is_measured_against_the_best_and_outside_rows_apart():
         f"- {outside}",
         "- The paper's column: best 30% (92.66%); the default 30% is the "
         "best. Same best row as the paper: no.",
+        # The paper's best (30%) is the default, already measured against
+        # ours above: not said twice.
     ]
 
 
@@ -144,11 +146,14 @@ def test_rows_left_out_with_only_are_left_out_of_the_answer():
                              outside=("50%+",))
     finals = {"20%": [0.70, 0.71, 0.72], "40%": [0.69, 0.70, 0.71]}
     lines = answer_lines(question, finals, paper={"20%": 92.03, "40%": 92.54})
+    _, paper_best = seed_difference("40%", finals["40%"], "20%", finals["20%"])
+    assert paper_best.startswith("40% vs 20%: -1.00 points")
     assert lines[2:] == [
         "- Here, final validation accuracy (mean over 3 seeds): 20% 71.00%, "
         "40% 70.00%. Best (of the rows but 50%+): 20%.",
         "- The paper's column: best 40% (92.54%). Same best row as the "
-        "paper: no."]
+        "paper: no.",
+        f"- The paper's best row here: {paper_best}"]
     # Only the row outside the search: it is the best of what ran.
     lines = answer_lines(question, {"50%+": [0.74, 0.75, 0.76]})
     assert lines[2].endswith("50%+ 75.00%. Best (of the rows but 50%+): 50%+.")

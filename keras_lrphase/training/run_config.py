@@ -426,21 +426,36 @@ class RunConfig:
         >>> config.matches(saved), RunConfig(epochs=4).matches(saved)
         (True, False)
         """
-        if not isinstance(saved, dict):
-            return False
+        return isinstance(saved, dict) and not self.differences(saved)
+
+    def differences(self, saved):
+        """The fields where `saved` (a `to_dict()` from a file) differs.
+
+        Read as `matches` reads them. Returns a sorted list of
+        `(name, saved_value, this_value)`; a key of `saved` that is not a
+        field has `this_value` None.
+
+        Example:
+
+        >>> saved = RunConfig(epochs=3, lr=0.1).to_dict()
+        >>> RunConfig(epochs=4, lr=0.1).differences(saved)
+        [('epochs', 3, 4)]
+        """
         fields = {f.name: f for f in dataclasses.fields(self)}
         mine = self.to_dict()
-        for name in set(mine) | set(saved):
+        found = []
+        for name in sorted(set(mine) | set(saved)):
             if name not in fields:
-                return False
+                found.append((name, saved[name], None))
+                continue
             default = _json_default_of(fields[name])
+            values = mine.get(name, default), saved.get(name, default)
             same = _SAME_BATCHES.get(name, {})
-            mine_value, saved_value = (
-                same.get(v, v) if isinstance(v, str) else v
-                for v in (mine.get(name, default), saved.get(name, default)))
+            mine_value, saved_value = (same.get(v, v) if isinstance(v, str)
+                                       else v for v in values)
             if mine_value != saved_value:
-                return False
-        return True
+                found.append((name, values[1], values[0]))
+        return found
 
 
 def _json_default_of(field):

@@ -8,7 +8,8 @@ the table of its runs; `answer_lines` reads the question off those runs:
   (of the rows not `outside`), how far the default row (`default`) is from
   it, and, where the rows are ordered (`ordered=True`: Table 1's first
   decay from earliest to latest), the last row against the first. The
-  same read off the paper's column.
+  same read off the paper's column; where the paper's best row is another,
+  that row against ours, so that the seeds say whether the two differ.
 * `kind="stages"`: the Learning Stages paper's stage transition: for each
   row decayed once (it names the undecayed row it is compared with as its
   `versus`), the training loss drop over the first epoch at the decayed
@@ -168,6 +169,11 @@ def _best_lines(question, finals, paper):
             text += f"; {labels[-1]} vs {labels[0]}: {change:+.2f} points"
         same = "yes" if paper_best == best else "no"
         lines.append(text + f". Same best row as the paper: {same}.")
+        # Is the paper's best row shown worse here? (The default row was
+        # measured against ours above.)
+        if paper_best not in (best, question.default):
+            lines.append("- The paper's best row here: "
+                         + _difference(paper_best, best, finals))
     return lines
 
 
