@@ -20,6 +20,7 @@ import json
 import math
 import os
 import re
+import signal
 import sys
 import time
 
@@ -587,14 +588,26 @@ def _say_if_finished_otherwise(config, folder, tag):
           f"({said}): trained again", flush=True)
 
 
+def _ignore_interrupts():
+    """A `compare --jobs` worker between runs ignores Ctrl-C (SIGINT): the
+    parent stops it, and an idle worker has no run to stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _run_one(config, folder, prefix, tag, every):
-    """One run of `compare --jobs` (in its own process)."""
+    """One run of `compare --jobs` (in its own process). Ctrl-C stops it
+    (its last completed epoch is kept); between runs it is ignored."""
     from keras_lrphase.training import runner
 
-    summary = runner.run_training(
-        config, folder, verbose=0, progress=f"{prefix} {tag}",
-        progress_every=every,
-        log=lambda line: print(f"{prefix} {line}", flush=True), resume=True)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        summary = runner.run_training(
+            config, folder, verbose=0, progress=f"{prefix} {tag}",
+            progress_every=every,
+            log=lambda line: print(f"{prefix} {line}", flush=True),
+            resume=True)
+    finally:
+        _ignore_interrupts()
     return folder, summary
 
 
@@ -620,7 +633,8 @@ def _run_parallel(pending, jobs, after=None):
     tasks = {folder: (config, folder, prefix, tag)
              for _, config, folder, prefix, tag in pending}
     waiting, unfinished = list(tasks), set(tasks)
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context,
+                             initializer=_ignore_interrupts) as pool:
         futures = set()
         try:
             while unfinished:
