@@ -124,7 +124,9 @@ def test_parallel_runs_start_a_student_after_its_teacher(monkeypatch):
                         "train_wall_time_s": 0.0}
 
     class Threads(concurrent.futures.ThreadPoolExecutor):
-        def __init__(self, max_workers, mp_context=None):
+        # The workers' initializer (they ignore Ctrl-C between runs) sets a
+        # process's signal handler: not for threads.
+        def __init__(self, max_workers, mp_context=None, initializer=None):
             super().__init__(max_workers)
 
     monkeypatch.setattr(cli, "_run_one", fake_run_one)
