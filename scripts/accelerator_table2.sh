@@ -119,6 +119,9 @@ for preset in "${PRESETS[@]}"; do
     if [ -n "${TRAIN_SIZE:-}" ]; then
         args+=(--train-size "$TRAIN_SIZE" --test-size "$TRAIN_SIZE")
     fi
+    # The folder exists (and is archived) even if the time is up before
+    # the command has made it.
+    mkdir -p "$OUT/$(runs_of "$preset")"
     setsid timeout --signal=INT --kill-after=20 "${MINUTES}m" \
         python3 -m keras_lrphase "${args[@]}" &
     groups+=($!)

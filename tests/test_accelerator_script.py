@@ -44,16 +44,24 @@ def test_a_stopped_call_continues_on_a_fresh_folder_from_its_archive(tmp_path):
     variables = dict(PRESET="demo", EPOCHS="2", JOBS="3",
                      DATA=str(tmp_path / "unused"))
 
-    stopped = _call(first, 0.5, **variables)
+    # Stopped after 6 s, one run at a time: a fast machine has finished a
+    # few of the 9 runs (2 s each there), a slow one none. (With 3 at once
+    # and 30 s, a fast machine finished them all.)
+    stopped = _call(first, 0.1, **dict(variables, JOBS="1"))
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert "demo not finished (status 124)" in stopped.stdout
     assert not (first / "demo" / "table.md").exists()
-    assert (first / "progress.md").read_text().startswith("## demo\n")
+    progress = (first / "progress.md").read_text()
+    assert progress.startswith("## demo\n")
+    finished_first = [line.split(" | ")[0].lstrip("| ").replace("/seed", " (seed ")
+                      + ")" for line in progress.splitlines() if "(done)" in line]
 
     second.mkdir()
     shutil.copy(first / "demo.tar.gz", second / "demo.tar.gz")
     finished = _call(second, 8, **variables)
     assert finished.returncode == 0, finished.stdout + finished.stderr
+    for run in finished_first:  # carried in the archive: not trained again
+        assert f"{run}: done before" in finished.stdout
     table = (second / "demo" / "table.md").read_text()
     assert table in finished.stdout
     for label in ("small-batch", "large-batch", "two-phase"):
