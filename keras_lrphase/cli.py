@@ -484,9 +484,7 @@ def _run_compare(parser, args, stamp):
     summaries = {}
     pending = []
     for run, config, folder, prefix, tag in tasks:
-        done = _finished_summary(config, folder)
-        if done is None:
-            _say_if_finished_otherwise(config, folder, f"{prefix} {tag}")
+        done = _finished_summary(config, folder, f"{prefix} {tag}")
         if done is not None and teacher_runs.teacher_changed(
                 config, done, after.get(folder), {p[2] for p in pending}):
             done = None
@@ -558,9 +556,11 @@ def _print_result(run, prefix, tag, summary):
           flush=True)
 
 
-def _finished_summary(config, folder):
+def _finished_summary(config, folder, tag):
     """The `summary.json` of a run already finished with this (resolved)
-    configuration, or None."""
+    configuration, or None. A run finished with another configuration (a
+    changed preset, `--epochs`, `--pipeline`...) is trained again: printed,
+    with the fields that differ, under `tag`."""
     from keras_lrphase.training.runner import SUMMARY_FILE
 
     path = os.path.join(folder, SUMMARY_FILE)
@@ -568,24 +568,15 @@ def _finished_summary(config, folder):
         return None
     with open(path) as f:
         summary = json.load(f)
-    return summary if config.matches(summary.get("config")) else None
-
-
-def _say_if_finished_otherwise(config, folder, tag):
-    """Prints why a run finished in `folder` with another configuration is
-    trained again (a changed preset, `--epochs`, `--pipeline`...)."""
-    from keras_lrphase.training.runner import SUMMARY_FILE
-
-    try:
-        with open(os.path.join(folder, SUMMARY_FILE)) as f:
-            saved = json.load(f)["config"]
-        differences = config.differences(saved)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return
-    said = ", ".join(f"{name} {there!r} there, {now!r} now"
-                     for name, there, now in differences)
-    print(f"{tag}: {folder} holds a run finished with another configuration "
-          f"({said}): trained again", flush=True)
+    saved = summary.get("config")
+    if config.matches(saved):
+        return summary
+    if isinstance(saved, dict):
+        said = ", ".join(f"{name} {there!r} there, {now!r} now"
+                         for name, there, now in config.differences(saved))
+        print(f"{tag}: {folder} holds a run finished with another "
+              f"configuration ({said}): trained again", flush=True)
+    return None
 
 
 def _ignore_interrupts():
