@@ -773,7 +773,9 @@ def write_compare_outputs(preset, results, out, seconds, epochs_override=None):
     with open(os.path.join(out, "table.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     plot_compare(histories, os.path.join(out, "compare.png"),
-                 title=preset.description.split(":")[0])
+                 title=preset.description.split(":")[0],
+                 budgets={run.label: config.epochs
+                          for run, config, _, _ in results})
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump({run.label: {"paper": run.paper,
                                "runs": [dict(s, folder=folder)

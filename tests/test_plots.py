@@ -57,3 +57,42 @@ def test_compare_draws_the_eigenvalue_panel_when_recorded(tmp_path):
     # 6 inches per panel at 100 dpi: three panels with eigenvalues, else two.
     assert _png_width(tmp_path / "with.png") == 1800
     assert _png_width(tmp_path / "without.png") == 1200
+
+
+def _png_size(path):
+    with open(path, "rb") as f:
+        header = f.read(24)
+    return (int.from_bytes(header[16:20], "big"),
+            int.from_bytes(header[20:24], "big"))
+
+
+def _rows(count):
+    return [dict(epoch=i + 1, phase="exploration", loss=1.0 / (i + 1),
+                 val_accuracy=0.1 * i, learning_rate=0.1,
+                 hessian_max_eigenvalue=math.nan) for i in range(count)]
+
+
+def test_compare_draws_one_row_of_panels_per_epoch_budget(tmp_path):
+    from keras_lrphase.training.plots import budget_groups
+
+    histories = {"SGD": _rows(8), "SGD decay": _rows(8), "GD": _rows(40),
+                 "GD early stop": _rows(25)}
+    budgets = {"SGD": 8, "SGD decay": 8, "GD": 40, "GD early stop": 40}
+    # Runs of one budget share a row, in the order of the budgets; a run
+    # that stopped early stays with its budget.
+    assert budget_groups(histories, budgets) == [
+        (8, ["SGD", "SGD decay"]), (40, ["GD", "GD early stop"])]
+    assert budget_groups(histories, None) == [(None, list(histories))]
+    assert budget_groups(histories, dict.fromkeys(histories, 8)) == [
+        (None, list(histories))]
+    plot_compare(histories, str(tmp_path / "two.png"), budgets=budgets)
+    plot_compare(histories, str(tmp_path / "one.png"))
+    # 4.5 inches per row of panels at 100 dpi.
+    assert _png_size(tmp_path / "two.png") == (1200, 900)
+    assert _png_size(tmp_path / "one.png") == (1200, 450)
+
+
+def test_compare_refuses_budgets_that_miss_a_run(tmp_path):
+    with pytest.raises(ValueError, match="budgets.*'GD'"):
+        plot_compare({"SGD": _rows(4), "GD": _rows(8)},
+                     str(tmp_path / "x.png"), budgets={"SGD": 4})

@@ -105,40 +105,105 @@ def plot_curves(rows, path, title=None):
     plt.close(fig)
 
 
-def plot_compare(histories, path, title=None):
+def budget_groups(histories, budgets=None):
+    """Groups run labels by epoch budget, for one row of panels each.
+
+    Args:
+        histories: Dict of run label to its `history.csv` rows.
+        budgets: Dict of run label to its epoch budget, or None.
+
+    Returns:
+        A list of `(budget, labels)`, by increasing budget, with the labels
+        in `histories`' order; `[(None, all labels)]` when `budgets` is None
+        or every run has the same budget.
+
+    Raises:
+        ValueError: naming `budgets`, when it misses a run of `histories`.
+    """
+    labels = list(histories)
+    if budgets is None:
+        return [(None, labels)]
+    missing = [label for label in labels if label not in budgets]
+    if missing:
+        raise ValueError(
+            "Argument `budgets` must give the epoch budget of every run in "
+            f"`histories`; it misses {', '.join(map(repr, missing))}. "
+            f"Received: budgets={budgets!r}")
+    distinct = sorted({budgets[label] for label in labels})
+    if len(distinct) < 2:
+        return [(None, labels)]
+    return [(budget, [label for label in labels if budgets[label] == budget])
+            for budget in distinct]
+
+
+def plot_compare(histories, path, title=None, budgets=None):
     """Writes validation accuracy and training loss overlaid, and eigenvalues.
 
     A third panel, the largest Hessian eigenvalue of each run against the
     epoch (the two-phase paper's Figure 3), is drawn when any run recorded
-    one.
+    one. Runs of different epoch budgets (the Learning Stages paper's SGD
+    for 80 epochs against full-batch GD for 400 steps) are not drawn on one
+    epoch axis: each budget gets its own row of panels, titled with it.
 
     Args:
         histories: Dict of run label to its `history.csv` rows.
         path: String. The PNG file to write.
         title: String or None. Figure title. Defaults to `None`.
+        budgets: Dict of run label to its epoch budget, or None (one row).
+            Defaults to `None`.
+
+    Example:
+
+    >>> import os, tempfile
+    >>> rows = lambda n: [dict(epoch=e, loss=1 / e, val_accuracy=0.1,
+    ...                        learning_rate=0.1, phase="n/a") for e in
+    ...                   range(1, n + 1)]
+    >>> path = os.path.join(tempfile.mkdtemp(), "compare.png")
+    >>> plot_compare({"SGD": rows(8), "GD": rows(40)}, path,
+    ...              budgets={"SGD": 8, "GD": 40})
+    >>> os.path.exists(path)
+    True
     """
     plt = _pyplot()
+    groups = budget_groups(histories, budgets)
     with_eigenvalues = any(
         math.isfinite(r.get("hessian_max_eigenvalue", math.nan))
         for rows in histories.values() for r in rows)
     panels = 3 if with_eigenvalues else 2
-    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.5))
+    fig, grid = plt.subplots(len(groups), panels,
+                             figsize=(6 * panels, 4.5 * len(groups)),
+                             squeeze=False)
+    colors = {label: f"C{i}" for i, label in enumerate(histories)}
+    for axes, (budget, labels) in zip(grid, groups):
+        _compare_row(axes, {label: histories[label] for label in labels},
+                     colors, with_eigenvalues)
+        if budget is not None:
+            axes[0].set_title(f"{budget} epochs", fontsize=10)
+    _title(fig, title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _compare_row(axes, histories, colors, with_eigenvalues):
+    """Draws one row of `plot_compare`'s panels for the runs of one budget."""
     acc_ax, loss_ax = axes[0], axes[1]
-    for i, (label, rows) in enumerate(histories.items()):
+    for label, rows in histories.items():
+        color = colors[label]
         epochs = [r["epoch"] for r in rows]
         acc_ax.plot(epochs, [r["val_accuracy"] for r in rows], label=label,
-                    color=f"C{i}")
+                    color=color)
         loss_ax.plot(epochs, [r["loss"] for r in rows], label=label,
-                     color=f"C{i}")
+                     color=color)
         if with_eigenvalues:
             points = [(r["epoch"], r["hessian_max_eigenvalue"]) for r in rows
                       if math.isfinite(r.get("hessian_max_eigenvalue",
                                              math.nan))]
             if points:
-                axes[2].plot(*zip(*points), label=label, color=f"C{i}")
+                axes[2].plot(*zip(*points), label=label, color=color)
         decay = first_decay_epoch(rows)
         if decay is not None:
-            acc_ax.axvline(decay - 0.5, color=f"C{i}", ls=":", lw=1)
+            acc_ax.axvline(decay - 0.5, color=color, ls=":", lw=1)
     acc_ax.set_ylabel("validation accuracy")
     loss_ax.set_ylabel("training loss")
     loss_ax.set_yscale("log")
@@ -152,7 +217,3 @@ def plot_compare(histories, path, title=None):
     acc_ax.text(0.01, 0.98, "dotted: first LR decay",
                 ha="left", va="top", fontsize=8, color="grey",
                 transform=acc_ax.transAxes)
-    _title(fig, title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
