@@ -3,10 +3,11 @@
 import keras
 
 from keras_lrphase.distributed.horovod_runtime import horovod_module
+from keras_lrphase.optimizers._inner_optimizer import InnerOptimizerDelegation
 
 
 @keras.saving.register_keras_serializable(package="keras_lrphase")
-class DistributedOptimizer(keras.optimizers.Optimizer):
+class DistributedOptimizer(InnerOptimizerDelegation, keras.optimizers.Optimizer):
     """Averages the gradients across Horovod ranks, then optimises.
 
     Use it in a data-parallel Horovod job (TensorFlow backend), around the
@@ -116,34 +117,6 @@ class DistributedOptimizer(keras.optimizers.Optimizer):
     @property
     def variables(self):
         return self.inner_optimizer.variables
-
-    @property
-    def learning_rate(self):
-        return self.inner_optimizer.learning_rate
-
-    @learning_rate.setter
-    def learning_rate(self, learning_rate):
-        self.inner_optimizer.learning_rate = learning_rate
-
-    @property
-    def iterations(self):
-        return self.inner_optimizer.iterations
-
-    @property
-    def loss_scale_factor(self):
-        inner = self.__dict__.get("inner_optimizer")
-        return None if inner is None else inner.loss_scale_factor
-
-    @loss_scale_factor.setter
-    def loss_scale_factor(self, value):
-        # The base constructor sets `None` before the wrapped optimizer
-        # exists; afterwards the factor is the wrapped optimizer's.
-        inner = self.__dict__.get("inner_optimizer")
-        if inner is not None:
-            inner.loss_scale_factor = value
-
-    def finalize_variable_values(self, var_list):
-        self.inner_optimizer.finalize_variable_values(var_list)
 
     # -- serialisation ---------------------------------------------------
     def get_config(self):

@@ -7,12 +7,13 @@ from keras_lrphase._validation import check_bool
 from keras_lrphase._validation import fail
 from keras_lrphase.backend import keras_compat
 from keras_lrphase.optimizers import _exclusions
+from keras_lrphase.optimizers._inner_optimizer import InnerOptimizerDelegation
 from keras_lrphase.optimizers.lars import _dense
 from keras_lrphase.optimizers.lars import check_trust_arguments
 
 
 @keras.saving.register_keras_serializable(package="keras_lrphase")
-class LARSWrapper(keras.optimizers.Optimizer):
+class LARSWrapper(InnerOptimizerDelegation, keras.optimizers.Optimizer):
     """Rescales each gradient by its layer-wise trust ratio, then optimises.
 
     Use it to give an existing optimizer (SGD, Adam, AdamW, ...) the
@@ -196,35 +197,6 @@ class LARSWrapper(keras.optimizers.Optimizer):
     @property
     def variables(self):
         return self._variables + self.inner_optimizer.variables
-
-    @property
-    def learning_rate(self):
-        return self.inner_optimizer.learning_rate
-
-    @learning_rate.setter
-    def learning_rate(self, learning_rate):
-        self.inner_optimizer.learning_rate = learning_rate
-
-    @property
-    def iterations(self):
-        return self.inner_optimizer.iterations
-
-    @property
-    def loss_scale_factor(self):
-        inner = self.__dict__.get("inner_optimizer")
-        return None if inner is None else inner.loss_scale_factor
-
-    @loss_scale_factor.setter
-    def loss_scale_factor(self, value):
-        # The base constructor sets `None` before the inner optimizer exists;
-        # afterwards (e.g. `LossScaleOptimizer` disabling it) it is the
-        # inner optimizer's factor that is read and unscaled.
-        inner = self.__dict__.get("inner_optimizer")
-        if inner is not None:
-            inner.loss_scale_factor = value
-
-    def finalize_variable_values(self, var_list):
-        self.inner_optimizer.finalize_variable_values(var_list)
 
     # -- serialisation ---------------------------------------------------
     def get_config(self):
