@@ -73,10 +73,11 @@ def test_train_two_phase_writes_history_summary_and_curves(image_dir, tmp_path, 
     assert {r["phase"] for r in rows[1:]} <= {"exploration", "convergence"}
     for row in rows:
         for key in ("loss", "accuracy", "val_loss", "val_accuracy",
-                    "epoch_time", "train_time"):
+                    "epoch_time", "train_time", "validation_time"):
             assert np.isfinite(float(row[key])), key
         assert 0.0 <= float(row["val_accuracy"]) <= 1.0
-        assert float(row["train_time"]) <= float(row["epoch_time"])
+        assert (float(row["train_time"]) + float(row["validation_time"])
+                <= float(row["epoch_time"]))
     with open(os.path.join(out, "summary.json")) as f:
         summary = json.load(f)
     assert set(summary) == SUMMARY_KEYS

@@ -1,5 +1,6 @@
 import csv
 import math
+import time
 
 import keras
 import numpy as np
@@ -72,3 +73,56 @@ def test_last_step_learning_rate_of_float_and_schedule():
         values.append(last_step_learning_rate(opt))
     # Steps 0, 1, 2 use 1.0 (PiecewiseConstantDecay: step <= boundary), 3 uses 0.1.
     np.testing.assert_allclose(values, [1.0, 1.0, 1.0, 0.1], rtol=1e-6)
+
+
+class _Sleeps(keras.callbacks.Callback):
+    """Sleeps in every validation batch and at every epoch end."""
+
+    def __init__(self, in_validation, at_epoch_end):
+        super().__init__()
+        self.in_validation, self.at_epoch_end = in_validation, at_epoch_end
+
+    def on_test_batch_end(self, batch, logs=None):
+        time.sleep(self.in_validation)
+
+    def on_epoch_end(self, epoch, logs=None):
+        time.sleep(self.at_epoch_end)
+
+
+def test_recorder_splits_an_epoch_into_training_validation_and_the_rest(tmp_path):
+    path = str(tmp_path / "history.csv")
+    x = np.zeros((8, 2), "float32")
+    y = np.zeros(8, "int32")
+    # Two validation batches of 4: 0.2 s of validation; 0.3 s of epoch-end
+    # work (an eigenvalue, say) before the recorder.
+    _model(0.1).fit(x, y, batch_size=4, epochs=2, verbose=0,
+                    validation_data=(x, y), validation_batch_size=4,
+                    callbacks=[_Sleeps(0.1, 0.3), EpochRecorder(path)])
+    for row in EpochRecorder.read(path):
+        assert row["validation_time"] >= 0.2
+        assert (row["train_time"] + row["validation_time"] + 0.3
+                <= row["epoch_time"])
+    _model(0.1).fit(x, y, epochs=1, verbose=0,
+                    callbacks=[EpochRecorder(path)])
+    assert math.isnan(EpochRecorder.read(path)[0]["validation_time"])
+
+
+def test_recorder_resumes_a_history_written_before_the_validation_column(tmp_path):
+    path = str(tmp_path / "history.csv")
+    old = [c for c in COLUMNS if c != "validation_time"]
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(old)
+        writer.writerow([1 if c == "epoch" else "n/a" if c == "phase" else 0.5
+                         for c in old])
+    model = _model(0.1)
+    x = np.zeros((4, 2), "float32")
+    model.fit(x, np.zeros(4, "int32"), epochs=2, initial_epoch=1, verbose=0,
+              validation_data=(x, np.zeros(4, "int32")),
+              callbacks=[EpochRecorder(path, resume=True)])
+    rows = EpochRecorder.read(path)
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert rows[0]["loss"] == 0.5 and math.isnan(rows[0]["validation_time"])
+    assert rows[1]["validation_time"] > 0
+    with open(path, newline="") as f:
+        assert tuple(next(csv.reader(f))) == COLUMNS

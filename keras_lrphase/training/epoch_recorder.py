@@ -11,7 +11,8 @@ from keras_lrphase.schedules.controlled_learning_rate import last_step_learning_
 
 COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy",
            "learning_rate", "phase", "hessian_max_eigenvalue",
-           "autodecay_smoothed_loss", "epoch_time", "train_time")
+           "autodecay_smoothed_loss", "epoch_time", "train_time",
+           "validation_time")
 WARMUP = "warmup"
 EXPLORATION = "exploration"
 CONVERGENCE = "convergence"
@@ -34,8 +35,14 @@ class EpochRecorder(keras.callbacks.Callback):
     `hessian_max_eigenvalue` (empty when not computed that epoch),
     `autodecay_smoothed_loss` (AutoDecay's smoothed loss, empty otherwise),
     `epoch_time` (seconds from the epoch's start to the end of its
-    callbacks: training, validation and the eigenvalue) and `train_time`
-    (seconds of the training part only).
+    callbacks: training, validation and the eigenvalue), `train_time`
+    (seconds of the training part only) and `validation_time` (seconds of
+    the validation pass; empty without validation data). What remains of
+    `epoch_time` is the epoch-end work of the callbacks before the recorder,
+    the eigenvalue of `TwoPhaseLR` and `HessianMonitor` above all; a
+    checkpoint written after the recorder (`BackupAndRestore`) is not in it.
+    A history written before `validation_time` existed is resumed with that
+    cell empty in its rows.
 
     Args:
         path: String. The CSV file to write.
@@ -101,11 +108,18 @@ class EpochRecorder(keras.callbacks.Callback):
         self._first_epoch = False
         self._start = time.perf_counter()
         self._train_end = None
+        self._validation = None
 
     def on_test_begin(self, logs=None):
         # Validation inside `fit` starts: the epoch's training part ends.
         if getattr(self, "_train_end", False) is None:
             self._train_end = time.perf_counter()
+            self._validation = [self._train_end, None]
+
+    def on_test_end(self, logs=None):
+        validation = getattr(self, "_validation", None)
+        if validation is not None and validation[1] is None:
+            validation[1] = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -125,6 +139,9 @@ class EpochRecorder(keras.callbacks.Callback):
             "autodecay_smoothed_loss": _float(logs.get("autodecay_smoothed_loss")),
             "epoch_time": now - self._start,
             "train_time": (self._train_end or now) - self._start,
+            "validation_time": (self._validation[1] - self._validation[0]
+                                if self._validation and self._validation[1]
+                                else math.nan),
         }
         self.rows.append(row)
         with open(self.path, "a", newline="") as f:
@@ -170,8 +187,10 @@ def _parse(raw):
 
 
 def _cells(row):
-    return ["" if isinstance(row[c], float) and math.isnan(row[c]) else row[c]
-            for c in COLUMNS]
+    # A row read from a history written before a column existed lacks it.
+    values = [row.get(c, math.nan) for c in COLUMNS]
+    return ["" if isinstance(v, float) and math.isnan(v) else v
+            for v in values]
 
 
 def _float(value):

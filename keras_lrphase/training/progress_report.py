@@ -5,8 +5,11 @@ table with one row per run folder under `FOLDER` (a folder holding a
 `history.csv`): the epochs done of the budget, the learning rate of the
 last epoch, the best and last validation accuracy, the training throughput
 (images per second of training time, median over the epochs after the
-first, which compiles) and the minutes an epoch takes (median, validation
-and eigenvalue included). It reads only the files the runs write as they
+first, which compiles), the minutes an epoch takes (median, validation
+and eigenvalue included) and that epoch's seconds split into training,
+validation and the rest (the callbacks' epoch-end work, the eigenvalue
+above all; medians of `history.csv`'s `train_time`, `validation_time` and
+what remains of `epoch_time`). It reads only the files the runs write as they
 go, so it works while they train or after they were stopped; `compare`
 itself writes `table.md` once every run has finished.
 
@@ -59,6 +62,15 @@ def run_status(folder):
     steady = rows[1:] if len(rows) > 1 else rows
     train_time = statistics.median(r["train_time"] for r in steady) if rows else None
     epoch_time = statistics.median(r["epoch_time"] for r in steady) if rows else None
+    split = None
+    if rows:
+        validation = [r.get("validation_time", math.nan) for r in steady]
+        rest = [r["epoch_time"] - r["train_time"] - (v if math.isfinite(v) else 0.0)
+                for r, v in zip(steady, validation)]
+        finite = [v for v in validation if math.isfinite(v)]
+        split = {"training": train_time,
+                 "validation": statistics.median(finite) if finite else math.nan,
+                 "rest": statistics.median(rest)}
     return {
         "epochs_done": len(rows),
         "epochs": epochs,
@@ -69,14 +81,16 @@ def run_status(folder):
         "images_per_second": (images / train_time
                               if images and train_time else None),
         "epoch_minutes": epoch_time / 60 if epoch_time else None,
+        "seconds_per_epoch": split,
     }
 
 
 def progress_table(out):
     """The Markdown table of every run folder under `out`."""
     lines = ["| run | epochs | LR | best val. acc. | last val. acc. | "
-             "images/s | min/epoch | left (min) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "images/s | min/epoch | s/epoch: train + val. + rest | "
+             "left (min) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for root, _, files in sorted(os.walk(out)):
         if HISTORY_FILE not in files:
             continue
@@ -95,12 +109,20 @@ def progress_table(out):
             f" | {_fmt(status['last_val_accuracy'], '{:.2%}')}"
             f" | {_fmt(status['images_per_second'], '{:,.0f}')}"
             f" | {_fmt(status['epoch_minutes'], '{:.3f}')}"
+            f" | {_split(status['seconds_per_epoch'])}"
             f" | {_fmt(left, '{:.1f}')} |")
     return "\n".join(lines)
 
 
 def _fmt(value, spec):
     return "-" if value is None else spec.format(value)
+
+
+def _split(seconds):
+    if seconds is None:
+        return "-"
+    return " + ".join("-" if math.isnan(seconds[part]) else f"{seconds[part]:.2f}"
+                      for part in ("training", "validation", "rest"))
 
 
 def main(argv=None):
