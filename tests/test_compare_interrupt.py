@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 # One short run and one long run in two worker processes: once the short
@@ -40,6 +41,12 @@ def test_ctrl_c_stops_the_jobs_without_tracebacks(tmp_path):
         [sys.executable, "-c", SCRIPT, str(tmp_path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True)
+    # A child that hung without exiting would block `readline` for good:
+    # past the deadline the watchdog kills it, which ends its output.
+    watchdog = threading.Timer(
+        300, lambda: process.poll() is None and os.killpg(process.pid,
+                                                         signal.SIGKILL))
+    watchdog.start()
     try:
         lines = []
         deadline = time.monotonic() + 240
@@ -66,6 +73,7 @@ def test_ctrl_c_stops_the_jobs_without_tracebacks(tmp_path):
             os.kill(process.pid, signal.SIGINT)
         out, err = process.communicate(timeout=120)
     finally:
+        watchdog.cancel()
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
