@@ -18,7 +18,8 @@
 # as 3.5 work) and a later
 # call with the same OUT continues where they stopped, until every row has
 # its 300 epochs and OUT/table2/table.md is written. Each call also writes
-# OUT/progress.md (epochs done, accuracy and images/s of every row so far)
+# OUT/progress.md (epochs done, accuracy, images/s and seconds per epoch
+# split into training, validation and the rest, of every row so far)
 # and OUT/table2.tar.gz (the whole run folder, to keep between machines:
 # extract it into OUT before the next call on a fresh machine).
 # EPOCHS=N overrides the 300-epoch budget and TRAIN_SIZE=N the training and
