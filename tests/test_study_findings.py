@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from keras_lrphase.cli import write_compare_outputs
+from keras_lrphase.training.compare_report import write_compare_outputs
 from keras_lrphase.presets import PRESETS
 from keras_lrphase.presets import get_preset
 from keras_lrphase.training.epoch_recorder import COLUMNS

@@ -1,0 +1,223 @@
+"""`compare`'s report of a preset: `table.md`, `compare.png`, `results.json`.
+
+`write_compare_outputs` turns the finished runs of a preset (one summary
+and run folder per seed and configuration) into the comparison's files:
+the Markdown table (mean +- standard deviation over seeds, Welch's p-value
+against the reference row, the paper's column), one sentence per tested
+row saying whether the seeds show a difference, a study's answer to its
+question (`keras_lrphase.training.study_findings`), the overlaid curves
+and every summary as JSON. `keras-lrphase compare` calls it once every run
+has finished; it trains nothing.
+"""
+
+import json
+import math
+import os
+
+from keras_lrphase.training.epoch_recorder import EpochRecorder
+from keras_lrphase.training.plots import plot_compare
+from keras_lrphase.training.runner import HISTORY_FILE
+
+
+def write_compare_outputs(preset, results, out, seconds, epochs_override=None):
+    """Writes `table.md`, `compare.png` and `results.json` for a comparison.
+
+    Args:
+        preset: The `Preset` that was run.
+        results: List of `(PresetRun, RunConfig, summaries, folders)`, one
+            per configuration, with one summary and folder per seed.
+        out: String. Output folder.
+        seconds: Float. Wall time of all runs.
+        epochs_override: Int or None. The `--epochs` override, if any.
+
+    Returns:
+        `(verdicts, answer)`: the sentences of `table.md`'s "What the seeds
+        show" list, one per row tested against a reference row (see
+        `keras_lrphase.training.statistics.seed_difference`), and the list
+        items of its "The question" section (empty without a `question`).
+    """
+    with_paper = any(run.paper is not None for run, *_ in results)
+    seeds = max((len(summaries) for _, _, summaries, _ in results), default=1)
+    lines = [f"# {preset.name}", "", preset.description, ""]
+    if results:
+        first = results[0][2][0]
+        d = first["dataset"]
+        lines.append(
+            f"Data: {d['name']} from {d['source']} ({d['train_examples']} "
+            f"train / {d['test_examples']} validation examples); backend "
+            f"{first['backend']}; total time {_total_minutes(results, seconds):.1f} "
+            "min."
+            + (f" Epoch budget overridden to {epochs_override}."
+               if epochs_override else ""))
+        if seeds > 1:
+            lines.append(f"Accuracies: mean +- standard deviation over {seeds} "
+                         "seeds; decay epochs of the first seed.")
+        lines.append("")
+    header = ["configuration", "batch", "LR", "LR decay", "decay epochs",
+              "LARS", "best val. acc.", "final val. acc."]
+    finals = {run.label: [s["final_val_accuracy"] for s in summaries]
+              for run, _, summaries, _ in results}
+    compared = seeds > 1 and any(
+        (run.versus or preset.reference) in finals for run, *_ in results)
+    if compared:
+        header.append("p (Welch, final)")
+    if with_paper:
+        header.append("paper")
+    header += ["epochs", "time"]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "---|" * len(header))
+    histories, losses = {}, {}
+    for run, config, summaries, folders in results:
+        first = summaries[0]
+        if config.schedule == "step" and not config.decay_epochs:
+            policy = "constant"
+        elif config.schedule == "step":
+            policy = f"step-wise (beta = {config.decay_factor:g})"
+        elif config.schedule == "two-phase":
+            policy = f"adaptive (beta = {config.decay_factor:g})"
+        elif config.schedule == "autodecay":
+            policy = f"AutoDecay (x{config.decay_factor:g})"
+        else:
+            policy = (f"cosine restarts ({config.restart_epochs}, "
+                      f"x{config.restart_mult:g})")
+        decays = "/".join(str(e) for e in first["decay_epochs"]) or "-"
+        if config.schedule in ("two-phase", "autodecay"):
+            decays = f"adaptive ({decays})"
+        if config.momentum_correction:
+            policy += ", momentum corr."
+        batch = str(config.batch_size)
+        if config.accumulate > 1:
+            batch += f" ({config.accumulate} x {config.batch_size // config.accumulate})"
+        cells = [run.label, batch, f"{config.lr:g}", policy, decays,
+                 f"{config.lars:g}" if config.lars is not None else "-",
+                 _mean_pct([s["best_val_accuracy"] for s in summaries]),
+                 _mean_pct([s["final_val_accuracy"] for s in summaries])]
+        if compared:
+            cells.append(_p_value_cell(run, preset, finals))
+        if with_paper:
+            cells.append(f"{run.paper:.2f}%" if run.paper is not None else "-")
+        minutes = sum(s["train_wall_time_s"] for s in summaries) / 60
+        cells += [_epochs_cell([s["epochs_completed"] for s in summaries]),
+                  f"{minutes:.1f} min"]
+        lines.append("| " + " | ".join(cells) + " |")
+        seed_histories = [EpochRecorder.read(os.path.join(f, HISTORY_FILE))
+                          for f in folders]
+        histories[run.label] = _mean_history(seed_histories)
+        losses[run.label] = [[row["loss"] for row in rows]
+                             for rows in seed_histories]
+    lines.append("")
+    verdicts = _seed_verdicts(results, preset, finals, seeds)
+    if verdicts:
+        lines += ["What the seeds show (final validation accuracy):", ""]
+        lines += [f"- {sentence}" for sentence in verdicts]
+        lines.append("")
+    answer = []
+    if preset.question is not None:
+        from keras_lrphase.training.study_findings import answer_from_results
+
+        answer = answer_from_results(preset.question, results, losses)
+    if answer:
+        lines += ["The question:", ""] + answer + [""]
+    if compared:
+        lines.append("p: two-sided Welch t-test of the final validation "
+                     "accuracies over seeds against the row named after "
+                     "\"vs\".")
+    if with_paper and preset.paper_source:
+        lines.append(f"Paper column: {preset.paper_source}.")
+    if preset.notes:
+        lines.append(preset.notes)
+    lines.append("Decay epochs: the LR decays after that many epochs "
+                 "(two-phase: where the controller decayed it). Curves of "
+                 "each run: <run>/curves.png; overlaid: compare.png"
+                 + (" (means over seeds)." if seeds > 1 else "."))
+    with open(os.path.join(out, "table.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    plot_compare(histories, os.path.join(out, "compare.png"),
+                 title=preset.description.split(":")[0],
+                 budgets={run.label: config.epochs
+                          for run, config, _, _ in results})
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump({run.label: {"paper": run.paper,
+                               "runs": [dict(s, folder=folder)
+                                        for s, folder in zip(summaries, folders)]}
+                   for run, _, summaries, folders in results}, f, indent=2)
+        f.write("\n")
+    return verdicts, answer
+
+
+def _total_minutes(results, seconds):
+    """The comparison's time: its runs' own wall times (kept in their
+    summaries, whichever call trained them), or this call's `seconds` when
+    that is longer (loading, analyses)."""
+    trained = sum(max(summary.get("wall_time_s") or 0.0,
+                      summary.get("train_wall_time_s") or 0.0)
+                  for _, _, summaries, _ in results for summary in summaries)
+    return max(trained, seconds) / 60
+
+
+def _mean_history(histories):
+    """Rows of the first history with loss and val. accuracy averaged."""
+    length = min(len(rows) for rows in histories)
+    mean = []
+    for i in range(length):
+        row = dict(histories[0][i])
+        for key in ("loss", "val_accuracy"):
+            row[key] = sum(rows[i][key] for rows in histories) / len(histories)
+        mean.append(row)
+    return mean
+
+
+def _seed_verdicts(results, preset, finals, seeds):
+    """One sentence per row with a reference: is the difference shown?"""
+    from keras_lrphase.training.statistics import seed_difference
+
+    sentences = []
+    for run, *_ in results:
+        versus = run.versus or preset.reference
+        if versus is None or versus == run.label or versus not in finals:
+            continue
+        mine = [v for v in finals[run.label] if v is not None]
+        theirs = [v for v in finals[versus] if v is not None]
+        if seeds < 2 or len(mine) < 2 or len(theirs) < 2:
+            sentences.append(
+                f"{run.label} vs {versus}: one seed per row, so no seed "
+                "spread to compare with (run with --seeds 2 or more).")
+        else:
+            sentences.append(seed_difference(run.label, mine, versus, theirs)[1])
+    return sentences
+
+
+def _p_value_cell(run, preset, finals):
+    versus = run.versus or preset.reference
+    if versus is None or versus == run.label or versus not in finals:
+        return "-"
+    mine = [v for v in finals[run.label] if v is not None]
+    theirs = [v for v in finals[versus] if v is not None]
+    if len(mine) < 2 or len(theirs) < 2:
+        return "-"
+    from keras_lrphase.training.statistics import welch_t_test
+
+    _, _, p = welch_t_test(mine, theirs)
+    return "-" if math.isnan(p) else f"{p:.3g} vs {versus}"
+
+
+def _epochs_cell(epochs):
+    """Epochs run: one number, or the mean and range over seeds."""
+    if len(set(epochs)) == 1:
+        return str(epochs[0])
+    return f"{sum(epochs) / len(epochs):.1f} ({min(epochs)}-{max(epochs)})"
+
+
+def _mean_pct(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return _pct(values[0])
+    mean = sum(values) / len(values)
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return f"{100 * mean:.2f} +- {100 * std:.2f}%"
+
+
+def _pct(value):
+    return "-" if value is None else f"{100 * value:.2f}%"
