@@ -4,9 +4,9 @@ import pytest
 
 from keras_lrphase.training.run_config import RunConfig
 from keras_lrphase import HessianMonitor
-from keras_lrphase.training.runner import build_callbacks
-from keras_lrphase.training.runner import build_learning_rate
-from keras_lrphase.training.runner import build_optimizer
+from keras_lrphase.training.builders import build_callbacks
+from keras_lrphase.training.builders import build_learning_rate
+from keras_lrphase.training.builders import build_optimizer
 from keras_lrphase.training.runner import prepare_data
 
 pytestmark = pytest.mark.backend_neutral

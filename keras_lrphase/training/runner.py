@@ -6,7 +6,8 @@
    take the class-balanced subsets asked for, and check the batch sizes
    against it;
 2. build the `tf.data` pipelines (train statistics for normalisation,
-   crops and flips for CIFAR), the model, and the learning rate:
+   crops and flips for CIFAR), the model, and (`keras_lrphase.training.
+   builders`) the learning rate, optimizer and callbacks:
    * `step`: a `keras.optimizers.schedules.PiecewiseConstantDecay` whose
      epoch boundaries are converted to the optimizer's raw step counter
      (batches, including gradient accumulation micro-steps);
@@ -49,10 +50,6 @@ import numpy as np
 
 from keras_lrphase.callbacks.auto_decay import AutoDecay
 from keras_lrphase.callbacks.backup_and_restore import BackupAndRestore
-from keras_lrphase.callbacks.freeze_layers import FreezeLayers
-from keras_lrphase.callbacks.gradual_warmup import GradualWarmup
-from keras_lrphase.callbacks.hessian_monitor import HessianMonitor
-from keras_lrphase.callbacks.momentum_correction import MomentumCorrection
 from keras_lrphase.callbacks.stage_checkpoint import StageCheckpoint
 from keras_lrphase.callbacks.two_phase_lr import TwoPhaseLR
 from keras_lrphase.callbacks.weight_snapshots import WeightSnapshots
@@ -67,11 +64,10 @@ from keras_lrphase.data import normalized_batch
 from keras_lrphase.data import steps_per_epoch
 from keras_lrphase.data import train_dataset
 from keras_lrphase.models import get_model
-from keras_lrphase.optimizers.lars import LARS
-from keras_lrphase.training.epoch_recorder import CONVERGENCE
-from keras_lrphase.training.epoch_recorder import EXPLORATION
-from keras_lrphase.training.epoch_recorder import NO_PHASE
-from keras_lrphase.training.epoch_recorder import WARMUP
+from keras_lrphase.training.builders import build_callbacks
+from keras_lrphase.training.builders import build_learning_rate
+from keras_lrphase.training.builders import build_optimizer
+from keras_lrphase.training.builders import phase_function
 from keras_lrphase.training.epoch_recorder import EpochRecorder
 from keras_lrphase.training.plots import plot_curves
 from keras_lrphase.training.progress_line import ProgressLine
@@ -146,43 +142,6 @@ def prepare_teacher(config, data, teacher=None):
     distillation.check_teacher(teacher, config.teacher, data.input_shape,
                                data.num_classes, dtype=policy.compute_dtype)
     return teacher
-
-
-def build_learning_rate(config, micro_steps_per_epoch):
-    """The optimizer's learning rate (float or schedule) for `config`.
-
-    Args:
-        config: A resolved `RunConfig`.
-        micro_steps_per_epoch: Int. Batches per epoch as the optimizer's raw
-            step counter sees them (optimizer steps times `accumulate`).
-    """
-    if config.schedule == "step" and config.decay_epochs:
-        # PiecewiseConstantDecay gives the earlier value while
-        # `step <= boundary`: the first step of epoch `e` (raw step
-        # e * micro_steps_per_epoch) must already see the decayed value.
-        boundaries = [int(e * micro_steps_per_epoch) - 1
-                      for e in config.decay_epochs]
-        values = [config.lr * config.decay_factor ** i
-                  for i in range(len(boundaries) + 1)]
-        return keras.optimizers.schedules.PiecewiseConstantDecay(
-            boundaries, values)
-    if config.schedule == "cosine-restarts":
-        return keras.optimizers.schedules.CosineDecayRestarts(
-            config.lr, config.restart_epochs * micro_steps_per_epoch,
-            t_mul=config.restart_mult, m_mul=1.0, alpha=0.0)
-    return float(config.lr)
-
-
-def build_optimizer(config, learning_rate):
-    """Momentum SGD, or LARS with trust coefficient `config.lars`."""
-    accumulation = config.accumulate if config.accumulate > 1 else None
-    if config.lars is not None:
-        return LARS(learning_rate=learning_rate, momentum=config.momentum,
-                    weight_decay=0.0, trust_coefficient=config.lars,
-                    gradient_accumulation_steps=accumulation)
-    return keras.optimizers.SGD(learning_rate=learning_rate,
-                                momentum=config.momentum,
-                                gradient_accumulation_steps=accumulation)
 
 
 def run_training(config, out_dir, verbose=1, log=print, data=None,
@@ -335,7 +294,7 @@ def run_training(config, out_dir, verbose=1, log=print, data=None,
         config, micro_steps, hessian_data, verbose=1 if verbose else 0)
     callbacks = workers.callbacks() + callbacks
     recorder = EpochRecorder(os.path.join(out_dir, HISTORY_FILE),
-                             phase_fn=_phase_fn(config), resume=resume)
+                             phase_fn=phase_function(config), resume=resume)
     callbacks += pipeline_callbacks
     callbacks += [keras.callbacks.TerminateOnNaN(), recorder]
     snapshots = None
@@ -505,82 +464,6 @@ def _claim_backup(backup_dir, config, images_per_epoch, teacher=None):
             json.dump({"config": wanted,
                        "images_per_epoch": int(images_per_epoch)}, f)
         os.replace(partial, marker)
-
-
-def build_callbacks(config, micro_steps_per_epoch, hessian_data, verbose=0):
-    """The package callbacks of a run, in the order they must run.
-
-    The LR controllers come before the checkpointing callbacks, so a
-    checkpoint written at an epoch end includes their decisions there.
-
-    Args:
-        config: A resolved `RunConfig`.
-        micro_steps_per_epoch: Int. Raw optimizer steps per epoch.
-        hessian_data: `(x, y)` of the Hessian batch, or None when no
-            callback needs it.
-        verbose: 0 or 1. The controllers' decision lines.
-
-    Returns:
-        `(callbacks, controller)`: the list, and the `TwoPhaseLR` or
-        `AutoDecay` in it (None for the fixed schedules).
-    """
-    callbacks, controller = [], None
-    if config.warmup_epochs > 0:
-        callbacks.append(GradualWarmup(config.warmup_epochs,
-                                       steps_per_epoch=micro_steps_per_epoch))
-    eigen_kwargs = {"seed": config.seed}
-    if config.schedule == "two-phase":
-        controller = TwoPhaseLR(
-            hessian_data, config.epochs,
-            warmup_epochs=config.warmup_epochs,
-            plateau_patience=config.plateau_patience,
-            extra_epochs_fraction=config.extra_epochs_fraction,
-            min_delta=config.min_delta,
-            decay_factor=config.decay_factor, eigen_kwargs=eigen_kwargs,
-            verbose=verbose)
-    elif config.schedule == "autodecay":
-        options = {k: v for k, v in (
-            ("window", config.autodecay_window),
-            ("tolerance", config.autodecay_tolerance),
-            ("drop_threshold", config.autodecay_drop_threshold)) if v is not None}
-        controller = AutoDecay(decay_factor=config.decay_factor,
-                               warmup_epochs=config.warmup_epochs,
-                               verbose=verbose, **options)
-    if controller is not None:
-        callbacks.append(controller)
-    if config.hessian_every > 0:
-        # The same batch and arguments as TwoPhaseLR's: one estimate per
-        # epoch, shared.
-        callbacks.append(HessianMonitor(hessian_data,
-                                        frequency=config.hessian_every,
-                                        **eigen_kwargs))
-    if config.freeze_epochs > 0:
-        callbacks.append(FreezeLayers(config.freeze_epochs))
-    if config.momentum_correction:
-        callbacks.append(MomentumCorrection())
-    if config.stage_checkpoints:
-        callbacks.append(StageCheckpoint(
-            os.path.join(config.stage_checkpoints, "stage{stage}.keras")))
-    return callbacks, controller
-
-
-def _phase_fn(config):
-    """The phase column: warmup, then what the schedule says of the epoch."""
-    warmup = config.warmup_epochs
-
-    def phase(epoch, logs):
-        if epoch < warmup:
-            return WARMUP
-        if config.schedule == "two-phase":
-            return CONVERGENCE if logs.get("lrphase_phase") == 1 else EXPLORATION
-        if config.schedule == "autodecay":
-            return f"stage {int(logs.get('autodecay_stage', 0)) + 1}"
-        if config.schedule == "step":
-            first = config.decay_epochs[0] if config.decay_epochs else None
-            return CONVERGENCE if first is not None and epoch >= first else EXPLORATION
-        return NO_PHASE
-
-    return phase
 
 
 def _summary(config, data, model, rows, steps, augment, hessian_size,
