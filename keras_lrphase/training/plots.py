@@ -188,6 +188,11 @@ def plot_compare(histories, path, title=None, budgets=None):
 def _compare_row(axes, histories, colors, with_eigenvalues):
     """Draws one row of `plot_compare`'s panels for the runs of one budget."""
     acc_ax, loss_ax = axes[0], axes[1]
+    if with_eigenvalues and not any(
+            math.isfinite(r.get("hessian_max_eigenvalue", math.nan))
+            for rows in histories.values() for r in rows):
+        axes[2].text(0.5, 0.5, "not computed", ha="center", va="center",
+                     transform=axes[2].transAxes, color="grey")
     for label, rows in histories.items():
         color = colors[label]
         epochs = [r["epoch"] for r in rows]
