@@ -96,3 +96,19 @@ def test_compare_refuses_budgets_that_miss_a_run(tmp_path):
     with pytest.raises(ValueError, match="budgets.*'GD'"):
         plot_compare({"SGD": _rows(4), "GD": _rows(8)},
                      str(tmp_path / "x.png"), budgets={"SGD": 4})
+
+
+def test_compare_notes_the_dotted_decay_lines_only_where_drawn(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    texts = []
+    original = matplotlib.axes.Axes.text
+    monkeypatch.setattr(matplotlib.axes.Axes, "text", lambda self, *a, **k: (
+        texts.append(a[2]), original(self, *a, **k))[1])
+    flat = [dict(r, learning_rate=0.1) for r in _rows(6)]
+    cut = [dict(r, learning_rate=0.1 if r["epoch"] < 4 else 0.01)
+           for r in _rows(6)]
+    plot_compare({"flat": flat}, str(tmp_path / "flat.png"))
+    assert "dotted: first LR decay" not in texts
+    plot_compare({"flat": flat, "cut": cut}, str(tmp_path / "cut.png"))
+    assert texts.count("dotted: first LR decay") == 1

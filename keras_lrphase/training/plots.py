@@ -193,6 +193,7 @@ def _compare_row(axes, histories, colors, with_eigenvalues):
             for rows in histories.values() for r in rows):
         axes[2].text(0.5, 0.5, "not computed", ha="center", va="center",
                      transform=axes[2].transAxes, color="grey")
+    decays = 0
     for label, rows in histories.items():
         color = colors[label]
         epochs = [r["epoch"] for r in rows]
@@ -209,6 +210,7 @@ def _compare_row(axes, histories, colors, with_eigenvalues):
         decay = first_decay_epoch(rows)
         if decay is not None:
             acc_ax.axvline(decay - 0.5, color=color, ls=":", lw=1)
+            decays += 1
     acc_ax.set_ylabel("validation accuracy")
     loss_ax.set_ylabel("training loss")
     loss_ax.set_yscale("log")
@@ -219,6 +221,7 @@ def _compare_row(axes, histories, colors, with_eigenvalues):
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     acc_ax.legend(fontsize=8, loc="lower right")
-    acc_ax.text(0.01, 0.98, "dotted: first LR decay",
-                ha="left", va="top", fontsize=8, color="grey",
-                transform=acc_ax.transAxes)
+    if decays:
+        acc_ax.text(0.01, 0.98, "dotted: first LR decay",
+                    ha="left", va="top", fontsize=8, color="grey",
+                    transform=acc_ax.transAxes)
