@@ -75,14 +75,15 @@ def test_controllers_with_keras_callbacks_and_inputs(tmp_path, inputs):
         lrp.HessianMonitor((x, y), frequency=2),
         lrp.StageCheckpoint(str(tmp_path / "stages" / "s{stage}.keras")),
         keras.callbacks.CSVLogger(str(log)),
+        # Keras' TensorBoard writes with tf.summary.
+        *([keras.callbacks.TensorBoard(str(tmp_path / "tb"))]
+          if HAS_TENSORFLOW else []),
         keras.callbacks.ModelCheckpoint(str(tmp_path / "best.keras"), monitor="loss",
                                         save_best_only=True),
         keras.callbacks.ReduceLROnPlateau("loss", factor=0.5, patience=1),
         keras.callbacks.TerminateOnNaN(),
         lrp.BackupAndRestore(str(tmp_path / "backup")),
     ]
-    if HAS_TENSORFLOW:  # Keras' TensorBoard writes with tf.summary
-        callbacks.insert(5, keras.callbacks.TensorBoard(str(tmp_path / "tb")))
     history = model.fit(epochs=8, verbose=0, callbacks=callbacks, **fit_args)
     with open(log) as f:
         rows = list(csv.DictReader(f))

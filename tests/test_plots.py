@@ -112,3 +112,11 @@ def test_compare_notes_the_dotted_decay_lines_only_where_drawn(tmp_path, monkeyp
     assert "dotted: first LR decay" not in texts
     plot_compare({"flat": flat, "cut": cut}, str(tmp_path / "cut.png"))
     assert texts.count("dotted: first LR decay") == 1
+    assert "not computed" not in texts  # no run has an eigenvalue panel
+    # Two budgets, one with eigenvalues: the other's panel says it has none.
+    texts.clear()
+    measured = [dict(r, hessian_max_eigenvalue=2.0) for r in _rows(8)]
+    plot_compare({"flat": flat, "measured": measured},
+                 str(tmp_path / "budgets.png"),
+                 budgets={"flat": 6, "measured": 8})
+    assert texts == ["not computed"]

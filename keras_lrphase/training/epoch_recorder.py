@@ -108,18 +108,18 @@ class EpochRecorder(keras.callbacks.Callback):
         self._first_epoch = False
         self._start = time.perf_counter()
         self._train_end = None
-        self._validation = None
+        self._validation_end = None
 
     def on_test_begin(self, logs=None):
         # Validation inside `fit` starts: the epoch's training part ends.
         if getattr(self, "_train_end", False) is None:
             self._train_end = time.perf_counter()
-            self._validation = [self._train_end, None]
 
     def on_test_end(self, logs=None):
-        validation = getattr(self, "_validation", None)
-        if validation is not None and validation[1] is None:
-            validation[1] = time.perf_counter()
+        # The end of the validation inside `fit` (not of an `evaluate`).
+        if (getattr(self, "_train_end", None) is not None
+                and self._validation_end is None):
+            self._validation_end = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -139,8 +139,8 @@ class EpochRecorder(keras.callbacks.Callback):
             "autodecay_smoothed_loss": _float(logs.get("autodecay_smoothed_loss")),
             "epoch_time": now - self._start,
             "train_time": (self._train_end or now) - self._start,
-            "validation_time": (self._validation[1] - self._validation[0]
-                                if self._validation and self._validation[1]
+            "validation_time": (self._validation_end - self._train_end
+                                if self._validation_end is not None
                                 else math.nan),
         }
         self.rows.append(row)

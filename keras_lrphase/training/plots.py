@@ -188,12 +188,7 @@ def plot_compare(histories, path, title=None, budgets=None):
 def _compare_row(axes, histories, colors, with_eigenvalues):
     """Draws one row of `plot_compare`'s panels for the runs of one budget."""
     acc_ax, loss_ax = axes[0], axes[1]
-    if with_eigenvalues and not any(
-            math.isfinite(r.get("hessian_max_eigenvalue", math.nan))
-            for rows in histories.values() for r in rows):
-        axes[2].text(0.5, 0.5, "not computed", ha="center", va="center",
-                     transform=axes[2].transAxes, color="grey")
-    decays = 0
+    decays = eigenvalue_curves = 0
     for label, rows in histories.items():
         color = colors[label]
         epochs = [r["epoch"] for r in rows]
@@ -207,6 +202,7 @@ def _compare_row(axes, histories, colors, with_eigenvalues):
                                              math.nan))]
             if points:
                 axes[2].plot(*zip(*points), label=label, color=color)
+                eigenvalue_curves += 1
         decay = first_decay_epoch(rows)
         if decay is not None:
             acc_ax.axvline(decay - 0.5, color=color, ls=":", lw=1)
@@ -217,6 +213,9 @@ def _compare_row(axes, histories, colors, with_eigenvalues):
     if with_eigenvalues:
         axes[2].set_ylabel("largest Hessian eigenvalue (output layer)")
         axes[2].set_yscale("log")
+        if not eigenvalue_curves:
+            axes[2].text(0.5, 0.5, "not computed", ha="center", va="center",
+                         transform=axes[2].transAxes, color="grey")
     for ax in axes:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
