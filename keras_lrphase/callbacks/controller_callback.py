@@ -125,6 +125,7 @@ class ControllerCallback(ResumableCallback):
         self.state_name = controller.name
         self._control = None
         self._seen_monitor = False
+        self._warned_two_estimates = False
 
     @property
     def controls_learning_rate(self):
@@ -221,8 +222,15 @@ class ControllerCallback(ResumableCallback):
         for provider in self.providers:
             result = results.get(provider.metric)
             entries = provider.logs(result)
-            if result is not None:
-                entries[provider.metric] = metrics[provider.metric]
+            if result is None:
+                # Another callback of the same fit may have logged its
+                # estimate this epoch: never overwrite it with NaN.
+                for key, value in entries.items():
+                    logs.setdefault(key, value)
+                continue
+            entries[provider.metric] = metrics[provider.metric]
+            self._check_one_estimate(epoch, logs, provider.metric,
+                                     entries[provider.metric])
             logs.update(entries)
         logs.update(self._controller_logs(epoch, before, metrics))
         if self.verbose:
@@ -252,6 +260,22 @@ class ControllerCallback(ResumableCallback):
             )
         _warnings.warn(f"{message}; no decision at epoch {epoch}.")
         return math.nan
+
+    def _check_one_estimate(self, epoch, logs, key, value):
+        """Warns once when this epoch's log already holds another estimate."""
+        logged = logs.get(key)
+        if (logged is None or not math.isfinite(float(logged))
+                or float(logged) == value):
+            return
+        if not self._warned_two_estimates:
+            self._warned_two_estimates = True
+            _warnings.warn(
+                f"{type(self).__name__}: at epoch {epoch + 1} another callback "
+                f"of this fit logged `{key}`={float(logged):.6g}, estimated on "
+                f"another batch or with other settings; this callback's "
+                f"estimate {value:.6g} replaces it in the logs. Give the "
+                "callbacks the same batch and estimator arguments to share "
+                "one estimate per epoch.")
 
     def _provider_for(self, metric):
         for provider in self.providers:
