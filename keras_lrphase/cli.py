@@ -96,7 +96,8 @@ def build_parser():
         help="L2 coefficient on kernels (gradient term wd * w)")
     add("--schedule", choices=SCHEDULES, default="step",
         help="step: x decay-factor at --decay-epochs; two-phase: TwoPhaseLR; "
-             "autodecay: AutoDecay (may stop early); cosine-restarts: SGDR")
+             "autodecay: AutoDecay (may stop early); cosine: CosineDecay to 0 "
+             "after the warmup; cosine-restarts: SGDR")
     add("--decay-epochs", type=_int_list, default=None,
         help="step schedule: epochs after which the LR decays, e.g. 150,225 "
              "(default 50%%,75%% of --epochs)")
@@ -120,6 +121,18 @@ def build_parser():
              "the epochs before it")
     add("--min-delta", type=float, default=0.0,
         help="two-phase: least loss decrease that counts as an improvement")
+    add("--plateau-rule", choices=("flat", "paper"), default=None,
+        help="two-phase: 'flat' (default) does not count epochs well above "
+             "the best loss towards a plateau; 'paper': Algorithm 1 as printed")
+    add("--excursion-threshold", type=float, default=None,
+        help="two-phase, plateau rule 'flat': relative rise above the best "
+             "loss that makes an excursion (default 0.1)")
+    add("--decay-rule", choices=("significant", "paper"), default=None,
+        help="two-phase: 'significant' (default) decays only on rises "
+             "beyond the run's epoch-to-epoch noise; 'paper': on any rise")
+    add("--decay-threshold", type=float, default=None,
+        help="two-phase, decay rule 'significant': rises must exceed this "
+             "many typical epoch-to-epoch changes (default 1)")
     add("--restart-epochs", type=int, default=None,
         help="cosine-restarts: first period in epochs (default 10)")
     add("--restart-mult", type=float, default=2.0,
@@ -259,7 +272,9 @@ def _train_config(args):
         hessian_every=args.hessian_every,
         plateau_patience=args.plateau_patience,
         extra_epochs_fraction=args.extra_epochs_fraction,
-        min_delta=args.min_delta,
+        min_delta=args.min_delta, plateau_rule=args.plateau_rule,
+        excursion_threshold=args.excursion_threshold,
+        decay_rule=args.decay_rule, decay_threshold=args.decay_threshold,
         restart_epochs=args.restart_epochs, restart_mult=args.restart_mult,
         autodecay_window=args.autodecay_window,
         autodecay_tolerance=args.autodecay_tolerance,

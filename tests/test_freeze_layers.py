@@ -23,6 +23,7 @@ from keras_lrphase.callbacks import TwoPhaseLR
 from keras_lrphase.callbacks.freeze_layers import FreezeLayers
 from keras_lrphase.optimizers.lars import LARS
 from keras_lrphase.optimizers.lars_wrapper import LARSWrapper
+from scripted_training import PAPER_RULES
 from scripted_training import Crash
 from scripted_training import Interrupted
 from scripted_training import ScriptedEstimator
@@ -249,7 +250,7 @@ def test_composes_with_gradual_warmup_and_two_phase_lr():
             zip(values(model.get_layer("head").trainable_variables), head))))
     steps = StepLearningRates()
     two_phase = TwoPhaseLR(regression_data(), 8, warmup_epochs=2, plateau_patience=1,
-                           estimator=ScriptedEstimator([1.0, 2.0, 3.0, 4.0]))
+                           estimator=ScriptedEstimator([1.0, 2.0, 3.0, 4.0]), **PAPER_RULES)
     x, y = regression_data()
     callbacks = [GradualWarmup(2), ScriptedLoss([9.0, 9.0, 1.0, 1.1, 1.0, 1.1, 1.2, 1.3]),
                  FreezeLayers(3, "head"), two_phase, steps, record]

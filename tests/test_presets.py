@@ -257,7 +257,7 @@ def test_paper_scale_presets_run_an_epoch_on_mock_data(name, tmp_path):
 
 def test_cpu_scale_studies_vary_one_setting_of_a_cifar10_cpu_row():
     cpu = _table("cifar10-cpu")
-    large, two_phase = cpu["large-batch"][1], cpu["two-phase"][1]
+    large, two_phase = cpu["large-batch"][1], cpu["two-phase (paper rules)"][1]
     shared = ("dataset", "model", "train_size", "test_size", "weight_decay",
               "momentum", "warmup_epochs", "hessian_every",
               "hessian_batch_size")

@@ -11,6 +11,7 @@ from keras_lrphase import AutoDecay
 from keras_lrphase import GradualWarmup
 from keras_lrphase import StageCheckpoint
 from keras_lrphase import TwoPhaseLR
+from scripted_training import PAPER_RULES
 from scripted_training import TRACE_A_EIGENVALUES
 from scripted_training import TRACE_A_LOSSES
 from scripted_training import Crash
@@ -70,7 +71,7 @@ def test_two_phase_decays_end_stages(tmp_path):
     stages = StageCheckpoint(str(tmp_path / "stage{stage}.weights.h5"),
                              save_weights_only=True)
     two_phase = TwoPhaseLR(regression_data(), 12, plateau_patience=2,
-                           estimator=ScriptedEstimator(TRACE_A_EIGENVALUES))
+                           estimator=ScriptedEstimator(TRACE_A_EIGENVALUES), **PAPER_RULES)
     fit(model, [ScriptedLoss(TRACE_A_LOSSES), two_phase, stages], 12)
     # Trace A decays at the ends of epochs 8 and 10 (1-based).
     assert [(s["first_epoch"], s["last_epoch"], s["ended_by"]) for s in stages.stages] == [
@@ -110,7 +111,7 @@ def test_a_stage_saved_during_warmup_loads_without_the_package(tmp_path):
     fit(model, [GradualWarmup(5), ScriptedLoss([1.0, 1.0, 1.1]),
                 TwoPhaseLR(regression_data(), plateau_patience=1,
                            extra_epochs_fraction=0.0,
-                           estimator=ScriptedEstimator([1.0, 2.0])), stages], 3)
+                           estimator=ScriptedEstimator([1.0, 2.0]), **PAPER_RULES), stages], 3)
     # Decay at the end of epoch 3 (1-based), the last: saved in the warmup.
     assert [(s["last_epoch"], s["ended_by"]) for s in stages.stages] == [
         (3, ["two_phase_lr:decay"])]
@@ -175,7 +176,7 @@ def test_a_run_killed_after_its_last_epoch_ends_as_it_would_have(tmp_path):
     def session(stages_dir):
         model = tiny_model(keras.optimizers.SGD(0.1))
         two_phase = TwoPhaseLR(regression_data(), 12, plateau_patience=2,
-                               estimator=ScriptedEstimator(TRACE_A_EIGENVALUES))
+                               estimator=ScriptedEstimator(TRACE_A_EIGENVALUES), **PAPER_RULES)
         stages = StageCheckpoint(str(tmp_path / stages_dir / "stage{stage}.keras"))
         backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"),
                                                   delete_checkpoint=False)

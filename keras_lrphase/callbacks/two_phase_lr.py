@@ -6,6 +6,7 @@ import numbers
 from keras_lrphase.callbacks.controller_callback import ControllerCallback
 from keras_lrphase.controllers.controller import HESSIAN_EIGENVALUE
 from keras_lrphase.controllers.controller import LOSS
+from keras_lrphase.controllers import two_phase_controller
 from keras_lrphase.controllers.two_phase_controller import TwoPhaseController
 from keras_lrphase.providers.hessian_eigenvalue import HessianEigenvalueProvider
 
@@ -65,6 +66,22 @@ class TwoPhaseLR(ControllerCallback):
         extra_epochs_fraction: Float >= 0. alpha / n: extra epochs after a
             plateau detected with n epochs completed. Defaults to `1/3`.
         decay_factor: Float in (0, 1). The paper's beta. Defaults to `0.5`.
+        plateau_rule: `"flat"` or `"paper"`. `"flat"` does not count an
+            epoch whose loss is more than `excursion_threshold` above its
+            best towards a plateau (an unstable start is not a plateau);
+            `"paper"` is Algorithm 1 as printed. Defaults to `"flat"`.
+        excursion_threshold: Float > 0. Rule `"flat"`: the relative rise
+            above the best loss that makes an excursion. Defaults to `0.1`.
+        decay_rule: `"significant"` or `"paper"`. `"significant"` decays
+            only when the loss and the eigenvalue rose by more than
+            `decay_threshold` times their typical epoch-to-epoch change at
+            the learning rate in force; `"paper"` on any rise. Defaults to
+            `"significant"`.
+        decay_threshold: Float >= 0. Rule `"significant"`. Defaults to
+            `1.0`.
+        noise_window: Int >= 2. Rule `"significant"`: the epoch-to-epoch
+            changes the typical change is the median of. Defaults to `5`.
+            (`TwoPhaseController` states the rules exactly.)
         monitor: Str. The epoch-level log entry used as the training loss.
             Defaults to `"loss"`.
         layer: Layer, layer name or None: the layer whose Hessian block is
@@ -127,6 +144,11 @@ class TwoPhaseLR(ControllerCallback):
         min_delta=0.0,
         extra_epochs_fraction=1 / 3,
         decay_factor=0.5,
+        plateau_rule=two_phase_controller.FLAT,
+        excursion_threshold=two_phase_controller.DEFAULT_EXCURSION_THRESHOLD,
+        decay_rule=two_phase_controller.SIGNIFICANT,
+        decay_threshold=two_phase_controller.DEFAULT_DECAY_THRESHOLD,
+        noise_window=two_phase_controller.DEFAULT_NOISE_WINDOW,
         monitor=LOSS,
         layer=None,
         eigen_kwargs=None,
@@ -144,6 +166,11 @@ class TwoPhaseLR(ControllerCallback):
             min_delta=min_delta,
             extra_epochs_fraction=extra_epochs_fraction,
             decay_factor=decay_factor,
+            plateau_rule=plateau_rule,
+            excursion_threshold=excursion_threshold,
+            decay_rule=decay_rule,
+            decay_threshold=decay_threshold,
+            noise_window=noise_window,
         )
         provider = HessianEigenvalueProvider(
             hessian_data, layer=layer, eigen_kwargs=eigen_kwargs,
