@@ -100,7 +100,8 @@ def test_switch_beyond_budget_warns_once():
     messages = [str(w.message) for w in caught]
     assert len(messages) == 1, messages
     assert "beyond the budget of epochs=6" in messages[0]
-    assert "switch falls at epoch 6" in messages[0]
+    assert "plateau detected at epoch 5;" in messages[0]
+    assert "switch falls at epoch 7" in messages[0]
     assert caught[0].filename == __file__  # stacklevel=2: the caller
     assert (c.plateau_epoch, c.switch_epoch) == (4, 6)
     assert factors == [1.0] * 6 and wanted == []
@@ -160,8 +161,9 @@ def test_non_finite_values_make_no_decision_and_warn_once():
         )
     assert factors == [1.0, 1.0, 1.0, 0.5]
     assert c.decay_epochs == [7]
-    assert len(caught) == 1
-    assert "non-finite value at epoch 1" in str(caught[0].message)
+    nonfinite = [w for w in caught if "non-finite" in str(w.message)]
+    assert len(nonfinite) == 1
+    assert "non-finite value at epoch 2" in str(nonfinite[0].message)
 
 
 def test_non_finite_at_switch_epoch_switches_without_reference():
@@ -243,7 +245,7 @@ def test_step_refuses_out_of_order_epochs():
 def test_missing_eigenvalue_after_switch_raises():
     c = paper_controller(10, plateau_patience=1)
     run(c, [1.0, 1.0])
-    with pytest.raises(ValueError, match="at epoch 2 \\(switch epoch 2\\)"):
+    with pytest.raises(ValueError, match="at epoch=2 \\(switch at index 2\\)"):
         c.step(2, 1.0)
 
 
@@ -282,7 +284,7 @@ def test_state_content_is_listed_explicitly():
             "plateau_epoch": 4, "switch_epoch": 6, "h0": 0.0, "f0": 0.72,
             "lr_factor": 0.5, "decay_epochs": [7], "excursion": 0,
             "excursion_low": None, "recent_losses": [],
-            "recent_eigenvalues": [],
+            "recent_eigenvalues": [], "early_loss": 1.0,
         },
     }
 
@@ -562,7 +564,8 @@ def test_version_1_state_loads_as_the_papers_rules():
     with pytest.warns(UserWarning, match="version 1 of keras_lrphase.*"
                       "plateau_rule='paper', decay_rule='paper'"):
         c.set_state(v1)
-    assert (c.state.excursion, c.state.recent_losses) == (0, ())
+    assert (c.state.excursion, c.state.recent_losses, c.state.early_loss) == (
+        0, (), None)
     # It continues as the uninterrupted paper controller of trace A.
     more, _ = run(c, TRACE_A_LOSSES[8:], trace_a_eigenvalues(), start=8)
     assert more == [1.0, 0.5, 1.0, 1.0] and c.decay_epochs == [7, 9]
@@ -587,3 +590,22 @@ def test_version_1_state_loads_as_the_papers_rules():
 def test_robust_rule_argument_validation(kwargs, message):
     with pytest.raises(ValueError, match=message):
         TwoPhaseController(10, **kwargs)
+
+
+def test_plateau_at_the_level_of_the_first_epochs_warns_that_nothing_was_learned():
+    # Warmup 2: the lowest loss of epochs 0-1 is 2.30; the plateau at index
+    # 5 (epoch 6 as Keras prints it) has best 2.25, within 10% of it.
+    c = TwoPhaseController(40, warmup_epochs=2, plateau_patience=3)
+    with pytest.warns(UserWarning, match="plateau detected at epoch 6 while "
+                      "the loss \\(best 2.25\\) is still within 10% of its "
+                      "level in the first epochs \\(2.3\\)"):
+        for epoch, loss in enumerate([2.4, 2.3, 2.25, 2.28, 2.3, 2.26, 2.27]):
+            c.step(epoch, loss)
+    assert (c.state.early_loss, c.plateau_epoch) == (2.3, 5)
+    # A plateau after learning does not warn.
+    learned = TwoPhaseController(40, warmup_epochs=2, plateau_patience=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for epoch, loss in enumerate([2.4, 2.3, 1.5, 1.0, 1.02, 1.01, 1.03]):
+            learned.step(epoch, loss)
+    assert learned.plateau_epoch == 6

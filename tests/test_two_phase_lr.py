@@ -101,6 +101,25 @@ def test_exact_learning_rate_in_every_epoch(capsys):
     ]
 
 
+def test_every_printed_decision_is_in_the_summary_numbered_as_printed(capsys):
+    # Trace A cut at 10 epochs: the second decay is decided at the end of
+    # the last epoch (index 9, printed "Epoch 10").
+    model = tiny_model(keras.optimizers.SGD(0.1))
+    callback, _ = trace_a_callback(verbose=1)
+    fit(model, [ScriptedLoss(TRACE_A_LOSSES), callback], 10)
+    printed = [int(line.split(":")[0].split()[1])
+               for line in capsys.readouterr().out.splitlines()
+               if "TwoPhaseLR decaying" in line]
+    assert printed == [8, 10]
+    assert callback.decay_epochs == printed
+    assert callback.summary() == {"decay_epochs": [8, 10],
+                                  "plateau_epoch": 5,
+                                  "exploration_epochs": 7}
+    assert (callback.plateau_epoch, callback.switch_epoch) == (5, 7)
+    # The controller itself speaks Keras' 0-based epoch indices.
+    assert callback.controller.decay_epochs == [7, 9]
+
+
 def test_decay_changes_the_training_itself():
     """The decayed LR reaches the update: plain SGD, one batch per epoch."""
     x, y = regression_data()
@@ -385,7 +404,7 @@ def test_a_monitor_missing_later_warns_and_makes_no_decision():
         fit(model, [ScriptedLoss([1.0, 0.5, 0.4, 0.3]), DropLoss(), callback], 4)
     messages = [str(w.message) for w in caught if w.category is UserWarning]
     assert sum("`loss` is not in the epoch logs" in m for m in messages) == 1
-    assert sum("non-finite value at epoch 2" in m for m in messages) == 1
+    assert sum("non-finite value at epoch 3" in m for m in messages) == 1
     assert callback.controller.state.best == 0.3  # epoch 2 changed nothing
     assert callback.controller.state.wait == 0
 

@@ -236,12 +236,28 @@ class ControllerCallback(ResumableCallback):
         if self.verbose:
             for line in self._describe(epoch, before, decision, metrics, applied):
                 keras_compat.print_msg(line)
+        self._note_half_budget(epoch)
         self._end_epoch(epoch)
 
     def on_train_end(self, logs=None):
         super().on_train_end(logs)
         if self._control is not None:
             self._control.release(self, self.model)
+
+    def summary(self):
+        """What the controller decided so far, for a run's summary.
+
+        Epochs are numbered as Keras prints them, from 1: "decay after
+        epoch 44" is the decision at the end of the 44th epoch (Keras'
+        `on_epoch_end(43, ...)`).
+
+        Returns:
+            A dict with `"decay_epochs"`, the epochs after which the
+            controller decayed the learning rate; subclasses add their own
+            fields.
+        """
+        return {"decay_epochs": [e + 1 for e in
+                                 getattr(self.controller, "decay_epochs", ())]}
 
     # -- helpers -------------------------------------------------------------------
     def _monitored(self, epoch, logs):
@@ -258,8 +274,24 @@ class ControllerCallback(ResumableCallback):
                 f"{message}. Argument `monitor` must name an epoch log. "
                 f"Received: monitor={self.monitor!r}"
             )
-        _warnings.warn(f"{message}; no decision at epoch {epoch}.")
+        _warnings.warn(f"{message}; no decision at epoch {epoch + 1}.")
         return math.nan
+
+    def _note_half_budget(self, epoch):
+        """Says once when half of fit's epochs passed without a decision."""
+        epochs = (self.params or {}).get("epochs")
+        if not epochs or epoch + 1 != (epochs + 1) // 2 or epochs < 4:
+            return
+        message = self._undecided_message()
+        if message is not None:
+            _warnings.warn(
+                f"{type(self).__name__}: half of the {epochs} epochs have run "
+                f"(epoch {epoch + 1}) and {message}")
+
+    def _undecided_message(self):
+        """The end of the half-budget note when nothing was decided yet, or
+        None when the controller has decided something."""
+        return None
 
     def _check_one_estimate(self, epoch, logs, key, value):
         """Warns once when this epoch's log already holds another estimate."""

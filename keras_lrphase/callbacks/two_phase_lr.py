@@ -182,6 +182,46 @@ class TwoPhaseLR(ControllerCallback):
             min_lr=min_lr, momentum_correction=momentum_correction,
         )
 
+    @property
+    def plateau_epoch(self):
+        """The epoch (from 1, as Keras prints it) at whose end the loss
+        plateau was detected, or None."""
+        return _number(self.controller.plateau_epoch)
+
+    @property
+    def switch_epoch(self):
+        """The epoch (from 1) at whose end the phase switches (known from the
+        plateau on; the convergence phase starts with the next epoch), or
+        None."""
+        return _number(self.controller.switch_epoch)
+
+    @property
+    def decay_epochs(self):
+        """The epochs (from 1) after which the learning rate was decayed."""
+        return [e + 1 for e in self.controller.decay_epochs]
+
+    def summary(self):
+        """`decay_epochs`, `plateau_epoch` and `exploration_epochs` (the
+        switch epoch, when training reached it), numbered from 1."""
+        state = self.controller.state
+        switched = (state.switch_epoch is not None
+                    and state.switch_epoch < state.next_epoch)
+        return {"decay_epochs": self.decay_epochs,
+                "plateau_epoch": self.plateau_epoch,
+                "exploration_epochs": self.switch_epoch if switched else None}
+
+    def _undecided_message(self):
+        c = self.controller
+        if c.plateau_epoch is not None:
+            return None
+        return (
+            "no loss plateau has been detected: the loss still fell by more "
+            f"than min_delta={c.min_delta:g} within every "
+            f"{c.plateau_patience} epochs (or rose well above its best, "
+            "plateau_rule='flat'). The convergence phase, where the learning "
+            "rate decays, may not start within the budget; a larger "
+            "`min_delta` detects an earlier plateau.")
+
     def _controller_logs(self, epoch, before, metrics):
         return {PHASE: self.controller.phase_during(epoch)}
 
@@ -208,6 +248,11 @@ class TwoPhaseLR(ControllerCallback):
                 f"f0={_fmt(before.f0)})."
             )
         return lines
+
+
+def _number(index):
+    """Keras' 0-based epoch index as the 1-based epoch number users read."""
+    return None if index is None else index + 1
 
 
 def _fmt(value):

@@ -149,7 +149,7 @@ class Controller(abc.ABC):
 
     def _missing_message(self, epoch, missing):
         return (
-            f"{type(self).__name__} needs {missing} at epoch {epoch}; call "
+            f"{type(self).__name__} needs {missing} at epoch={epoch} (an index from 0); call "
             "`required_metrics(epoch)` before `decide`."
         )
 

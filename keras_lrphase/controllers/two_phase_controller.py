@@ -64,6 +64,9 @@ class TwoPhaseState:
             `"significant"`.
         recent_eigenvalues: Tuple of floats. The eigenvalues of the same
             epochs.
+        early_loss: Float or None. Lowest finite loss of the first
+            `max(1, warmup_epochs)` epochs: the level a plateau is compared
+            with to tell whether anything was learned.
     """
 
     next_epoch: int = 0
@@ -80,6 +83,7 @@ class TwoPhaseState:
     excursion_low: float = None
     recent_losses: tuple = ()
     recent_eigenvalues: tuple = ()
+    early_loss: float = None
 
     @property
     def plateau_detected(self):
@@ -114,6 +118,9 @@ EXCURSION_PATIENCE_FACTOR = 3
 # Epoch-to-epoch changes at one learning rate needed before a decay under
 # decay rule "significant".
 MIN_NOISE_SAMPLES = 2
+# A plateau whose best loss is not this fraction below the loss of the first
+# epochs warns that nothing seems to have been learned.
+NOTHING_LEARNED = 0.1
 
 
 class TwoPhaseController(Controller):
@@ -263,6 +270,7 @@ class TwoPhaseController(Controller):
         "excursion_low": "number?",
         "recent_losses": "numbers",
         "recent_eigenvalues": "numbers",
+        "early_loss": "number?",
     }
 
     def __init__(
@@ -436,6 +444,9 @@ class TwoPhaseController(Controller):
         update = {"next_epoch": epoch + 1}
         events = []
         nonfinite = False
+        if epoch < max(1, self.warmup_epochs) and math.isfinite(loss):
+            early = loss if s.early_loss is None else min(s.early_loss, loss)
+            update["early_loss"] = early
 
         if not s.plateau_detected and epoch >= self.warmup_epochs:
             if not math.isfinite(loss):
@@ -449,7 +460,7 @@ class TwoPhaseController(Controller):
             if eigenvalue is None:
                 raise ValueError(
                     f"TwoPhaseController needs the largest Hessian eigenvalue "
-                    f"at epoch {epoch} (switch epoch {switch_epoch}); received "
+                    f"at epoch={epoch} (switch at index {switch_epoch}); received "
                     "eigenvalue=None. Call `wants_eigenvalue(epoch)` before "
                     "`step`."
                 )
@@ -484,7 +495,7 @@ class TwoPhaseController(Controller):
         if nonfinite:
             self.warn_once(
                 "nonfinite",
-                f"TwoPhaseController: non-finite value at epoch {epoch} "
+                f"TwoPhaseController: non-finite value at epoch {epoch + 1} "
                 f"(loss={loss}, eigenvalue={eigenvalue}); no decision was made "
                 "for this epoch. Further non-finite values are skipped silently.",
             )
@@ -495,7 +506,7 @@ class TwoPhaseController(Controller):
         if s.best is None or loss < s.best - self.min_delta:
             return dict(best=loss, wait=0, excursion=0, excursion_low=None)
         if self.plateau_rule == PAPER:
-            return self._count(epoch, dict(wait=s.wait + 1), events)
+            return self._count(s, epoch, dict(wait=s.wait + 1), events)
         if loss > s.best + self.excursion_threshold * abs(s.best):
             low = loss if s.excursion_low is None else min(s.excursion_low, loss)
             if s.excursion + 1 >= self.excursion_patience:
@@ -505,16 +516,31 @@ class TwoPhaseController(Controller):
         if s.excursion_low is not None and loss < s.excursion_low - self.min_delta:
             # Coming back from an excursion: a new low is progress.
             return dict(wait=0, excursion=0, excursion_low=loss)
-        return self._count(epoch, dict(wait=s.wait + 1, excursion=0), events)
+        return self._count(s, epoch, dict(wait=s.wait + 1, excursion=0), events)
 
-    def _count(self, epoch, update, events):
+    def _count(self, s, epoch, update, events):
         """`update` with the plateau detected if the wait reached patience."""
         if update["wait"] >= self.plateau_patience:
             n = epoch + 1
             update.update(plateau_epoch=epoch, switch_epoch=n + self.alpha(n) - 1)
             events.append("plateau")
             self._warn_switch_beyond_budget(epoch, update["switch_epoch"])
+            self._warn_nothing_learned(s, epoch)
         return update
+
+    def _warn_nothing_learned(self, s, epoch):
+        early = s.early_loss
+        if early is None or not early > 0 or s.best < (1 - NOTHING_LEARNED) * early:
+            return
+        self.warn_once(
+            "nothing_learned",
+            f"TwoPhaseController: loss plateau detected at epoch {epoch + 1} "
+            f"while the loss (best {s.best:.4g}) is still within "
+            f"{NOTHING_LEARNED:.0%} of its level in the first epochs "
+            f"({early:.4g}): nothing seems to have been learned. The learning "
+            "rate may be too large (or too small) for this model; check the "
+            "accuracy before trusting the decays that follow.",
+        )
 
     def _rose(self, s, loss, eigenvalue):
         """Whether the loss and the eigenvalue rose enough for a decay."""
@@ -534,11 +560,11 @@ class TwoPhaseController(Controller):
         n = epoch + 1
         self.warn_once(
             "budget",
-            f"TwoPhaseController: loss plateau detected at epoch {epoch} "
-            f"({n} epochs completed); with alpha={self.alpha(n)} extra "
-            f"epochs the phase switch falls at epoch {switch_epoch}, "
-            f"beyond the budget of epochs={self._epochs}: the convergence "
-            "phase will not run within the budget.",
+            f"TwoPhaseController: loss plateau detected at epoch {n}; with "
+            f"alpha={self.alpha(n)} extra epochs the phase switch falls at "
+            f"epoch {switch_epoch + 1}, beyond the budget of "
+            f"epochs={self._epochs}: the convergence phase will not run within "
+            "the budget.",
         )
 
     # -- persistence -------------------------------------------------------------
@@ -575,13 +601,15 @@ class TwoPhaseController(Controller):
             noise_window=DEFAULT_NOISE_WINDOW,
         )
         values = dict(state["state"], excursion=0, excursion_low=None,
-                      recent_losses=[], recent_eigenvalues=[])
+                      recent_losses=[], recent_eigenvalues=[],
+                      early_loss=None)
         self.warn_once(
             "upgrade",
             "TwoPhaseController: reading a state saved by version 1 of "
             "keras_lrphase, which had only the paper's rules: it is read as "
             "plateau_rule='paper', decay_rule='paper', with no excursion "
-            "and no recent values. It loads into a controller with those "
+            "and no recent values or early loss. It loads into a controller "
+            "with those "
             "rules only.",
         )
         return dict(state, version=self.state_version, config=config,

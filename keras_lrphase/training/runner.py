@@ -48,10 +48,8 @@ import time
 import keras
 import numpy as np
 
-from keras_lrphase.callbacks.auto_decay import AutoDecay
 from keras_lrphase.callbacks.backup_and_restore import BackupAndRestore
 from keras_lrphase.callbacks.stage_checkpoint import StageCheckpoint
-from keras_lrphase.callbacks.two_phase_lr import TwoPhaseLR
 from keras_lrphase.callbacks.weight_snapshots import WeightSnapshots
 from keras_lrphase.data import ImageNetData
 from keras_lrphase.data import DeviceTrainBatches
@@ -474,24 +472,12 @@ def _summary(config, data, model, rows, steps, augment, hessian_size,
     train_times = [r["train_time"] for r in rows]
     steady = train_times[1:] if len(train_times) > 1 else train_times
     images = steps * config.batch_size
-    plateau = switch = stop = None
-    # A decay decided at the end of the last epoch never took effect.
-    if isinstance(controller, TwoPhaseLR):
-        state = controller.controller
-        decay_epochs = [e + 1 for e in state.decay_epochs if e + 1 < len(rows)]
-        if state.plateau_epoch is not None:
-            plateau = state.plateau_epoch + 1
-        if state.switch_epoch is not None and (
-                state.switch_epoch < state.next_epoch):
-            switch = state.switch_epoch + 1
-    elif isinstance(controller, AutoDecay):
-        state = controller.controller
-        decay_epochs = [e + 1 for e in state.decay_epochs if e + 1 < len(rows)]
-        stop = None if state.stop_epoch is None else state.stop_epoch + 1
-    elif config.schedule == "step":
-        decay_epochs = [e for e in config.decay_epochs if e < len(rows)]
-    else:
-        decay_epochs = []
+    # The controller's decisions, numbered from 1 as Keras prints epochs.
+    decided = controller.summary() if controller is not None else {}
+    if controller is None and config.schedule == "step":
+        decided["decay_epochs"] = [e for e in config.decay_epochs
+                                   if e <= len(rows)]
+    stop = decided.get("stop_epoch")
     return {
         "config": config.to_dict(),
         "backend": keras.backend.backend(),
@@ -515,9 +501,9 @@ def _summary(config, data, model, rows, steps, augment, hessian_size,
         "final_val_accuracy": val[-1] if val else math.nan,
         "final_loss": rows[-1]["loss"] if rows else math.nan,
         "final_learning_rate": rows[-1]["learning_rate"] if rows else math.nan,
-        "decay_epochs": decay_epochs,
-        "plateau_epoch": plateau,
-        "exploration_epochs": switch,
+        "decay_epochs": decided.get("decay_epochs", []),
+        "plateau_epoch": decided.get("plateau_epoch"),
+        "exploration_epochs": decided.get("exploration_epochs"),
         "images_per_second": (round(images * len(steady) / sum(steady), 1)
                               if steady and sum(steady) > 0 else None),
     }
