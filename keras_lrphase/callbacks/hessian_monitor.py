@@ -44,8 +44,9 @@ class HessianMonitor(ControllerCallback):
     At the end of every `frequency`-th epoch it estimates the largest
     eigenvalue of the loss Hessian restricted to `layer` (by default the
     output layer) on one fixed batch, warm-starting from the previous
-    estimate, and writes `logs["hessian_max_eigenvalue"]` and
-    `logs["hessian_iterations"]` (NaN in the other epochs, so that
+    estimate, and writes `logs["hessian_max_eigenvalue"]`,
+    `logs["hessian_iterations"]` and `logs["hessian_time"]` (the seconds
+    the estimate took; NaN in the other epochs, so that
     `CSVLogger`, which fixes its columns at the first epoch, records them),
     so `History`, `CSVLogger` and `TensorBoard` placed after it record
     them. Nothing runs per batch. With `TwoPhaseLR` on the same batch in

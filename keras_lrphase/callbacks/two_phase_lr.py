@@ -40,8 +40,8 @@ class TwoPhaseLR(ControllerCallback):
     record them): `learning_rate` (the learning rate of the epoch's last
     step), `lrphase_phase` (the phase the epoch was trained in: 0
     exploration, up to and including the switch epoch, then 1 convergence),
-    `hessian_max_eigenvalue` and `hessian_iterations` (NaN in the epochs
-    without an estimate).
+    `hessian_max_eigenvalue`, `hessian_iterations` and `hessian_time` (the
+    estimate's seconds; NaN in the epochs without an estimate).
 
     Resuming: the state (controller, eigenvector, learning-rate records)
     is saved inside the model's weight checkpoints, so
@@ -124,8 +124,8 @@ class TwoPhaseLR(ControllerCallback):
     >>> history = model.fit(x, y, batch_size=8, epochs=6, verbose=0,
     ...                     callbacks=[callback])
     >>> sorted(k for k in history.history if k != "loss")  # doctest: +NORMALIZE_WHITESPACE
-    ['hessian_iterations', 'hessian_max_eigenvalue', 'learning_rate',
-     'lrphase_phase']
+    ['hessian_iterations', 'hessian_max_eigenvalue', 'hessian_time',
+     'learning_rate', 'lrphase_phase']
 
     References:
         "Achieving Small-Batch Accuracy with Large-Batch Scalability via

@@ -205,7 +205,10 @@ class HessianEigenvalueEstimator:
 
         Args:
             model: A built `keras.Model`.
-            x: Inputs of one batch (array or nest of arrays).
+            x: Inputs of one batch (array or nest of arrays), or the
+                backend's tensors of a batch checked before (used as they
+                are, on their device: `HessianEigenvalueProvider` copies
+                its batch there once rather than at every estimate).
             y: Targets of that batch.
             initial_vector: None, or a list of arrays shaped like the layer's
                 trainable weights (e.g. the previous result's `vector`).
@@ -213,8 +216,9 @@ class HessianEigenvalueEstimator:
         Returns:
             A `HessianEigenvalueResult`.
         """
-        x, y = as_arrays(x), as_arrays(y)
-        validate_batch(x, y)
+        if not _all_tensors((x, y)):
+            x, y = as_arrays(x), as_arrays(y)
+            validate_batch(x, y)
         self._prepare(model)
         restricted = self._restricted
         shapes = [tuple(v.shape) for v in restricted.targets]
@@ -340,6 +344,12 @@ def _identity(loss_fn):
 
 def _to_tensors(nest):
     return keras.tree.map_structure(ops.convert_to_tensor, nest)
+
+
+def _all_tensors(nest):
+    """Whether every array of `nest` is already a backend tensor."""
+    leaves = keras.tree.flatten(nest)
+    return bool(leaves) and all(ops.is_tensor(leaf) for leaf in leaves)
 
 
 def top_hessian_eigenvalue(

@@ -21,6 +21,7 @@ import base64
 import hashlib
 import inspect
 import math
+import time
 
 import keras
 import numpy as np
@@ -32,6 +33,7 @@ from keras_lrphase.hessian.batch import validate_batch
 from keras_lrphase.hessian.estimator import HessianEigenvalueEstimator
 
 ITERATIONS = "hessian_iterations"
+SECONDS = "hessian_time"
 
 
 class HessianEigenvalueProvider:
@@ -113,7 +115,9 @@ class HessianEigenvalueProvider:
         self.estimator = estimator
         self.vector = None
         self.last_result = None
+        self.last_seconds = None
         self._computed_at = None
+        self._tensors = None
 
     def check(self, model):
         """Checks, before training, that the estimate can run on `model`.
@@ -135,24 +139,38 @@ class HessianEigenvalueProvider:
                 if getattr(model, "optimizer", None) is not None else None)
         if self._computed_at == step and self.last_result is not None:
             return self.last_result
-        result = self.estimator(model, self.x, self.y, initial_vector=self.vector)
+        start = time.perf_counter()
+        x, y = self.x, self.y
+        if isinstance(self.estimator, HessianEigenvalueEstimator):
+            # Copied to the device once (the batch was checked at
+            # construction), not at every estimate.
+            if self._tensors is None:
+                self._tensors = keras.tree.map_structure(
+                    keras.ops.convert_to_tensor, (self.x, self.y))
+            x, y = self._tensors
+        result = self.estimator(model, x, y, initial_vector=self.vector)
         vector = [np.array(keras.ops.convert_to_numpy(v)) for v in result.vector]
         finite = math.isfinite(float(result.value)) and all(
             np.all(np.isfinite(v)) for v in vector
         )
         self.vector = vector if finite else None
         self.last_result = result
+        self.last_seconds = time.perf_counter() - start
         self._computed_at = step
         return result
 
-    @staticmethod
-    def logs(result):
-        """The log entries of a result (NaN for an epoch without one)."""
+    def logs(self, result):
+        """The log entries of a result (NaN for an epoch without one):
+        the eigenvalue, the solver's iterations and the seconds the
+        estimate took (`hessian_time`)."""
         if result is None:
-            return {HESSIAN_EIGENVALUE: math.nan, ITERATIONS: math.nan}
+            return {HESSIAN_EIGENVALUE: math.nan, ITERATIONS: math.nan,
+                    SECONDS: math.nan}
+        seconds = self.last_seconds if result is self.last_result else None
         return {
             HESSIAN_EIGENVALUE: float(result.value),
             ITERATIONS: int(result.iterations),
+            SECONDS: math.nan if seconds is None else float(seconds),
         }
 
     # -- state ----------------------------------------------------------------------
@@ -168,12 +186,14 @@ class HessianEigenvalueProvider:
         self.vector = None if vector is None else [_decode_array(a) for a in vector]
         self._computed_at = None
         self.last_result = None
+        self.last_seconds = None
 
     def reset(self):
         """Forgets the warm start (a new run)."""
         self.vector = None
         self._computed_at = None
         self.last_result = None
+        self.last_seconds = None
 
 
 def _accepts_initial_vector(estimator):

@@ -7,12 +7,16 @@ import time
 
 import keras
 
+from keras_lrphase.providers.hessian_eigenvalue import SECONDS
 from keras_lrphase.schedules.controlled_learning_rate import last_step_learning_rate
 
 COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy",
            "learning_rate", "phase", "hessian_max_eigenvalue",
            "autodecay_smoothed_loss", "epoch_time", "train_time",
-           "validation_time")
+           "validation_time", "hessian_time", "between_time")
+# The epoch log in which the eigenvalue's callbacks report the seconds of
+# their estimate (`HessianEigenvalueProvider.logs`).
+HESSIAN_TIME = SECONDS
 WARMUP = "warmup"
 EXPLORATION = "exploration"
 CONVERGENCE = "convergence"
@@ -36,13 +40,19 @@ class EpochRecorder(keras.callbacks.Callback):
     `autodecay_smoothed_loss` (AutoDecay's smoothed loss, empty otherwise),
     `epoch_time` (seconds from the epoch's start to the end of its
     callbacks: training, validation and the eigenvalue), `train_time`
-    (seconds of the training part only) and `validation_time` (seconds of
-    the validation pass; empty without validation data). What remains of
-    `epoch_time` is the epoch-end work of the callbacks before the recorder,
-    the eigenvalue of `TwoPhaseLR` and `HessianMonitor` above all; a
-    checkpoint written after the recorder (`BackupAndRestore`) is not in it.
-    A history written before `validation_time` existed is resumed with that
-    cell empty in its rows.
+    (seconds of the training part only, the device's queued steps
+    included: the recorder waits for them before validation starts),
+    `validation_time` (seconds of the validation pass; empty in an epoch
+    without one), `hessian_time` (seconds of the Hessian eigenvalue
+    estimate, as `TwoPhaseLR` and `HessianMonitor` log it; empty in an
+    epoch without one) and `between_time` (seconds from the previous
+    epoch's row to this epoch's start: the previous epoch's checkpoint,
+    written by a `BackupAndRestore` after the recorder, and the epoch-begin
+    work of the callbacks before it; empty for the first epoch of a `fit`).
+    What remains of `epoch_time` after training, validation and the
+    eigenvalue is the epoch-end work of the other callbacks before the
+    recorder. A history written before a timing column existed is resumed
+    with that cell empty in its rows.
 
     Args:
         path: String. The CSV file to write.
@@ -80,6 +90,7 @@ class EpochRecorder(keras.callbacks.Callback):
         self.rows = []
         self.resumed_epochs = 0
         self._first_epoch = True
+        self._row_end = None
         if not self.resume:
             self._write([])
 
@@ -107,12 +118,17 @@ class EpochRecorder(keras.callbacks.Callback):
             self._write(kept)
         self._first_epoch = False
         self._start = time.perf_counter()
+        self._between = (self._start - self._row_end
+                         if self._row_end is not None else math.nan)
         self._train_end = None
         self._validation_end = None
 
     def on_test_begin(self, logs=None):
-        # Validation inside `fit` starts: the epoch's training part ends.
+        # Validation inside `fit` starts: the epoch's training part ends
+        # once the steps the backend has queued (JAX and torch dispatch
+        # them ahead) have run.
         if getattr(self, "_train_end", False) is None:
+            _wait_for_steps(self.model)
             self._train_end = time.perf_counter()
 
     def on_test_end(self, logs=None):
@@ -142,12 +158,15 @@ class EpochRecorder(keras.callbacks.Callback):
             "validation_time": (self._validation_end - self._train_end
                                 if self._validation_end is not None
                                 else math.nan),
+            "hessian_time": _float(logs.get(HESSIAN_TIME)),
+            "between_time": self._between,
         }
         self.rows.append(row)
         with open(self.path, "a", newline="") as f:
             csv.writer(f).writerow(_cells(row))
             f.flush()
             os.fsync(f.fileno())
+        self._row_end = time.perf_counter()
 
     @staticmethod
     def read(path, skip_broken=False):
@@ -195,3 +214,14 @@ def _cells(row):
 
 def _float(value):
     return math.nan if value is None else float(value)
+
+
+def _wait_for_steps(model):
+    """Blocks until the model's queued training steps have run.
+
+    Reading the optimizer's step counter back to the host waits for the
+    last step that updated it (each step's outputs are ready together).
+    """
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and getattr(optimizer, "iterations", None) is not None:
+        keras.ops.convert_to_numpy(optimizer.iterations)
