@@ -21,6 +21,7 @@ from keras_lrphase._validation import check_number
 from keras_lrphase._validation import check_verbose
 from keras_lrphase._validation import fail
 from keras_lrphase.backend import keras_compat
+from keras_lrphase.callbacks.momentum_correction import check_momentum
 from keras_lrphase.callbacks.resumable_callback import ResumableCallback
 from keras_lrphase.controllers.controller import LOSS
 from keras_lrphase.distributed.reduction import MetricReducer
@@ -153,6 +154,8 @@ class ControllerCallback(ResumableCallback):
                 "(their velocity holds the learning rate); the optimizer is "
                 f"{type(model.optimizer).__name__}",
             )
+        if self.momentum_correction:
+            check_momentum("momentum_correction", True, model.optimizer)
         self._control = ControlledLearningRate.install(model.optimizer)
         self._control.acquire(self, model, scales=True)
 
