@@ -1,7 +1,7 @@
 """Start-up time of `keras-lrphase --help` against importing Keras.
 
 Runs, in interleaved rounds (so drifts in machine load hit both alike), the
-command `python -m keras_lrphase_command --help` (what the `keras-lrphase`
+command `python -m keras_lrphase --help` (what the `keras-lrphase`
 script runs) and `python -c "import keras"` with the backend of
 `KERAS_BACKEND` (TensorFlow by default). Prints the median wall seconds of
 each and their ratio as one line of JSON. Target: `--help` under 2 s, so
@@ -19,7 +19,7 @@ import sys
 import time
 
 COMMANDS = {
-    "help": [sys.executable, "-m", "keras_lrphase_command", "--help"],
+    "help": [sys.executable, "-m", "keras_lrphase", "--help"],
     "import_keras": [sys.executable, "-c", "import keras"],
 }
 
