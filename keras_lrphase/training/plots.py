@@ -7,6 +7,16 @@ from keras_lrphase.training.epoch_recorder import CONVERGENCE
 from keras_lrphase.training.epoch_recorder import WARMUP
 
 
+def matplotlib_installed():
+    """Whether matplotlib can be imported (the plots are an extra)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("matplotlib") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def _pyplot():
     try:
         import matplotlib
