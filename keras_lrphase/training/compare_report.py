@@ -67,7 +67,7 @@ def write_compare_outputs(preset, results, out, seconds, epochs_override=None):
     header += ["epochs", "time"]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
-    histories, losses = {}, {}
+    histories, losses, seeds_rows, marks = {}, {}, {}, {}
     for run, config, summaries, folders in results:
         first = summaries[0]
         if config.schedule == "step" and not config.decay_epochs:
@@ -104,6 +104,8 @@ def write_compare_outputs(preset, results, out, seconds, epochs_override=None):
         seed_histories = [EpochRecorder.read(os.path.join(f, HISTORY_FILE))
                           for f in folders]
         histories[run.label] = _mean_history(seed_histories)
+        seeds_rows[run.label] = seed_histories
+        marks[run.label] = first
         losses[run.label] = [[row["loss"] for row in rows]
                              for rows in seed_histories]
     lines.append("")
@@ -135,9 +137,10 @@ def write_compare_outputs(preset, results, out, seconds, epochs_override=None):
         f.write("\n".join(lines) + "\n")
     if matplotlib_installed():
         plot_compare(histories, os.path.join(out, "compare.png"),
-                     title=preset.description.split(":")[0],
+                     title=preset.description,
                      budgets={run.label: config.epochs
-                              for run, config, _, _ in results})
+                              for run, config, _, _ in results},
+                     seeds=seeds_rows, marks=marks)
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump({run.label: {"paper": run.paper,
                                "runs": [dict(s, folder=folder)

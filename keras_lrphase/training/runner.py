@@ -387,17 +387,48 @@ def run_training(config, out_dir, verbose=1, log=print, data=None,
         json.dump(summary, f, indent=2, allow_nan=False,
                   default=_json_default)
         f.write("\n")
-    title = (f"{config.name or config.model}: {data.name}, batch "
-             f"{config.batch_size}, {config.schedule}"
-             + (f", LARS {config.lars:g}" if config.lars else ""))
+    title = curves_title(config, data.name)
     if matplotlib_installed():
-        plot_curves(rows, os.path.join(out_dir, CURVES_FILE), title=title)
+        plot_curves(rows, os.path.join(out_dir, CURVES_FILE), title=title,
+                    marks=summary, schedule=config.schedule)
     elif log is not None:
         log(f"{CURVES_FILE} not drawn: matplotlib is not installed (pip "
             f"install matplotlib); history.csv holds its curves")
     if resume:
         shutil.rmtree(backup_dir, ignore_errors=True)
     return summary
+
+
+def curves_title(config, dataset):
+    """The title of a run's `curves.png`: its name, seed and setting, each
+    said once.
+
+    Example:
+
+    >>> curves_title(RunConfig(name="two-phase", schedule="two-phase",
+    ...                        batch_size=512, lr=0.8, seed=1).resolved(),
+    ...              "digits")
+    'two-phase (seed 1): small-cnn on digits, batch 512, lr 0.8'
+    >>> curves_title(RunConfig(schedule="step", epochs=8).resolved(), "digits")
+    'small-cnn on digits, batch 128, lr 0.1, step decay after epochs 4, 6 (seed 0)'
+    """
+    schedule = {
+        "step": ("step decay after epochs "
+                 + ", ".join(map(str, config.decay_epochs or ())))
+                if config.decay_epochs else "constant learning rate",
+        "two-phase": "two-phase",
+        "autodecay": "AutoDecay",
+        "cosine-restarts": "cosine restarts",
+    }[config.schedule]
+    setting = (f"{config.model} on {dataset}, batch {config.batch_size}, "
+               f"lr {config.lr:g}"
+               + (f", LARS {config.lars:g}" if config.lars else ""))
+    if config.name:
+        said = config.name.lower()
+        words = schedule.split()[0].lower()
+        extra = "" if words in said else f", {schedule}"
+        return f"{config.name} (seed {config.seed}): {setting}{extra}"
+    return f"{setting}, {schedule} (seed {config.seed})"
 
 
 def check_workers(config, data, workers):
