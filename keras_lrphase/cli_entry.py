@@ -19,8 +19,6 @@ import contextlib
 import os
 import sys
 
-# The extra of each backend (`pip install "keras-lrphase[jax]"`).
-_EXTRAS = ("jax", "tensorflow", "torch")
 
 
 @contextlib.contextmanager
@@ -51,12 +49,11 @@ def _load_backend():
         keras_lrphase._register_serializables()
     except ImportError as error:
         backend = os.environ.get("KERAS_BACKEND", "tensorflow")
-        install = (f'pip install "keras-lrphase[{backend}]"'
-                   if backend in _EXTRAS else f"pip install {backend}")
         sys.stderr.write(
             f"keras-lrphase: error: Keras cannot load its backend "
             f"(KERAS_BACKEND={backend}): {error}. Install it with "
-            f"`{install}`, or set KERAS_BACKEND to an installed backend.\n"
+            f"`pip install {backend}`, or set KERAS_BACKEND to an installed "
+            "backend.\n"
         )
         return 1
     return None
