@@ -57,7 +57,7 @@ def main(argv=None):
                              "still runs (its numbers mean nothing)")
     args = parser.parse_args(argv)
     if args.smoke:
-        vars(args).update(batch_size=64, iterations=3, repeats=1, train_batch_size=16, train_steps=1, epoch_samples=256)
+        vars(args).update(batch_size=64, iterations=6, repeats=1, train_batch_size=16, train_steps=1, epoch_samples=256)
 
     keras.utils.set_random_seed(0)
     model = resnet20()
