@@ -194,7 +194,7 @@ class FreezeLayers(keras.callbacks.Callback):
                 verb = "freezes" if frozen else "releases"
                 names = ", ".join(layer.name for layer in self.frozen_layers)
                 keras_compat.print_msg(
-                    f"\nEpoch {epoch + 1}: FreezeLayers {verb} "
+                    f"Epoch {epoch + 1}: FreezeLayers {verb} "
                     f"{len(self.frozen_layers)} layers ({names})."
                 )
 
