@@ -143,6 +143,8 @@ def build_parser():
     add("--hessian-every", type=int, default=1,
         help="log the eigenvalue every N epochs for every schedule (0: only "
              "where two-phase needs it)")
+    add("--validation-freq", type=int, default=1, metavar="N",
+        help="validate every N epochs and at the last (default: every epoch)")
     add("--plateau-patience", type=int, default=None,
         help="two-phase: epochs without improvement that make a plateau "
              "(default 5%% of --epochs)")
@@ -285,6 +287,16 @@ def build_parser():
         help="input pipeline of every run (default: the runs' own, auto)")
     add("--precision", choices=tuple(PRECISIONS), default=None,
         help="precision of every run (default: the runs' own, fp32)")
+    add("--hessian-every", type=int, default=None, metavar="N",
+        help="log the eigenvalue every N epochs in every run (0: only where "
+             "two-phase needs it, every epoch; default: the runs' own)")
+    add("--validation-freq", type=int, default=None, metavar="N",
+        help="validate every N epochs and at the last in every run "
+             "(default: the runs' own, every epoch)")
+    add("--export", default=None, metavar="FOLDER",
+        help="after the runs, copy each run's history.csv and summary.json, "
+             "table.md, progress.md and compare.png into FOLDER with a "
+             "README.md (hardware, backend, precision, commit, command)")
     add("--verbose", type=int, choices=(0, 1, 2), default=1,
         help="1: one progress line per run (on a terminal) and its result; "
              "2: Keras' line per epoch; 0: the results only")
@@ -306,6 +318,7 @@ def _train_config(args):
         decay_factor=args.decay_factor, warmup_epochs=args.warmup_epochs,
         lars=args.lars, hessian_batch_size=args.hessian_batch_size,
         hessian_every=args.hessian_every,
+        validation_freq=args.validation_freq,
         plateau_patience=args.plateau_patience,
         extra_epochs_fraction=args.extra_epochs_fraction,
         min_delta=args.min_delta, plateau_rule=args.plateau_rule,
@@ -560,7 +573,9 @@ def _compare_runs(args):
     overrides = {k: v for k, v in (("pipeline", args.pipeline),
                                    ("precision", args.precision),
                                    ("train_size", args.train_size),
-                                   ("test_size", args.test_size))
+                                   ("test_size", args.test_size),
+                                   ("hessian_every", args.hessian_every),
+                                   ("validation_freq", args.validation_freq))
                  if v is not None}
     runs = [(run, dataclasses.replace(c, **overrides)) for run, c in runs]
     for _, config in runs:

@@ -40,8 +40,10 @@ def test_table2_mirrors_the_paper():
     runs = preset.configs(data_dir="/data")
     labels = [run.label for run, _ in runs]
     assert labels == ["small-batch", "large-batch", "LARS", "two-phase",
-                      "two-phase + LARS"]
-    assert [run.paper for run, _ in runs] == [92.83, 90.40, 92.10, 92.48, 92.66]
+                      "two-phase + LARS", "two-phase 4.8",
+                      "two-phase (defaults)"]
+    assert [run.paper for run, _ in runs] == [92.83, 90.40, 92.10, 92.48, 92.66,
+                                              None, None]
     table = {run.label: config.resolved() for run, config in runs}
     for config in table.values():
         config.validate(check_data=False)
@@ -56,6 +58,21 @@ def test_table2_mirrors_the_paper():
     assert table["two-phase"].schedule == "two-phase"
     assert table["two-phase"].decay_factor == 0.5
     assert (table["two-phase + LARS"].lr, table["two-phase + LARS"].lars) == (3.5, 0.01)
+    # The paper's rows use the paper's rules; the two extra two-phase rows
+    # differ from the two-phase row in the rate only, or in the rules only.
+    rules = lambda c: (c.plateau_rule, c.decay_rule)
+    for label in ("two-phase", "two-phase + LARS", "two-phase 4.8"):
+        assert rules(table[label]) == ("paper", "paper")
+    assert rules(table["two-phase (defaults)"]) == ("flat", "significant")
+    two_phase = table["two-phase"].to_dict()
+    for label, differ in (("two-phase 4.8", {"lr": 4.8}),
+                          ("two-phase (defaults)",
+                           {"plateau_rule": "flat", "excursion_threshold": 0.1,
+                            "decay_rule": "significant",
+                            "decay_threshold": 1.0})):
+        other = table[label].to_dict()
+        assert {k: v for k, v in other.items()
+                if two_phase[k] != v and k != "name"} == differ
 
 
 def test_epoch_override_scales_decay_warmup_and_patience():

@@ -326,18 +326,26 @@ def _compare_row(axes, histories, colors, styles, with_eigenvalues, seeds,
     for label, rows in histories.items():
         color, style = colors[label], styles[label]
         epochs = [r["epoch"] for r in rows]
-        acc_ax.plot(epochs, [r["val_accuracy"] for r in rows], label=label,
-                    color=color, ls=style)
+        # Only the validated epochs (`validation_freq`), joined by lines.
+        validated = [(e, r["val_accuracy"]) for e, r in zip(epochs, rows)
+                     if math.isfinite(r["val_accuracy"])]
+        acc_ax.plot(*(zip(*validated) if validated else ([], [])),
+                    label=label, color=color, ls=style)
         loss_ax.plot(epochs, [r["loss"] for r in rows], label=label,
                      color=color, ls=style)
         runs = seeds.get(label) or []
         if len(runs) > 1:
             length = min(len(run) for run in runs)
             for ax, key in ((acc_ax, "val_accuracy"), (loss_ax, "loss")):
-                columns = [[run[i][key] for run in runs] for i in range(length)]
-                ax.fill_between(epochs[:length], [min(c) for c in columns],
-                                [max(c) for c in columns], color=color,
-                                alpha=0.15, lw=0)
+                band = [(epochs[i], [run[i][key] for run in runs])
+                        for i in range(length)]
+                band = [(e, c) for e, c in band
+                        if all(math.isfinite(v) for v in c)]
+                if band:
+                    ax.fill_between([e for e, _ in band],
+                                    [min(c) for _, c in band],
+                                    [max(c) for _, c in band], color=color,
+                                    alpha=0.15, lw=0)
         if with_eigenvalues:
             points = [(r["epoch"], r["hessian_max_eigenvalue"]) for r in rows
                       if math.isfinite(r.get("hessian_max_eigenvalue",

@@ -109,6 +109,10 @@ class RunConfig:
             same images whatever the seed).
         test_size: Int or None. Class-balanced test subset size.
         eval_batch_size: Int. Batch size of validation.
+        validation_freq: Int >= 1. Validate every so many epochs, and
+            always at the last (Keras' `fit(validation_freq=...)`, given
+            the list of those epochs); the other epochs' `val_*` cells are
+            empty. Defaults to `1`.
         seed: Int. Random seed (weights, shuffling, augmentation, the
             Hessian batch).
         name: String or None. Label of the run (in `compare`).
@@ -179,6 +183,7 @@ class RunConfig:
     train_size: int = None
     test_size: int = None
     eval_batch_size: int = 500
+    validation_freq: int = 1
     seed: int = 0
     name: str = None
     teacher: str = None
@@ -218,6 +223,7 @@ class RunConfig:
         _int("accumulate", self.accumulate, 1)
         _int("eval_batch_size", self.eval_batch_size, 1)
         _int("hessian_every", self.hessian_every, 0)
+        _int("validation_freq", self.validation_freq, 1)
         _int("seed", self.seed, 0)
         for name in ("hessian_batch_size", "plateau_patience",
                      "restart_epochs", "train_size", "test_size"):
@@ -452,8 +458,8 @@ class RunConfig:
     def to_dict(self):
         """JSON-serialisable dict of the fields.
 
-        The output fields `freeze_epochs`, `snapshot_epochs` and
-        `save_model` are left out at their defaults, so the `summary.json`
+        The output fields `freeze_epochs`, `snapshot_epochs`, `save_model`
+        and `validation_freq` are left out at their defaults, so the `summary.json`
         of a run finished before they existed still names its
         configuration (`compare` keeps it).
         """
@@ -529,7 +535,7 @@ _SAME_BATCHES = {"pipeline": {"device": "numpy"}}
 
 # Fields `to_dict` leaves out at their defaults (added after runs existed).
 _OUTPUT_DEFAULTS = (("freeze_epochs", 0), ("snapshot_epochs", None),
-                    ("save_model", False))
+                    ("save_model", False), ("validation_freq", 1))
 
 
 def default_decay_epochs(epochs):
@@ -560,3 +566,21 @@ def _backend():
     from keras_lrphase.backend import configured_backend
 
     return configured_backend()
+
+
+def validation_epochs(config):
+    """The epochs (from 1) `config` validates in: every
+    `validation_freq`-th and the last, as Keras' `fit(validation_freq=...)`
+    takes them (`1`: every epoch).
+
+    Example:
+
+    >>> validation_epochs(RunConfig(epochs=7, validation_freq=3))
+    [3, 6, 7]
+    >>> validation_epochs(RunConfig(epochs=7))
+    1
+    """
+    if config.validation_freq == 1:
+        return 1
+    return sorted(set(range(config.validation_freq, config.epochs + 1,
+                            config.validation_freq)) | {config.epochs})

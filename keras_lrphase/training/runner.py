@@ -72,6 +72,7 @@ from keras_lrphase.training.plots import plot_curves
 from keras_lrphase.training.progress_line import ProgressLine
 from keras_lrphase.training.run_config import PRECISIONS
 from keras_lrphase.training.run_config import RunConfig
+from keras_lrphase.training.run_config import validation_epochs
 from keras_lrphase.training.workers import Workers
 
 HISTORY_FILE = "history.csv"
@@ -342,6 +343,7 @@ def run_training(config, out_dir, verbose=1, log=print, data=None,
 
     fit_start = time.perf_counter()
     model.fit(train_ds, epochs=config.epochs, validation_data=val_ds,
+              validation_freq=validation_epochs(config),
               validation_batch_size=(
                   eval_batch if config.pipeline in ("numpy", "device")
                   else None),
@@ -545,7 +547,9 @@ def _summary(config, data, model, rows, steps, augment, hessian_size,
         "stop_epoch": stop,
         "best_val_accuracy": best,
         "best_epoch": best_index + 1 if finite else None,
-        "final_val_accuracy": val[-1] if val else math.nan,
+        # The last validated epoch's (the last epoch, unless the run
+        # stopped early between validations: `validation_freq`).
+        "final_val_accuracy": finite[-1][0] if finite else math.nan,
         "final_loss": rows[-1]["loss"] if rows else math.nan,
         "final_learning_rate": rows[-1]["learning_rate"] if rows else math.nan,
         "decay_epochs": decided.get("decay_epochs", []),
