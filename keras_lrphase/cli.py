@@ -293,6 +293,9 @@ def build_parser():
     add("--validation-freq", type=int, default=None, metavar="N",
         help="validate every N epochs and at the last in every run "
              "(default: the runs' own, every epoch)")
+    add("--redraw", action="store_true",
+        help="train nothing: redraw table.md and compare.png from the runs "
+             "already in --out (e.g. a results folder; no --data-dir needed)")
     add("--export", default=None, metavar="FOLDER",
         help="after the runs, copy each run's history.csv and summary.json, "
              "table.md, progress.md and compare.png into FOLDER with a "
@@ -394,6 +397,7 @@ def parse_args(argv=None):
     args.subcommand_parser = parser.subcommands[args.command]
     # The default `--out` of `train` (runs/train-TIME), fixed once.
     args.stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for --export
     return args
 
 
@@ -554,8 +558,12 @@ def _compare_runs(args):
     if args.seeds is not None and args.seeds < 1:
         raise ValueError(
             f"Argument `seeds` must be >= 1. Received: seeds={args.seeds}")
+    redraw = getattr(args, "redraw", False)
+    data_dir = args.data_dir
+    if redraw and data_dir is None and preset.requires_data_dir:
+        data_dir = REDRAW_DATA  # nothing is read
     runs = preset.configs(
-        epochs=args.epochs, data_dir=args.data_dir,
+        epochs=args.epochs, data_dir=data_dir,
         cache_dir=args.cache_dir,
         seeds=None if args.seeds is None else tuple(range(args.seeds)))
     if args.only:
@@ -579,7 +587,13 @@ def _compare_runs(args):
                  if v is not None}
     runs = [(run, dataclasses.replace(c, **overrides)) for run, c in runs]
     for _, config in runs:
-        config.validate()
+        config.validate(check_data=not redraw)
+    export = getattr(args, "export", None)
+    if export is not None and os.path.abspath(export) == os.path.abspath(
+            args.out or os.path.join("runs", preset.name)):
+        raise ValueError(
+            "Argument `export` must be another folder than `out`. "
+            f"Received: export={export!r}")
     return preset, runs
 
 
@@ -596,6 +610,8 @@ def _run_compare(parser, args):
     out = args.out or os.path.join("runs", preset.name)
     os.makedirs(out, exist_ok=True)
     datasets = {}
+    if args.redraw:
+        return _redraw(parser, args, preset, runs, out)
     try:
         # Load (and cache) the data up front, so that a bad folder or a batch
         # larger than the data fails before the first run trains.
@@ -703,9 +719,64 @@ def _run_compare(parser, args):
     else:
         print(f"Wrote {os.path.join(out, 'table.md')} ({figure} not drawn: "
               "matplotlib is not installed; pip install matplotlib)")
+    if args.export:
+        _export(out, args.export, args.argv)
     if preset.closing:
         print(preset.closing)
     return 0
+
+
+# The data folder `--redraw` names in the configurations it compares with
+# when none is given: nothing is read from it.
+REDRAW_DATA = "(not read: --redraw)"
+
+
+def _redraw(parser, args, preset, runs, out):
+    """`compare --redraw`: table.md and compare.png from the runs in `out`
+    (each run's summary.json and history.csv), training nothing."""
+    from keras_lrphase.training.compare_report import write_compare_outputs
+    from keras_lrphase.training.runner import SUMMARY_FILE
+
+    several = len({c.seed for _, c in runs}) > 1
+    grouped = {}
+    for i, (run, config) in enumerate(runs, 1):
+        folder = os.path.join(out, _slug(run.label))
+        tag = run.label
+        if several:
+            folder = os.path.join(folder, f"seed{config.seed}")
+            tag += f" (seed {config.seed})"
+        path = os.path.join(folder, SUMMARY_FILE)
+        if not os.path.exists(path):
+            print(f"[{i}/{len(runs)}] {tag}: not in {out} (no {path}): left "
+                  "out", flush=True)
+            continue
+        with open(path) as f:
+            summary = json.load(f)
+        print(f"[{i}/{len(runs)}] {tag}: done before ({path})", flush=True)
+        entry = grouped.setdefault(run.label, (run, config, [], []))
+        entry[2].append(summary)
+        entry[3].append(folder)
+    if not grouped:
+        return _fail(parser, f"--redraw: no finished run of preset "
+                             f"{preset.name!r} in {out}")
+    write_compare_outputs(preset, list(grouped.values()), out, 0.0,
+                          args.epochs)
+    figure = os.path.join(out, "compare.png")
+    print(f"Wrote {os.path.join(out, 'table.md')}"
+          + (f" and {figure}" if os.path.exists(figure) else ""))
+    if args.export:
+        _export(out, args.export, args.argv)
+    return 0
+
+
+def _export(out, dest, argv):
+    import shlex
+
+    from keras_lrphase.training.results_export import export_results
+
+    command = "keras-lrphase " + shlex.join(argv)
+    written = export_results(out, dest, command)
+    print(f"Exported {len(written)} files to {dest}", flush=True)
 
 
 def _print_result(run, prefix, tag, summary):

@@ -111,4 +111,10 @@ def test_the_report_says_which_runs_finished(tmp_path):
         "GPU utilisation (nvidia-smi, 2 samples over 1.5 min): mean 60%, "
         "median 60%, under 50% in 50% of the samples; memory used up to "
         "5,000 MiB.")
-    assert "GPU" not in report(str(tmp_path), gpu=str(tmp_path / "absent.csv"))
+    # No nvidia-smi on the machine: no log, or an empty one.
+    assert report(str(tmp_path), gpu=str(tmp_path / "absent.csv")).endswith(
+        "\n\nGPU utilisation: n/a (no nvidia-smi samples in absent.csv).")
+    (tmp_path / "empty.csv").write_text("")
+    assert report(str(tmp_path), gpu=str(tmp_path / "empty.csv")).endswith(
+        "\n\nGPU utilisation: n/a (no nvidia-smi samples in empty.csv).")
+    assert "GPU" not in report(str(tmp_path))

@@ -227,11 +227,13 @@ LEGEND = ("s/epoch: seconds of an epoch in training, validation, the Hessian "
 
 def report(out, gpu=None):
     """The whole report: the table, its legend, the finished runs and,
-    with `gpu` (an `nvidia-smi` CSV log), the GPU's utilisation."""
+    with `gpu` (an `nvidia-smi` CSV log), the GPU's utilisation ('n/a'
+    where the log is missing or holds no sample: no `nvidia-smi`)."""
     lines = [progress_table(out), "", LEGEND, ""] + finished_lines(out)
-    sentence = gpu_utilisation(gpu) if gpu and os.path.exists(gpu) else None
-    if sentence:
-        lines += ["", sentence]
+    if gpu:
+        sentence = gpu_utilisation(gpu) if os.path.exists(gpu) else None
+        lines += ["", sentence or "GPU utilisation: n/a (no nvidia-smi "
+                  f"samples in {os.path.basename(gpu)})."]
     return "\n".join(lines)
 
 
