@@ -19,11 +19,16 @@
 # call with the same OUT continues where they stopped, until every row has
 # its 300 epochs and OUT/table2/table.md is written. Each call also writes
 # OUT/progress.md (epochs done, accuracy, images/s and seconds per epoch
-# split into training, validation and the rest, of every row so far)
+# split into training, validation, eigenvalue, between epochs and the
+# rest, of every row so far, and the GPU's utilisation: nvidia-smi samples
+# it every 2 s into OUT/gpu.csv while the rows train, 'n/a' without it)
 # and OUT/table2.tar.gz (the whole run folder, to keep between machines:
 # extract it into OUT before the next call on a fresh machine).
 # EPOCHS=N overrides the 300-epoch budget and TRAIN_SIZE=N the training and
-# validation set sizes (for a quick check), JOBS=N the number of rows
+# validation set sizes (for a quick check; TEST_SIZE=N the validation set's
+# alone), HESSIAN_EVERY=N the eigenvalue's cadence of the step-decay rows
+# (two-phase rows estimate every epoch), VALIDATION_FREQ=N the validation's
+# (every N epochs and the last), JOBS=N the number of rows
 # trained at once, ONLY=LABELS the rows (comma-separated), PRECISION=bf16
 # the precision, PIPELINE=numpy the input pipeline (default device: the
 # training set stays in GPU memory and every batch is made there; the same
@@ -107,6 +112,15 @@ if [ -n "$data_presets" ]; then
 load_image_folder('$DATA', verbose=1)"
 fi
 
+# The GPU's utilisation and memory every 2 s while the rows train (appended:
+# a continued call adds its samples).
+sampler=
+if command -v nvidia-smi > /dev/null; then
+    nvidia-smi --query-gpu=timestamp,index,utilization.gpu,memory.used \
+        --format=csv,noheader,nounits -l 2 >> "$OUT/gpu.csv" 2> /dev/null &
+    sampler=$!
+fi
+
 # Each preset in a process group of its own, so that what is left of it
 # (the --jobs workers) is stopped at the end, and nothing else on the machine.
 groups=()
@@ -117,8 +131,13 @@ for preset in "${PRESETS[@]}"; do
     if [ -n "${EPOCHS:-}" ]; then args+=(--epochs "$EPOCHS"); fi
     if [ -n "${PRECISION:-}" ]; then args+=(--precision "$PRECISION"); fi
     if [ -n "${ONLY:-}" ]; then args+=(--only "$ONLY"); fi
-    if [ -n "${TRAIN_SIZE:-}" ]; then
-        args+=(--train-size "$TRAIN_SIZE" --test-size "$TRAIN_SIZE")
+    if [ -n "${TRAIN_SIZE:-}" ]; then args+=(--train-size "$TRAIN_SIZE"); fi
+    if [ -n "${TEST_SIZE:-${TRAIN_SIZE:-}}" ]; then
+        args+=(--test-size "${TEST_SIZE:-$TRAIN_SIZE}")
+    fi
+    if [ -n "${HESSIAN_EVERY:-}" ]; then args+=(--hessian-every "$HESSIAN_EVERY"); fi
+    if [ -n "${VALIDATION_FREQ:-}" ]; then
+        args+=(--validation-freq "$VALIDATION_FREQ")
     fi
     # The folder exists (and is archived) even if the time is up before
     # the command has made it.
@@ -130,19 +149,21 @@ done
 stop_all() {
     for group in "${groups[@]}"; do kill -"$1" -- -"$group" 2>/dev/null || true; done
 }
-trap 'stop_all INT' INT TERM
+trap 'stop_all INT; if [ -n "$sampler" ]; then kill "$sampler" 2>/dev/null; fi' INT TERM
 status=0
 for group in "${groups[@]}"; do wait "$group" || status=$?; done
 stop_all INT
 sleep 2
 stop_all KILL
 trap - INT TERM
+if [ -n "$sampler" ]; then kill "$sampler" 2>/dev/null || true; fi
 
 : > "$OUT/progress.md"
 for preset in "${PRESETS[@]}"; do
     runs=$(runs_of "$preset")
     { echo "## $preset"; echo
-      python3 -m keras_lrphase.training.progress_report "$OUT/$runs" || true
+      python3 -m keras_lrphase.training.progress_report "$OUT/$runs" \
+          --gpu "$OUT/gpu.csv" || true
       echo; } >> "$OUT/progress.md"
     tar -czf "$OUT/$runs.tar.gz.tmp" -C "$OUT" "$runs" \
         && mv "$OUT/$runs.tar.gz.tmp" "$OUT/$runs.tar.gz"

@@ -80,6 +80,40 @@ def test_warm_starts_from_previous_vector_and_uses_first_dataset_batch():
     assert [vector for _, vector in calls] == [None, [1], [2]]
 
 
+def test_the_batch_goes_to_the_device_once_and_each_estimate_is_timed(
+        monkeypatch):
+    # The eigenvalue's batch was converted to the backend's tensors (a
+    # host-to-device copy on an accelerator) at every estimate.
+    model, x, y = problem()
+    converted = []
+    convert = keras.ops.convert_to_tensor
+
+    def counting(value, *args, **kwargs):
+        if isinstance(value, np.ndarray) and value.shape == x.shape:
+            converted.append(value)
+        return convert(value, *args, **kwargs)
+
+    monkeypatch.setattr(keras.ops, "convert_to_tensor", counting)
+    recorder = ExactEigenvalue(x)
+    clock = iter(range(100))
+    monitor = HessianMonitor((x, y), frequency=2, method="lanczos", seed=0)
+    monkeypatch.setattr(  # the provider's clock only
+        "keras_lrphase.providers.hessian_eigenvalue.time",
+        types.SimpleNamespace(perf_counter=lambda: 1.5 * next(clock)),
+        raising=False)
+    history = model.fit(x, y, batch_size=16, epochs=4, verbose=0,
+                        shuffle=False, callbacks=[monitor, recorder])
+    batch = [a for a in converted if np.array_equal(a, x)]
+    assert len(batch) == 1
+    for epoch in (1, 3):  # the same estimate as from the arrays
+        assert recorder.logged[epoch] == pytest.approx(recorder.exact[epoch],
+                                                       rel=1e-3)
+    # Two readings of the fake clock, 1.5 s apart, per estimate.
+    times = history.history["hessian_time"]
+    assert np.isnan(times[0]) and np.isnan(times[2])
+    assert times[1] == times[3] == 1.5
+
+
 def test_does_no_per_batch_work():
     per_batch = [
         name for name in vars(HessianMonitor)
