@@ -753,7 +753,7 @@ def _redraw(parser, args, preset, runs, out):
         with open(path) as f:
             summary = json.load(f)
         print(f"[{i}/{len(runs)}] {tag}: done before ({path})", flush=True)
-        entry = grouped.setdefault(run.label, (run, config, [], []))
+        entry = grouped.setdefault(run.label, (run, config.resolved(), [], []))
         entry[2].append(summary)
         entry[3].append(folder)
     if not grouped:

@@ -186,8 +186,9 @@ class HessianEigenvalueEstimator:
         Raises:
             ValueError: naming `argument` and the model, with the cause.
         """
-        x, y = as_arrays(x), as_arrays(y)
-        validate_batch(x, y)
+        if not _all_tensors((x, y)):
+            x, y = as_arrays(x), as_arrays(y)
+            validate_batch(x, y)
         self._prepare(model, x, y)
         try:
             inputs, data, params = self._inputs(x, y)

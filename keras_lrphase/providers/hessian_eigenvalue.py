@@ -127,7 +127,16 @@ class HessianEigenvalueProvider:
         and labels must fit the model's loss).
         """
         if isinstance(self.estimator, HessianEigenvalueEstimator):
-            self.estimator.check(model, self.x, self.y, argument=self.argument)
+            self.estimator.check(model, *self._device_batch(),
+                                 argument=self.argument)
+
+    def _device_batch(self):
+        """The batch as the backend's tensors, copied to the device once
+        (the batch was checked at construction), not at every estimate."""
+        if self._tensors is None:
+            self._tensors = keras.tree.map_structure(
+                keras.ops.convert_to_tensor, (self.x, self.y))
+        return self._tensors
 
     def compute(self, model):
         """The estimate at the model's current step (computed once per step).
@@ -142,12 +151,7 @@ class HessianEigenvalueProvider:
         start = time.perf_counter()
         x, y = self.x, self.y
         if isinstance(self.estimator, HessianEigenvalueEstimator):
-            # Copied to the device once (the batch was checked at
-            # construction), not at every estimate.
-            if self._tensors is None:
-                self._tensors = keras.tree.map_structure(
-                    keras.ops.convert_to_tensor, (self.x, self.y))
-            x, y = self._tensors
+            x, y = self._device_batch()
         result = self.estimator(model, x, y, initial_vector=self.vector)
         vector = [np.array(keras.ops.convert_to_numpy(v)) for v in result.vector]
         finite = math.isfinite(float(result.value)) and all(
