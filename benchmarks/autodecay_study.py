@@ -59,13 +59,48 @@ def replay(losses, window, tolerance, stability):
     return None
 
 
+def _synthetic_run():
+    """A run folder whose history.csv is a step-decay run in miniature: 3
+    warmup epochs, then 3 stages of 12 epochs whose loss falls towards a
+    lower floor after each tenfold cut."""
+    import csv
+    import tempfile
+
+    from keras_lrphase.training.epoch_recorder import COLUMNS
+
+    folder = tempfile.mkdtemp()
+    rows, epoch = [], 0
+    for stage, (rate, start, floor) in enumerate(
+            ((0.1, 2.3, 1.0), (0.1, 2.0, 1.0), (0.01, 1.0, 0.6),
+             (0.001, 0.6, 0.55))):
+        for t in range(3 if stage == 0 else 12):
+            epoch += 1
+            loss = floor + (start - floor) * math.exp(-t / 3)
+            rows.append(dict.fromkeys(COLUMNS, "") | {
+                "epoch": epoch, "loss": loss, "learning_rate": rate,
+                "phase": "warmup" if stage == 0 else "convergence"})
+    with open(os.path.join(folder, "history.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return folder
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", help="run folders with history.csv")
+    parser.add_argument("runs", nargs="*", help="run folders with history.csv")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a tiny setting that runs in seconds, CI's check "
+                             "that the script still runs: a synthetic "
+                             "three-stage history instead of run folders")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--stability", default="stage,paper",
                         help="comma-separated stability rules to replay")
     args = parser.parse_args()
+    if args.smoke:
+        args.runs = [_synthetic_run()]
+    if not args.runs:
+        parser.error("give run folders with history.csv (or --smoke)")
     curves = {run: stages(EpochRecorder.read(os.path.join(run, "history.csv")),
                           args.warmup) for run in args.runs}
     for run, parts in curves.items():

@@ -98,6 +98,8 @@ class Preset:
         question: A `StudyQuestion` or None. What a study preset asks and
             the paper's answer; `table.md` answers it from the runs
             (`keras_lrphase.training.study_findings`).
+        closing: String or None. The last line `compare` prints: what the
+            comparison shows and does not, and where to go next.
     """
 
     name: str
@@ -113,6 +115,7 @@ class Preset:
     minutes_estimated: bool = False
     study: str = None
     question: StudyQuestion = None
+    closing: str = None
 
     @property
     def epochs(self):
@@ -230,6 +233,14 @@ DEMO = Preset(
     seeds=(0, 1, 2),
     reference="large-batch",
     minutes=5.5,
+    closing=(
+        "This demo shows the mechanics of two-phase (the plateau, the switch "
+        "and the Hessian-aware decays above; look at a two-phase run's "
+        "curves.png), not an accuracy gain: at about 97% on 359 validation "
+        "images the rows differ by less than their seed spread. The preset "
+        "that measures the gain is cifar10-cpu: keras-lrphase compare "
+        "--preset cifar10-cpu --data-dir /path/to/cifar10 (ResNet-8 on "
+        "CIFAR-10, about 75 min on 2 CPU cores)."),
 )
 
 # A reduced CIFAR-10 for 2 CPU cores: He et al.'s CIFAR ResNet with one
@@ -280,7 +291,7 @@ CIFAR10_CPU = Preset(
         "beyond the epoch-to-epoch noise), 'two-phase (paper rules)' with "
         "Algorithm 1 as printed."),
     reference="large-batch",
-    minutes=75.0,
+    minutes=125.0,
     minutes_estimated=True,
 )
 
@@ -849,7 +860,7 @@ LANDSCAPE_CPU = Preset(
 _CPU_LARGE = dict(CIFAR10_CPU.common, batch_size=512, lr=0.4)
 _CPU_TWO_PHASE = dict(_CPU_LARGE, schedule="two-phase", min_delta=0.03,
                       decay_factor=0.5, **PAPER_RULES)
-_CPU_MINUTES_PER_RUN = CIFAR10_CPU.minutes / len(CIFAR10_CPU.runs)
+_CPU_MINUTES_PER_RUN = 25.0
 _CPU_SEEDS = (0, 1, 2)
 
 
@@ -1035,10 +1046,30 @@ def preset_time(preset):
 
 
 def get_preset(name):
-    """The `Preset` called `name` (one of `PRESET_NAMES`)."""
+    """The `Preset` called `name` (one of `PRESET_NAMES`).
+
+    Raises:
+        ValueError: naming the closest presets to a mistyped name.
+
+    Example:
+
+    >>> get_preset("cifar10-cpus")
+    Traceback (most recent call last):
+    ...
+    ValueError: Argument `preset` must name a preset; did you mean 'cifar10-cpu'? (`keras-lrphase compare --help` lists them all) Received: preset='cifar10-cpus'
+    """
     if name not in PRESETS:
+        import difflib
+
+        close = difflib.get_close_matches(str(name), PRESET_NAMES, n=1,
+                                          cutoff=0.6)
+        if close:
+            hint = (f"did you mean {close[0]!r}? "
+                    "(`keras-lrphase compare --help` lists them all)")
+        else:
+            hint = f"one of {', '.join(PRESET_NAMES)}"
         raise ValueError(
-            f"Argument `preset` must be one of {', '.join(PRESET_NAMES)}. "
+            f"Argument `preset` must name a preset; {hint} "
             f"Received: preset={name!r}"
         )
     return PRESETS[name]

@@ -9,6 +9,8 @@ import pytest
 
 from keras_lrphase import ControlledLearningRate
 from keras_lrphase import GradualWarmup
+from keras_lrphase import LARS
+from keras_lrphase import MomentumCorrection
 from keras_lrphase import TwoPhaseLR
 from keras_lrphase.schedules.controlled_learning_rate import last_step_learning_rate
 from scripted_training import PAPER_RULES
@@ -246,6 +248,28 @@ def test_momentum_correction_needs_a_velocity_holding_the_rate():
     with pytest.raises(ValueError, match="`momentum_correction` applies to keras.optimizers.SGD.*Adam"):
         fit(model, [callback], 1)
 
+
+
+@pytest.mark.parametrize("optimizer", [
+    lambda: keras.optimizers.SGD(0.1),
+    lambda: LARS(0.1, momentum=0.0),
+], ids=["sgd", "lars"])
+def test_momentum_correction_needs_momentum(optimizer):
+    # Without momentum there is no velocity to rescale: a silent no-op
+    # before (Adam was refused, SGD(momentum=0) accepted).
+    begun = []
+    record = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, l: begun.append(e))
+    for callback, argument in [
+        (MomentumCorrection(), "model"),
+        (TwoPhaseLR(regression_data(), 4, momentum_correction=True),
+         "momentum_correction"),
+    ]:
+        with pytest.raises(ValueError, match=rf"Argument `{argument}` needs an "
+                           r"optimizer with momentum (for MomentumCorrection )?"
+                           r"\(its (SGD|LARS) has momentum=0\.0, so it keeps no "
+                           r"velocity to rescale\)\. Received: "):
+            fit(tiny_model(optimizer()), [record, callback], 2)
+    assert begun == []
 
 def test_errors():
     controlled = ControlledLearningRate.install(keras.optimizers.SGD(0.1))

@@ -163,7 +163,7 @@ def test_backup_and_restore_before_the_controller_warns_and_cannot_resume(tmp_pa
     with pytest.warns(UserWarning, match="written at the end of epoch 1 before TwoPhaseLR made its decision.*Place BackupAndRestore after TwoPhaseLR"):
         with pytest.raises(Interrupted):
             session(crash=3)
-    with pytest.raises(ValueError, match="the checkpoint restored into the model expects epoch 2.*BackupAndRestore comes before TwoPhaseLR"):
+    with pytest.raises(ValueError, match="the checkpoint restored into the model continues after 2 epochs.*BackupAndRestore comes before TwoPhaseLR"):
         session()
 
 

@@ -9,7 +9,8 @@ pytestmark = pytest.mark.backend_neutral
 
 
 def test_preset_names():
-    assert PRESET_NAMES == ("demo", "cifar10-cpu", "cifar10-table2",
+    assert PRESET_NAMES == ("demo", "cifar10-cpu", "cifar10-excursion-cpu",
+                            "cifar10-table2",
                             "cifar10-lr-search", "cifar10-autodecay-cpu",
                             "cifar10-momentum-cpu", "cifar10-table1",
                             "cifar100-table3", "svhn-table4", "imagenet-table5",

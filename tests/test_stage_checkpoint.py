@@ -166,7 +166,7 @@ def test_argument_validation(kwargs, message):
 
 def test_a_log_key_missing_from_the_logs_names_the_filepath(tmp_path):
     model = tiny_model(keras.optimizers.SGD(0.1))
-    stages = StageCheckpoint(str(tmp_path / "m{val_loss}.keras"))
+    stages = StageCheckpoint(str(tmp_path / "m{stage}-{val_loss}.keras"))
     with pytest.raises(ValueError, match="`filepath` names 'val_loss'.*available: \\['loss'"):
         fit(model, [stages], 1)
 
@@ -194,3 +194,37 @@ def test_a_run_killed_after_its_last_epoch_ends_as_it_would_have(tmp_path):
             for s in stages_again.stages] == final
     # Only the last stage is saved again (the others were saved before).
     assert sorted(os.listdir(tmp_path / "second")) == ["stage3.json", "stage3.keras"]
+
+
+def test_a_field_missing_from_the_logs_stops_before_a_second_epoch(tmp_path):
+    # The first stage is saved at its end, here the end of training: the
+    # fields are checked against the logs of the first epoch instead.
+    begun = []
+    record = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, l: begun.append(e))
+    stages = StageCheckpoint(str(tmp_path / "s{stage}-{foo}.keras"))
+    with pytest.raises(ValueError, match=r"`filepath` names 'foo' which is not in "
+                       r"the epoch logs \(available: \['loss'\]\)"):
+        fit(tiny_model(keras.optimizers.SGD(0.1)), [record, stages], 4)
+    assert begun == [0]
+    assert not os.listdir(tmp_path)
+    # A format that no log value takes (they are floats) fails at once.
+    with pytest.raises(ValueError, match=r"`filepath` must be a valid format "
+                       r"string \(Unknown format code 'd'"):
+        StageCheckpoint(str(tmp_path / "s{stage}-{loss:d}.keras"))
+
+
+def test_a_filepath_below_a_regular_file_is_refused_at_construction(tmp_path):
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    for filepath in (tmp_path / "notes.txt" / "s{stage}.keras",
+                     tmp_path / "notes.txt" / "deeper" / "s{stage}.keras"):
+        with pytest.raises(ValueError, match=r"`filepath` must be in a folder: "
+                           r".*notes.txt' is a file.*Received: filepath="):
+            StageCheckpoint(str(filepath))
+
+
+def test_a_filepath_without_the_stage_is_refused(tmp_path):
+    # Every stage would overwrite the previous stage's file.
+    with pytest.raises(ValueError, match=r"`filepath` must contain `\{stage\}` or "
+                       r"`\{epoch\}`.*Received: filepath=.*model-\{loss:.2f\}.keras"):
+        StageCheckpoint(str(tmp_path / "model-{loss:.2f}.keras"))
+    StageCheckpoint(str(tmp_path / "model-{epoch:03d}.keras"))  # one file per stage

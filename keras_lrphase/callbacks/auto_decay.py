@@ -162,14 +162,14 @@ class AutoDecay(ControllerCallback):
         g = self.controller.smoothed_loss
         if "decay" in decision.events:
             return [
-                f"\nEpoch {epoch + 1}: AutoDecay: stage {before.stage} is stable "
+                f"Epoch {epoch + 1}: AutoDecay: stage {before.stage} is stable "
                 f"(smoothed loss {g:.4g}, {g / before.first:.3g} of its first "
                 f"value {before.first:.4g}); decaying the learning rate by "
                 f"{applied:g}."
             ]
         if "stop" in decision.events:
             return [
-                f"\nEpoch {epoch + 1}: AutoDecay: stage {before.stage} is stable "
+                f"Epoch {epoch + 1}: AutoDecay: stage {before.stage} is stable "
                 f"without a significant drop (smoothed loss {g:.4g}, "
                 f"{g / before.first:.3g} of its first value); stopping training."
             ]

@@ -13,6 +13,7 @@ its state resumable (`ResumableCallback`). `TwoPhaseLR`, `AutoDecay` and
 """
 
 import math
+import sys
 
 from keras_lrphase import _warnings
 from keras_lrphase._validation import check_bool
@@ -21,6 +22,7 @@ from keras_lrphase._validation import check_number
 from keras_lrphase._validation import check_verbose
 from keras_lrphase._validation import fail
 from keras_lrphase.backend import keras_compat
+from keras_lrphase.callbacks.momentum_correction import check_momentum
 from keras_lrphase.callbacks.resumable_callback import ResumableCallback
 from keras_lrphase.controllers.controller import LOSS
 from keras_lrphase.distributed.reduction import MetricReducer
@@ -153,6 +155,8 @@ class ControllerCallback(ResumableCallback):
                 "(their velocity holds the learning rate); the optimizer is "
                 f"{type(model.optimizer).__name__}",
             )
+        if self.momentum_correction:
+            check_momentum("momentum_correction", True, model.optimizer)
         self._control = ControlledLearningRate.install(model.optimizer)
         self._control.acquire(self, model, scales=True)
 
@@ -234,8 +238,10 @@ class ControllerCallback(ResumableCallback):
             logs.update(entries)
         logs.update(self._controller_logs(epoch, before, metrics))
         if self.verbose:
+            opening = "\n" if self._line_may_be_open() else ""
             for line in self._describe(epoch, before, decision, metrics, applied):
-                keras_compat.print_msg(line)
+                keras_compat.print_msg(opening + line)
+                opening = ""
         self._note_half_budget(epoch)
         self._end_epoch(epoch)
 
@@ -318,6 +324,18 @@ class ControllerCallback(ResumableCallback):
             "no metric provider of this callback supplies."
         )
 
+    def _line_may_be_open(self):
+        """Whether an epoch's decisions may print in the middle of a line.
+
+        Keras' progress bar (`fit(verbose=1)`) leaves the epoch's line open
+        until after the callbacks, and so does a progress line rewritten in
+        place on a terminal (`keras-lrphase compare`, `fit(verbose=0)`):
+        the decisions then start on a new line. One line per epoch
+        (`verbose=2`) or output to a file needs no blank line before them.
+        """
+        verbose = (self.params or {}).get("verbose")
+        return verbose == 1 or (verbose == 0 and sys.stdout.isatty())
+
     def _controller_logs(self, epoch, before, metrics):
         """The controller's own log entries (every key at every epoch)."""
         return {}
@@ -328,11 +346,11 @@ class ControllerCallback(ResumableCallback):
         lines = []
         if decision.factor != 1.0:
             lines.append(
-                f"\nEpoch {epoch + 1}: {name} decaying the learning rate by "
+                f"Epoch {epoch + 1}: {name} decaying the learning rate by "
                 f"{applied:g}."
             )
         if decision.stop:
-            lines.append(f"\nEpoch {epoch + 1}: {name} stopping training.")
+            lines.append(f"Epoch {epoch + 1}: {name} stopping training.")
         return lines
 
     # -- state -----------------------------------------------------------------------

@@ -230,7 +230,7 @@ class TwoPhaseLR(ControllerCallback):
         lines = []
         if "switch" in decision.events:
             lines.append(
-                f"\nEpoch {epoch + 1}: TwoPhaseLR switching to the convergence "
+                f"Epoch {epoch + 1}: TwoPhaseLR switching to the convergence "
                 f"phase (loss plateau at epoch {after.plateau_epoch + 1}, "
                 f"{after.switch_epoch - after.plateau_epoch} extra epochs); "
                 f"h0={_fmt(after.h0)}, f0={_fmt(after.f0)}."
@@ -241,7 +241,7 @@ class TwoPhaseLR(ControllerCallback):
                 if applied != decision.factor else ""
             )
             lines.append(
-                f"\nEpoch {epoch + 1}: TwoPhaseLR decaying the learning rate "
+                f"Epoch {epoch + 1}: TwoPhaseLR decaying the learning rate "
                 f"by {decision.factor:g} (total factor {after.lr_factor:g}"
                 f"{clamped}) (h={_fmt(metrics[HESSIAN_EIGENVALUE])} > "
                 f"h0={_fmt(before.h0)}, f={_fmt(metrics[LOSS])} > "

@@ -1,7 +1,8 @@
 """`RunConfig`: everything one training run of the CLI is made of.
 
 Importing this module imports no Keras (the command line builds its options
-from it); `validate()` and `resolved()` do.
+from it), and neither do `validate()` and `resolved()`: the command line
+checks its options before it loads a backend.
 """
 
 import dataclasses
@@ -556,6 +557,6 @@ def _positive(name, value):
 
 
 def _backend():
-    import keras
+    from keras_lrphase.backend import configured_backend
 
-    return keras.backend.backend()
+    return configured_backend()
