@@ -7,7 +7,8 @@ Reports four kinds of violation, one line each:
 - `private`: `keras.src` imported, or a private attribute that the package
   does not define itself (a Keras object's `._learning_rate`, say) read or
   written, outside `keras_lrphase/backend/keras_compat.py`, in the package
-  and in the tests.
+  and in the tests; and, in the package, a module importing another
+  module's private name, or a private module of another package.
 - `length`: a function longer than `MAX_FUNCTION_LINES` in the application
   layer's `training/` and `cli.py`.
 
@@ -218,6 +219,39 @@ def cycle_violations(graph):
     return found
 
 
+def private_import_violations(root, package=PACKAGE):
+    """Imports, within the package, of another module's private name
+    (`from a.b import _helper`) or of a private module from outside the
+    package holding it (`keras_lrphase.optimizers._x` from `distributed/`).
+    Private modules shared by a package's modules (`_validation.py`) are
+    fine; a helper that other packages need deserves a public home."""
+    files = {_module_name(root, p): p for p in _python_files(root, package)}
+    found = {}
+    for module, path in files.items():
+        is_package = path.endswith("__init__.py")
+        home = module if is_package else module.rpartition(".")[0]
+        relative = os.path.relpath(path, root).replace(os.sep, "/")
+        for candidates, line in _imports(_parse(path), module, is_package):
+            name = candidates[0]
+            target = next((c for c in candidates if c in files), None)
+            if target is None:
+                continue
+            if name != target and name.rpartition(".")[2].startswith("_") \
+                    and not name.endswith("__"):
+                found.setdefault(f"{relative}: imports private {name}",
+                                 f"{relative}:{line}")
+            private_parts = [i for i, part in enumerate(target.split("."))
+                             if part.startswith("_") and part != "__init__"]
+            if private_parts:
+                owner = ".".join(target.split(".")[:private_parts[0]])
+                if home != owner and not home.startswith(owner + "."):
+                    found.setdefault(
+                        f"{relative}: imports private {target}",
+                        f"{relative}:{line}")
+    return [Violation("private", key, where)
+            for key, where in sorted(found.items())]
+
+
 def _defined_private_names(trees):
     """Private names the package defines: methods, class attributes,
     `self._x = ...` assignments, module-level functions and variables."""
@@ -353,6 +387,7 @@ def find_violations(root, package=PACKAGE, tests="tests"):
     graph = import_graph(root, package)
     found = (layer_violations(graph) + cycle_violations(graph)
              + private_violations(root, package, tests)
+             + private_import_violations(root, package)
              + length_violations(root))
     return sorted(found)
 
