@@ -47,7 +47,7 @@ def _register_serializables():
     import keras_lrphase.optimizers.lars  # noqa: F401
     import keras_lrphase.optimizers.lars_wrapper  # noqa: F401
     import keras_lrphase.schedules.scaled_learning_rate  # noqa: F401
-    import keras_lrphase.training.distillation  # noqa: F401
+    import keras_lrphase.models.distiller  # noqa: F401
 
 
 if not _started_by_the_command():

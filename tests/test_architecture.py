@@ -7,6 +7,8 @@ fails `test_allow_list_has_no_fixed_entry` until its entry is removed.
 
 import importlib.util
 import os
+import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -28,11 +30,6 @@ checker = _load_checker()
 
 # Violations not yet fixed: key (as the checker prints it) -> reason.
 ALLOWED = {
-    # --- library importing the application layer ---
-    ("keras_lrphase -> keras_lrphase.training.distillation "
-     "(library imports application)"):
-        "RegularizedDistiller (a serializable library class) still lives "
-        "in training/distillation.py.",
     # --- application functions over 80 lines (issue 29, section 2) ---
     "keras_lrphase/cli.py: _run_compare":
         "compare's orchestration is to move to training/compare.py.",
@@ -109,6 +106,30 @@ def test_allow_list_has_no_fixed_entry():
     fixed = sorted(set(ALLOWED) - keys)
     assert not fixed, ("Fixed; remove from ALLOWED in "
                        "tests/test_architecture.py:\n" + "\n".join(fixed))
+
+
+def test_importing_the_package_loads_no_application_module():
+    # The package's root registers its serializable classes with Keras on
+    # import; none of them may come from the application layer.
+    script = ("import sys, keras_lrphase\n"
+              "print(sorted(m for m in sys.modules if m.startswith("
+              "('keras_lrphase.training', 'keras_lrphase.cli', "
+              "'keras_lrphase.presets'))))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                         text=True, timeout=300,
+                         env=dict(os.environ, PYTHONPATH=ROOT))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split("\n")[-2] == "[]"
+
+
+def test_distiller_keeps_its_old_import_path():
+    pytest.importorskip("keras")
+    from keras_lrphase.models import RegularizedDistiller
+    from keras_lrphase.models import build_distiller
+    from keras_lrphase.training import distillation
+
+    assert distillation.RegularizedDistiller is RegularizedDistiller
+    assert distillation.build_distiller is build_distiller
 
 
 def _write(root, files):
