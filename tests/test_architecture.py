@@ -69,23 +69,6 @@ ALLOWED = {
     "._lrphase_lr_version":
         "the package's own marker stored on the user's model; to move "
         "into keras_compat.",
-    "tests/test_auto_decay.py: ._learning_rate":
-        "to read through keras_compat.current_learning_rate_object.",
-    "tests/test_controlled_learning_rate.py: ._learning_rate":
-        "to read through keras_compat.current_learning_rate_object.",
-    "tests/test_gradual_warmup.py: ._iterations":
-        "to read through keras_compat.raw_step.",
-    "tests/test_keras_composition.py: ._learning_rate":
-        "to read through keras_compat.current_learning_rate_object.",
-    "tests/test_lars.py: ._learning_rate":
-        "to read through keras_compat.current_learning_rate_object.",
-    "tests/test_plots.py: ._suptitle":
-        "matplotlib's private figure title (not Keras); "
-        "Figure.get_suptitle needs matplotlib 3.8.",
-    "tests/test_stage_checkpoint.py: ._learning_rate":
-        "to read through keras_compat.current_learning_rate_object.",
-    "tests/test_two_phase_lr.py: ._learning_rate":
-        "to read through keras_compat.current_learning_rate_object.",
 }
 
 
@@ -173,8 +156,6 @@ CLEAN = {
         "from ..callbacks.a import A\n"
         + _long_function("short_enough", 80)),
     "keras_lrphase/cli.py": "from keras_lrphase.training import app\n",
-    "tests/test_a.py": """\
-        from keras_lrphase.callbacks.a import A
 
 
         def test_a():
