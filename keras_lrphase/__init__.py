@@ -54,6 +54,7 @@ if not _started_by_the_command():
     _register_serializables()
 
 _PUBLIC = {
+    "AtomicBackupAndRestore": "keras_lrphase.callbacks.backup_and_restore",
     "AutoDecay": "keras_lrphase.callbacks.auto_decay",
     "AutoDecayController": "keras_lrphase.controllers.auto_decay_controller",
     "BackupAndRestore": "keras_lrphase.callbacks.backup_and_restore",
@@ -79,7 +80,10 @@ _PUBLIC = {
     "top_hessian_eigenvalue": "keras_lrphase.hessian.estimator",
 }
 
-__all__ = sorted(_PUBLIC)
+# Old names, served (with a FutureWarning) but not exported by `*`.
+_DEPRECATED = {"BackupAndRestore"}
+
+__all__ = sorted(set(_PUBLIC) - _DEPRECATED)
 
 
 def __getattr__(name):

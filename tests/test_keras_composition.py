@@ -83,7 +83,7 @@ def test_controllers_with_keras_callbacks_and_inputs(tmp_path, inputs):
                                         save_best_only=True),
         keras.callbacks.ReduceLROnPlateau("loss", factor=0.5, patience=1),
         keras.callbacks.TerminateOnNaN(),
-        lrp.BackupAndRestore(str(tmp_path / "backup")),
+        lrp.AtomicBackupAndRestore(str(tmp_path / "backup")),
     ]
     history = model.fit(epochs=8, verbose=0, callbacks=callbacks, **fit_args)
     with open(log) as f:

@@ -316,7 +316,7 @@ def test_resuming_at_an_epoch_no_state_expects_is_an_error(tmp_path):
     with pytest.raises(ValueError, match=r"starts after 5 completed epochs \(initial_epoch=5\), but no saved state of TwoPhaseLR continues from there: state_path=.* holds the states after epochs \[2, 3\]\.$"):
         fit(tiny_model(keras.optimizers.SGD(0.1)), [other], 6, initial_epoch=5)
     fresh, _ = trace_a_callback()
-    with pytest.raises(ValueError, match="continues from there: nothing was restored; resume with keras_lrphase.BackupAndRestore"):
+    with pytest.raises(ValueError, match="continues from there: nothing was restored; resume with keras_lrphase.AtomicBackupAndRestore"):
         fit(tiny_model(keras.optimizers.SGD(0.1)), [fresh], 6, initial_epoch=5)
     path.write_text("{not json")
     damaged, _ = trace_a_callback(state_path=path)

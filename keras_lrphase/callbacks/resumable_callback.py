@@ -281,7 +281,7 @@ class ResumableCallback(keras.callbacks.Callback, abc.ABC):
         if not details:
             details.append(
                 "nothing was restored; resume with keras_lrphase."
-                "BackupAndRestore (placed after the package's callbacks), or "
+                "AtomicBackupAndRestore (placed after the package's callbacks), or "
                 "pass the `state_path` of the interrupted run"
             )
         return (
