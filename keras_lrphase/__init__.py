@@ -48,6 +48,7 @@ def _register_serializables():
     import keras_lrphase.optimizers.lars_wrapper  # noqa: F401
     import keras_lrphase.schedules.scaled_learning_rate  # noqa: F401
     import keras_lrphase.models.distiller  # noqa: F401
+    import keras_lrphase.models.resnet  # noqa: F401  (ZeroPadShortcut)
 
 
 if not _started_by_the_command():
