@@ -156,6 +156,8 @@ CLEAN = {
         "from ..callbacks.a import A\n"
         + _long_function("short_enough", 80)),
     "keras_lrphase/cli.py": "from keras_lrphase.training import app\n",
+    "tests/test_a.py": """\
+        from keras_lrphase.callbacks.a import A
 
 
         def test_a():
