@@ -47,13 +47,15 @@ def _register_serializables():
     import keras_lrphase.optimizers.lars  # noqa: F401
     import keras_lrphase.optimizers.lars_wrapper  # noqa: F401
     import keras_lrphase.schedules.scaled_learning_rate  # noqa: F401
-    import keras_lrphase.training.distillation  # noqa: F401
+    import keras_lrphase.models.distiller  # noqa: F401
+    import keras_lrphase.models.resnet  # noqa: F401  (ZeroPadShortcut)
 
 
 if not _started_by_the_command():
     _register_serializables()
 
 _PUBLIC = {
+    "AtomicBackupAndRestore": "keras_lrphase.callbacks.backup_and_restore",
     "AutoDecay": "keras_lrphase.callbacks.auto_decay",
     "AutoDecayController": "keras_lrphase.controllers.auto_decay_controller",
     "BackupAndRestore": "keras_lrphase.callbacks.backup_and_restore",
@@ -79,7 +81,10 @@ _PUBLIC = {
     "top_hessian_eigenvalue": "keras_lrphase.hessian.estimator",
 }
 
-__all__ = sorted(_PUBLIC)
+# Old names, served (with a FutureWarning) but not exported by `*`.
+_DEPRECATED = {"BackupAndRestore"}
+
+__all__ = sorted(set(_PUBLIC) - _DEPRECATED)
 
 
 def __getattr__(name):

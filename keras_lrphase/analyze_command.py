@@ -244,13 +244,13 @@ def run_analyze(args):
         The exit status (0 on success, 2 for bad input, 1 when a file
         cannot be read or written).
     """
-    from keras_lrphase import cli
+    from keras_lrphase import cli_support
 
     parser = args.analysis_parser
     problem = _problem(args)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or os.path.join("runs", f"analyze-{args.analysis}-{stamp}")
-    problem = problem or cli._setup_problem(out)
+    problem = problem or cli_support.setup_problem(out)
     if problem is None:
         from keras_lrphase.data import check_dataset
 
@@ -259,13 +259,13 @@ def run_analyze(args):
         except ValueError as error:
             problem = str(error)
     if problem:
-        return cli._fail(parser, flag_message(problem))
+        return cli_support.fail(parser, flag_message(problem))
     from keras_lrphase.analysis import analyze_actions
 
     try:
         written, lines = analyze_actions.run(args, out)
     except (ValueError, ImportError, OSError) as error:
-        return cli._fail(parser, flag_message(str(error)), cli._status(error))
+        return cli_support.fail(parser, flag_message(str(error)), cli_support.status(error))
     for line in lines:
         print(line)
     print(f"Wrote {', '.join(os.path.join(out, name) for name in written)}")

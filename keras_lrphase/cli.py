@@ -21,7 +21,6 @@ import os
 import re
 import signal
 import sys
-import tempfile
 import time
 import warnings
 
@@ -36,9 +35,12 @@ from keras_lrphase.training.run_config import PRECISIONS
 from keras_lrphase.training.run_config import RunConfig
 from keras_lrphase.training.run_config import SCHEDULES
 
-USAGE_ERROR = 2
-RUN_ERROR = 1
-INTERRUPTED = 130
+from keras_lrphase.cli_support import INTERRUPTED
+from keras_lrphase.cli_support import RUN_ERROR
+from keras_lrphase.cli_support import USAGE_ERROR
+from keras_lrphase.cli_support import fail as _fail
+from keras_lrphase.cli_support import setup_problem as _setup_problem
+from keras_lrphase.cli_support import status as _status
 
 
 # The training code (Keras and its backend) is imported when a command runs.
@@ -343,25 +345,6 @@ def _train_config(args):
         snapshot_epochs=args.snapshot_epochs, save_model=args.save_model)
 
 
-def _fail(parser, message, status=USAGE_ERROR):
-    first_line = str(message).strip().splitlines()[0] if str(message).strip() else "failed"
-    sys.stderr.write(f"{parser.prog}: error: {_flags(first_line)}\n")
-    return status
-
-
-def _flags(message):
-    """Names the command-line flags where a message names `RunConfig` fields."""
-    names = set(RunConfig.__dataclass_fields__) | {
-        "only", "seeds", "preset", "jobs", "distributed", "coordinator",
-        "num_processes", "process_id"}
-    for field in sorted(names, key=len, reverse=True):
-        flag = "--" + field.replace("_", "-")
-        message = re.sub(rf"`{field}`", flag, message)
-        message = re.sub(rf"(?<![\w-]){field}=", f"{flag}=", message)
-        message = re.sub(rf"schedule='([\w-]+)'", r"--schedule \1", message)
-    return message
-
-
 def main(argv=None):
     """Entry point of `keras-lrphase` within a program that imported Keras.
 
@@ -483,41 +466,6 @@ def _needs_matplotlib(args):
         for run in preset.runs) or "snapshot_epochs" in preset.common
 
 
-def _matplotlib_installed():
-    """Whether matplotlib can be imported, checked without importing it."""
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec("matplotlib") is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def _setup_problem(out, needs_matplotlib=False):
-    """What stops a run from writing its files, found before any work."""
-    if needs_matplotlib and not _matplotlib_installed():
-        return ("this preset's results are figures, which need matplotlib: "
-                "pip install matplotlib")
-    path = os.path.abspath(out)
-    if os.path.exists(path) and not os.path.isdir(path):
-        return f"Argument --out must be a folder; it is a file. Received: --out={out!r}"
-    probe = path
-    while not os.path.exists(probe):
-        probe = os.path.dirname(probe)
-    if not os.path.isdir(probe):
-        return (f"Argument --out must be a folder path; {probe!r} is a file. "
-                f"Received: --out={out!r}")
-    try:
-        # Whether a folder can be made there: a read-only file system or a
-        # folder such as /proc says so only when one tries.
-        os.rmdir(tempfile.mkdtemp(prefix=".keras-lrphase-", dir=probe))
-    except OSError as error:
-        return (f"Argument --out must be a folder that can be written; a "
-                f"folder cannot be created in {probe!r} "
-                f"({error.strerror or error}). Received: --out={out!r}")
-    return None
-
-
 def _run_train(parser, config, out, verbose, args):
     from keras_lrphase.training import runner
     from keras_lrphase.training.workers import start_workers
@@ -540,11 +488,6 @@ def _run_train(parser, config, out, verbose, args):
               f"{_pct(summary['best_val_accuracy'])}, final "
               f"{_pct(summary['final_val_accuracy'])}{across}; files in {out}")
     return 0
-
-
-def _status(error):
-    # Input problems found while loading data are usage errors too.
-    return USAGE_ERROR if isinstance(error, ValueError) else RUN_ERROR
 
 
 def _compare_runs(args):

@@ -195,7 +195,7 @@ def two_phase_run(tag, crash_at=None, rows=None, raw=None):
                      lrp_hvd.BroadcastGlobalVariablesCallback(0),
                      ScriptedLoss(LOSSES), lrp.GradualWarmup(1), two_phase,
                      monitor, RawEigenvalue(monitor, raw), EpochRecorder(rows),
-                     lrp.BackupAndRestore(backup)]
+                     lrp.AtomicBackupAndRestore(backup)]
         if crash is not None:
             callbacks.append(Crash(crash))
         model.fit(x, y, batch_size=8, epochs=8, verbose=0, shuffle=False,

@@ -71,7 +71,7 @@ def main(workdir, backup="package"):
         lrp.GradualWarmup(2), ScriptedLoss(), two_phase,
         lrp.StageCheckpoint(os.path.join(workdir, "stages", "stage{stage}.keras")),
         Journal(os.path.join(workdir, "epochs.jsonl"), two_phase),
-        (lrp.BackupAndRestore(os.path.join(workdir, "backup"))
+        (lrp.AtomicBackupAndRestore(os.path.join(workdir, "backup"))
          if backup == "package" else
          keras.callbacks.BackupAndRestore(os.path.join(workdir, "backup"),
                                           double_checkpoint=True)),

@@ -58,7 +58,7 @@ def backup(workdir, kind, name):
     # Kept at the end: a run that resumes the second `fit` restores the
     # first one's end from it instead of training it again.
     if kind == "package":
-        return lrp.BackupAndRestore(folder, delete_checkpoint=False)
+        return lrp.AtomicBackupAndRestore(folder, delete_checkpoint=False)
     return keras.callbacks.BackupAndRestore(folder, delete_checkpoint=False)
 
 

@@ -16,6 +16,7 @@ from scripted_training import tiny_model
 from test_auto_decay_controller import TRACE_B
 from test_auto_decay_controller import TRACE_B_LOSSES
 from test_auto_decay_controller import TRACE_B_SMOOTHED
+from keras_lrphase.backend import keras_compat
 
 pytestmark = pytest.mark.backend_neutral
 
@@ -97,7 +98,8 @@ def test_composes_with_warmup_and_a_schedule():
     factor = [1.0] * 12 + [0.1] * 4
     np.testing.assert_allclose(
         steps.rates, [b * r * f for b, r, f in zip(base, ramp, factor)], rtol=1e-6)
-    assert model.optimizer._learning_rate is schedule  # unscaled after fit
+    # Unscaled after fit.
+    assert keras_compat.current_learning_rate_object(model.optimizer) is schedule
 
 
 @pytest.mark.parametrize("crash_at", [2, 4, 6, 7])

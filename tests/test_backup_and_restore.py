@@ -1,4 +1,4 @@
-"""The package's BackupAndRestore: its arguments, and what it resumes."""
+"""The package's AtomicBackupAndRestore: its arguments, and what it resumes."""
 
 import json
 import os
@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_lrphase import BackupAndRestore
+from keras_lrphase import AtomicBackupAndRestore
 from keras_lrphase import TwoPhaseLR
 from scripted_training import TRACE_A_EIGENVALUES
 from scripted_training import TRACE_A_LOSSES
@@ -33,23 +33,52 @@ def fit(model, callbacks, epochs, **kwargs):
                      verbose=0, callbacks=callbacks, **kwargs)
 
 
+DEPRECATED_ALIAS = """
+import warnings
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    import keras
+    import keras_lrphase as lrp
+    from keras_lrphase.callbacks.backup_and_restore import BackupAndRestore
+    seen = [lrp.BackupAndRestore, lrp.callbacks.BackupAndRestore,
+            BackupAndRestore]
+mine = [w for w in caught if "renamed" in str(w.message)]
+print(all(c is lrp.AtomicBackupAndRestore for c in seen),
+      lrp.AtomicBackupAndRestore is not keras.callbacks.BackupAndRestore,
+      "BackupAndRestore" in lrp.__all__, len(mine),
+      mine[0].category.__name__, mine[0].filename == __file__)
+"""
+
+
+def test_the_old_name_is_a_deprecated_alias_that_warns_once(tmp_path):
+    # Named apart from keras.callbacks.BackupAndRestore; the old name serves
+    # the same class with one FutureWarning, attributed to the program.
+    script = tmp_path / "alias.py"
+    script.write_text(DEPRECATED_ALIAS)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == [
+        "True", "True", "False", "1", "FutureWarning", "True"]
+
+
 def test_a_backup_dir_that_is_a_file_is_refused_at_construction(tmp_path):
     # Found after the first epoch before (when the checkpoint is written).
     notes = tmp_path / "notes.txt"
     notes.write_text("a file, not a folder")
     with pytest.raises(ValueError, match=r"Argument `backup_dir` must be a "
                        r"folder: .*notes.txt' is a file. Received: backup_dir="):
-        BackupAndRestore(str(notes))
+        AtomicBackupAndRestore(str(notes))
     with pytest.raises(ValueError, match=r"`backup_dir` must be a folder: "
                        r".*notes.txt' is a file"):
-        BackupAndRestore(str(notes / "backup"))
+        AtomicBackupAndRestore(str(notes / "backup"))
 
 
 @pytest.mark.parametrize("value", ["x", 1, None])
 def test_delete_checkpoint_must_be_a_bool(tmp_path, value):
     with pytest.raises(ValueError, match=rf"Argument `delete_checkpoint` must be "
                        rf"True or False. Received: delete_checkpoint={value!r}"):
-        BackupAndRestore(str(tmp_path / "backup"), delete_checkpoint=value)
+        AtomicBackupAndRestore(str(tmp_path / "backup"), delete_checkpoint=value)
 
 
 def two_phase():
@@ -88,7 +117,7 @@ def test_an_unreadable_training_metadata_names_the_file_and_the_repair(
     with pytest.raises(ValueError) as error:
         fit(tiny_model(keras.optimizers.SGD(0.1)),
             [ScriptedLoss(TRACE_A_LOSSES), two_phase(), record,
-             BackupAndRestore(str(backup))], 12)
+             AtomicBackupAndRestore(str(backup))], 12)
     assert str(error.value) == (
         f"BackupAndRestore cannot read {str(metadata)!r}, the epoch of the "
         f"checkpoint in backup_dir={str(backup)!r}: {cause} The state of the "
@@ -99,7 +128,7 @@ def test_an_unreadable_training_metadata_names_the_file_and_the_repair(
     metadata.write_text('{"epoch": 3, "batch": 0}')  # the repair
     history = fit(tiny_model(keras.optimizers.SGD(0.1)),
                   [ScriptedLoss(TRACE_A_LOSSES), two_phase(), record,
-                   BackupAndRestore(str(backup))], 12)
+                   AtomicBackupAndRestore(str(backup))], 12)
     assert begun == list(range(3, 12))
     assert len(history.history["loss"]) == 9
 

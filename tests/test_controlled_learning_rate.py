@@ -19,6 +19,7 @@ from scripted_training import ScriptedLoss
 from scripted_training import StepLearningRates
 from scripted_training import regression_data
 from scripted_training import tiny_model
+from keras_lrphase.backend import keras_compat
 
 pytestmark = pytest.mark.backend_neutral
 
@@ -41,7 +42,7 @@ def test_factors_decay_a_float_learning_rate_in_place():
     assert controlled.set_factor("a", 0.25) == 0.5
     assert controlled.factors == {"a": 0.25, "b": 0.2}
     # The optimizer's own variable holds the product: still a plain float.
-    assert isinstance(optimizer._learning_rate, keras.Variable)
+    assert isinstance(keras_compat.current_learning_rate_object(optimizer), keras.Variable)
     expected = F32(0.1)
     for ratio in (0.5, 0.2, 0.5):  # each in float64, stored as float32
         expected = F32(float(expected) * ratio)
@@ -122,7 +123,7 @@ def test_reduce_lr_on_plateau_composes_with_two_phase_and_warmup():
             lr = F32(lr * F32(0.5))
     assert steps.rates == expected
     # After fit: a plain float variable, settable.
-    assert isinstance(model.optimizer._learning_rate, keras.Variable)
+    assert isinstance(keras_compat.current_learning_rate_object(model.optimizer), keras.Variable)
     assert float(model.optimizer.learning_rate) == float(lr)
 
 
@@ -147,7 +148,7 @@ SAVED_MODEL = textwrap.dedent(
     import sys, keras, numpy as np
     model = keras.models.load_model(sys.argv[1])
     print("LOADED", float(model.optimizer.learning_rate),
-          type(model.optimizer._learning_rate).__name__,
+          type(model.optimizer.learning_rate).__name__,
           "keras_lrphase" in sys.modules)
     """
 )

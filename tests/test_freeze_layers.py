@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from keras_lrphase.callbacks import AutoDecay
-from keras_lrphase.callbacks import BackupAndRestore
+from keras_lrphase.callbacks import AtomicBackupAndRestore
 from keras_lrphase.callbacks import GradualWarmup
 from keras_lrphase.callbacks import TwoPhaseLR
 from keras_lrphase.callbacks.freeze_layers import FreezeLayers
@@ -220,7 +220,7 @@ def uninterrupted_run():
 
 
 @pytest.mark.parametrize("crash_epoch, backup", [
-    (1, BackupAndRestore), (3, keras.callbacks.BackupAndRestore)])
+    (1, AtomicBackupAndRestore), (3, keras.callbacks.BackupAndRestore)])
 def test_resume_during_and_after_the_freeze(tmp_path, crash_epoch, backup):
     folder = str(tmp_path / "backup")
 

@@ -11,6 +11,7 @@ from scripted_training import StepLearningRates
 from scripted_training import regression_data
 from scripted_training import tiny_model
 from scripted_training import warmup_ramp
+from keras_lrphase.backend import keras_compat
 
 F32 = np.float32
 
@@ -90,7 +91,7 @@ def test_units_are_raw_steps_under_gradient_accumulation():
     # 4 batches, i.e. 2 parameter updates.
     assert warmup.warmup_steps == 4
     assert steps.rates == warmup_ramp(0.1, 8, 4, 0.25, [1.0] * 8)
-    assert int(optimizer.iterations) == 4 and int(optimizer._iterations) == 8
+    assert int(optimizer.iterations) == 4 and keras_compat.raw_step(optimizer) == 8
 
 
 def test_zero_warmup_epochs_is_a_no_op():

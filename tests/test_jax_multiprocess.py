@@ -104,7 +104,7 @@ WORKER_TEMPLATE = textwrap.dedent(
         callbacks = [ScriptedLoss(), lrp.GradualWarmup(1),
                      lrp.TwoPhaseLR((x, y), 8, plateau_patience=1),
                      lrp.HessianMonitor((x, y), seed=0), Rows(rows),
-                     lrp.BackupAndRestore(os.path.join(out, f"backup{rank}"))]
+                     lrp.AtomicBackupAndRestore(os.path.join(out, f"backup{rank}"))]
         try:
             model.fit(x, y, batch_size=8, epochs=8, verbose=0, shuffle=False,
                       callbacks=callbacks + ([Crash()] if crash else []))

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import keras_lrphase as lrp
+from keras_lrphase.backend import keras_compat
 
 pytestmark = pytest.mark.backend_neutral
 HAS_TENSORFLOW = importlib.util.find_spec("tensorflow") is not None
@@ -82,7 +83,7 @@ def test_controllers_with_keras_callbacks_and_inputs(tmp_path, inputs):
                                         save_best_only=True),
         keras.callbacks.ReduceLROnPlateau("loss", factor=0.5, patience=1),
         keras.callbacks.TerminateOnNaN(),
-        lrp.BackupAndRestore(str(tmp_path / "backup")),
+        lrp.AtomicBackupAndRestore(str(tmp_path / "backup")),
     ]
     history = model.fit(epochs=8, verbose=0, callbacks=callbacks, **fit_args)
     with open(log) as f:
@@ -97,7 +98,7 @@ def test_controllers_with_keras_callbacks_and_inputs(tmp_path, inputs):
         assert os.listdir(tmp_path / "tb")  # TensorBoard wrote its events
     assert (tmp_path / "best.keras").exists()
     assert not (tmp_path / "backup").exists()
-    assert isinstance(model.optimizer._learning_rate, keras.Variable)
+    assert isinstance(keras_compat.current_learning_rate_object(model.optimizer), keras.Variable)
     assert 0 < float(model.optimizer.learning_rate) <= 0.2 + 1e-7
 
 

@@ -18,6 +18,7 @@ from optimizer_trajectories import run
 from keras_lrphase.schedules.controlled_learning_rate import (
     ControlledLearningRate,
 )
+from keras_lrphase.backend import keras_compat
 
 pytestmark = pytest.mark.backend_neutral
 
@@ -340,7 +341,7 @@ def test_config_round_trip():
     assert config["exclude_from_adaptation"] == ["bn", "bias"]
     restored = LARS.from_config(json.loads(json.dumps(config)))
     assert restored.get_config() == config
-    assert isinstance(restored._learning_rate,
+    assert isinstance(keras_compat.current_learning_rate_object(restored),
                       keras.optimizers.schedules.ExponentialDecay)
     assert restored._decay_exclusion is _is_special
     again = keras.saving.deserialize_keras_object(

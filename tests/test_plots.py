@@ -136,7 +136,7 @@ def _drawn(monkeypatch):
         legends += [t.get_text() for ax in axes if ax.get_legend()
                     for t in ax.get_legend().get_texts()]
         seen.append({
-            "title": fig._suptitle.get_text() if fig._suptitle else None,
+            "title": fig.get_suptitle() or None,
             "legends": legends,
             "titles": [ax.get_title() for ax in axes],
             "ylabels": [ax.get_ylabel() for ax in axes],

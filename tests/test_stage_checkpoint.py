@@ -119,7 +119,7 @@ def test_a_stage_saved_during_warmup_loads_without_the_package(tmp_path):
     script.write_text(
         "import sys, keras\n"
         "m = keras.models.load_model(sys.argv[1])\n"
-        "print('OK', type(m.optimizer._learning_rate).__name__, "
+        "print('OK', type(m.optimizer.learning_rate).__name__, "
         "'keras_lrphase' in sys.modules)\n")
     out = subprocess.run([sys.executable, str(script), str(tmp_path / "stage1.keras")],
                          capture_output=True, text=True, timeout=300)

@@ -28,6 +28,7 @@ from scripted_training import StepLearningRates
 from scripted_training import regression_data
 from scripted_training import tiny_model
 from scripted_training import warmup_ramp
+from keras_lrphase.backend import keras_compat
 
 pytestmark = pytest.mark.backend_neutral
 
@@ -86,7 +87,7 @@ def test_exact_learning_rate_in_every_epoch(capsys):
     assert [v[0][0] for v in estimator.initial_vectors[1:]] == [1, 2, 3, 4, 5]
     # After fit the optimizer holds a plain float variable carrying the
     # decays (0.1 x 0.25), settable like any Keras learning rate.
-    assert isinstance(model.optimizer._learning_rate, keras.Variable)
+    assert isinstance(keras_compat.current_learning_rate_object(model.optimizer), keras.Variable)
     assert float(model.optimizer.learning_rate) == float(F32(0.025))
     controlled = ControlledLearningRate.install(model.optimizer)
     assert controlled.factor("two_phase_lr") == 0.25
@@ -185,7 +186,7 @@ def test_composes_with_cosine_decay_restarts():
     # Inside fit the schedule was scaled in the train step; after fit the
     # optimizer has its schedule back, unscaled (a schedule cannot carry
     # the decays; the controller applies them again if it continues).
-    assert model.optimizer._learning_rate is schedule
+    assert keras_compat.current_learning_rate_object(model.optimizer) is schedule
 
 
 def test_composes_with_lars():
@@ -315,7 +316,7 @@ def test_resuming_at_an_epoch_no_state_expects_is_an_error(tmp_path):
     with pytest.raises(ValueError, match=r"starts after 5 completed epochs \(initial_epoch=5\), but no saved state of TwoPhaseLR continues from there: state_path=.* holds the states after epochs \[2, 3\]\.$"):
         fit(tiny_model(keras.optimizers.SGD(0.1)), [other], 6, initial_epoch=5)
     fresh, _ = trace_a_callback()
-    with pytest.raises(ValueError, match="continues from there: nothing was restored; resume with keras_lrphase.BackupAndRestore"):
+    with pytest.raises(ValueError, match="continues from there: nothing was restored; resume with keras_lrphase.AtomicBackupAndRestore"):
         fit(tiny_model(keras.optimizers.SGD(0.1)), [fresh], 6, initial_epoch=5)
     path.write_text("{not json")
     damaged, _ = trace_a_callback(state_path=path)
@@ -466,15 +467,15 @@ def test_the_optimizer_keeps_its_float_learning_rate_variable():
     callback.set_model(model)
     # On a float learning rate, a controller changes nothing in the
     # optimizer: its variable stays the learning rate (and is checkpointed).
-    assert isinstance(optimizer._learning_rate, keras.Variable)
+    assert isinstance(keras_compat.current_learning_rate_object(optimizer), keras.Variable)
     assert [v.name for v in optimizer.variables] == names
     assert model.train_function is not None
     # A warmup ramp needs the in-graph wrapper: installed for the fit,
     # with the train function retraced, and removed at the end.
     warmup = GradualWarmup(1)
     warmup.set_model(model)
-    assert callable(optimizer._learning_rate)
-    assert not isinstance(optimizer._learning_rate, keras.Variable)
+    assert callable(keras_compat.current_learning_rate_object(optimizer))
+    assert not isinstance(keras_compat.current_learning_rate_object(optimizer), keras.Variable)
     assert [v.name for v in optimizer.variables] == names
     assert model.train_function is None
     steps = StepLearningRates()
@@ -485,7 +486,7 @@ def test_the_optimizer_keeps_its_float_learning_rate_variable():
     # from 0.25) ended before; the factor is 1 (the controller's new run).
     assert steps.rates == [float(F32(0.1))] * 4
     assert history.history["learning_rate"] == [float(F32(0.1))] * 2
-    assert isinstance(optimizer._learning_rate, keras.Variable)
+    assert isinstance(keras_compat.current_learning_rate_object(optimizer), keras.Variable)
     assert model.train_function is None  # the next fit retraces without it
 
 

@@ -20,7 +20,7 @@ def test_a_warning_during_fit_names_the_fit_call_not_keras(tmp_path):
     y = np.zeros((8,), "int32")
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
     model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
-    callbacks = [lrp.BackupAndRestore(str(tmp_path / "backup")),
+    callbacks = [lrp.AtomicBackupAndRestore(str(tmp_path / "backup")),
                  lrp.AutoDecay(window=2)]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

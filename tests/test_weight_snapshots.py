@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_lrphase.callbacks.backup_and_restore import BackupAndRestore
+from keras_lrphase.callbacks.backup_and_restore import AtomicBackupAndRestore
 from keras_lrphase.callbacks.weight_snapshots import WeightSnapshots
 
 pytestmark = pytest.mark.backend_neutral
@@ -90,7 +90,7 @@ def test_a_resumed_fit_keeps_the_snapshots_of_the_uninterrupted_one(tmp_path):
     open(stale, "w").write("not a snapshot")
     with pytest.raises(KeyboardInterrupt):
         _model().fit(x, y, batch_size=8, epochs=3, verbose=0, shuffle=False,
-                     callbacks=[BackupAndRestore(backup),
+                     callbacks=[AtomicBackupAndRestore(backup),
                                 WeightSnapshots(folder, [0, 1, 3]), _Crash()])
     assert sorted(os.listdir(folder)) == ["epoch0.weights.h5",
                                           "epoch1.weights.h5"]
@@ -98,7 +98,7 @@ def test_a_resumed_fit_keeps_the_snapshots_of_the_uninterrupted_one(tmp_path):
     # the checkpoint's weights before the snapshot callback sees them.
     resumed = WeightSnapshots(folder, [0, 1, 3])
     _model().fit(x, y, batch_size=8, epochs=3, verbose=0, shuffle=False,
-                 callbacks=[BackupAndRestore(backup), resumed])
+                 callbacks=[AtomicBackupAndRestore(backup), resumed])
     assert sorted(os.listdir(folder)) == [
         "epoch0.weights.h5", "epoch1.weights.h5", "epoch3.weights.h5"]
     for epoch in (0, 1, 3):

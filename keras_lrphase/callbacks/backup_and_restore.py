@@ -8,13 +8,14 @@ import keras
 from keras_lrphase._validation import check_bool
 from keras_lrphase._validation import check_folder_usable
 from keras_lrphase._validation import fail
+from keras_lrphase._warnings import warn
 from keras_lrphase.backend import keras_compat
 from keras_lrphase.callbacks.model_state import model_state
 
 STATE_NAME = "backup_and_restore"
 
 
-class BackupAndRestore(keras.callbacks.BackupAndRestore):
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     """Keras' `BackupAndRestore` with one checkpoint file, replaced atomically.
 
     Keras' own callback writes the weights (`latest.weights.h5`) and then
@@ -27,6 +28,10 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
     one complete checkpoint. `training_metadata.json` is still written
     (after the rename) for tools that read it. Use it where you would use
     Keras' callback, after the package's callbacks in `callbacks`.
+
+    Named apart from Keras' class so that a program can import both; the
+    old name `keras_lrphase.BackupAndRestore` still works for one release,
+    with a `FutureWarning`.
 
     A run resumes at the start of the epoch after the last completed one;
     checkpoints are written at epoch ends only (Keras restarts an
@@ -51,7 +56,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
     Example:
 
     >>> import os, tempfile, numpy as np, keras
-    >>> from keras_lrphase import BackupAndRestore
+    >>> from keras_lrphase import AtomicBackupAndRestore
     >>> folder = os.path.join(tempfile.mkdtemp(), "backup")
     >>> class Interrupt(keras.callbacks.Callback):
     ...     def on_epoch_begin(self, epoch, logs=None):
@@ -64,12 +69,12 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
     ...     return model.fit(np.ones((4, 2)), np.zeros((4, 1)), epochs=4,
     ...                      verbose=0, callbacks=callbacks)
     >>> try:
-    ...     _ = train([BackupAndRestore(folder), Interrupt()])
+    ...     _ = train([AtomicBackupAndRestore(folder), Interrupt()])
     ... except RuntimeError:
     ...     pass
     >>> sorted(os.listdir(folder))
     ['latest.weights.h5', 'training_metadata.json']
-    >>> len(train([BackupAndRestore(folder)]).history["loss"])  # epochs 2, 3
+    >>> len(train([AtomicBackupAndRestore(folder)]).history["loss"])  # 2, 3
     2
 
     References:
@@ -191,3 +196,22 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
 def _fsync(path):
     with open(path, "rb") as f:
         os.fsync(f.fileno())
+
+
+# The class's name before it was renamed apart from Keras' `BackupAndRestore`.
+_DEPRECATED_NAME = "BackupAndRestore"
+_warned = False
+
+
+def __getattr__(name):
+    # `BackupAndRestore`, the deprecated alias (PEP 562): warns once.
+    global _warned
+    if name != _DEPRECATED_NAME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if not _warned:
+        _warned = True
+        warn("keras_lrphase.BackupAndRestore is renamed "
+             "keras_lrphase.AtomicBackupAndRestore (apart from "
+             "keras.callbacks.BackupAndRestore); the old name will be removed "
+             "in the next release.", FutureWarning)
+    return AtomicBackupAndRestore

@@ -26,7 +26,7 @@ from keras_lrphase.callbacks.momentum_correction import check_momentum
 from keras_lrphase.callbacks.resumable_callback import ResumableCallback
 from keras_lrphase.controllers.controller import LOSS
 from keras_lrphase.distributed.reduction import MetricReducer
-from keras_lrphase.distributed.reduction import default_reducer
+from keras_lrphase.distributed.reducer_selection import default_reducer
 from keras_lrphase.distributed.tf_distribute import check_fit_strategy
 from keras_lrphase.schedules.controlled_learning_rate import ControlledLearningRate
 from keras_lrphase.schedules.controlled_learning_rate import (

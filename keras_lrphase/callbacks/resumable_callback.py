@@ -180,7 +180,7 @@ class ResumableCallback(keras.callbacks.Callback, abc.ABC):
             payload["next_epoch"] = self._next_epoch()
             payload["world_size"] = self._world_size()
             self._file_states = (self._file_states + [payload])[-2:]
-            _write_atomically(
+            write_atomically(
                 self.state_path,
                 {"version": FILE_VERSION, "callback": self._state_key,
                  "states": self._file_states},
@@ -281,7 +281,7 @@ class ResumableCallback(keras.callbacks.Callback, abc.ABC):
         if not details:
             details.append(
                 "nothing was restored; resume with keras_lrphase."
-                "BackupAndRestore (placed after the package's callbacks), or "
+                "AtomicBackupAndRestore (placed after the package's callbacks), or "
                 "pass the `state_path` of the interrupted run"
             )
         return (
@@ -326,7 +326,7 @@ def _remove_quietly(path):
         pass
 
 
-def _write_atomically(path, content):
+def write_atomically(path, content):
     """Writes JSON to `path` through a fixed temporary name and a rename."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)

@@ -9,7 +9,9 @@ from keras_lrphase._validation import check_folder_usable
 from keras_lrphase._validation import fail
 from keras_lrphase.backend import keras_compat
 from keras_lrphase.callbacks.resumable_callback import ResumableCallback
-from keras_lrphase.callbacks.resumable_callback import _write_atomically
+from keras_lrphase.callbacks.resumable_callback import (
+    write_atomically as _write_atomically,
+)
 from keras_lrphase.schedules.controlled_learning_rate import ControlledLearningRate
 from keras_lrphase.schedules.controlled_learning_rate import last_step_learning_rate
 

@@ -15,7 +15,7 @@ import dataclasses
 
 import numpy as np
 
-from keras_lrphase.data.image_data import _balanced
+from keras_lrphase.data.image_data import balanced_subset
 
 # Shuffle buffer of TFDS records (encoded, about 110 KB each for ImageNet:
 # about 1 GB). TFDS also shuffles the order of its files every epoch.
@@ -57,8 +57,8 @@ class FileRecords:
 
     def subset(self, size, num_classes, rng, argname):
         """A class-balanced random subset of `size` records."""
-        paths, labels = _balanced(np.asarray(self.paths), self.labels, size,
-                                  num_classes, rng, argname)
+        paths, labels = balanced_subset(np.asarray(self.paths), self.labels,
+                                        size, num_classes, rng, argname)
         return FileRecords(paths, labels)
 
     def sample(self, size, seed=0):

@@ -103,15 +103,23 @@ class ImageData:
             class, in a random order.
         """
         rng = np.random.default_rng(seed)
-        x_train, y_train = _balanced(self.x_train, self.y_train, train_size,
-                                     self.num_classes, rng, "train_size")
-        x_test, y_test = _balanced(self.x_test, self.y_test, test_size,
-                                   self.num_classes, rng, "test_size")
+        x_train, y_train = balanced_subset(
+            self.x_train, self.y_train, train_size, self.num_classes, rng,
+            "train_size")
+        x_test, y_test = balanced_subset(
+            self.x_test, self.y_test, test_size, self.num_classes, rng,
+            "test_size")
         return dataclasses.replace(self, x_train=x_train, y_train=y_train,
                                    x_test=x_test, y_test=y_test)
 
 
-def _balanced(x, y, size, num_classes, rng, argname):
+def balanced_subset(x, y, size, num_classes, rng, argname):
+    """`size` examples of `(x, y)`, classes taken in turn (all if None).
+
+    Raises:
+        ValueError: `size` is not in [1, len(y)]; the message names
+            `argname`.
+    """
     if size is None:
         return x, y
     size = int(size)

@@ -1,3 +1,3 @@
 """Agreeing on epoch-level decision inputs across the workers of a run."""
 
-from keras_lrphase.distributed.reduction import default_reducer
+from keras_lrphase.distributed.reducer_selection import default_reducer

@@ -3,7 +3,7 @@
 import keras
 
 from keras_lrphase.distributed.horovod_runtime import horovod_module
-from keras_lrphase.optimizers._inner_optimizer import InnerOptimizerDelegation
+from keras_lrphase.optimizers.inner_optimizer import InnerOptimizerDelegation
 
 
 @keras.saving.register_keras_serializable(package="keras_lrphase")

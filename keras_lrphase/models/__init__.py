@@ -26,6 +26,8 @@ import re
 # Imported on first use: these import Keras.
 _BUILDERS = {
     "imagenet_resnet50": "keras_lrphase.models.imagenet_resnet",
+    "RegularizedDistiller": "keras_lrphase.models.distiller",
+    "build_distiller": "keras_lrphase.models.distiller",
     "cifar_resnet": "keras_lrphase.models.resnet",
     "resnet20": "keras_lrphase.models.resnet",
     "shallow_cnn": "keras_lrphase.models.shallow_cnn",

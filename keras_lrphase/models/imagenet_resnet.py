@@ -18,8 +18,8 @@ biases (each convolution feeds a batch normalisation).
 import keras
 from keras import layers
 
-from keras_lrphase.models.resnet import _check_classes
-from keras_lrphase.models.resnet import _regularizer
+from keras_lrphase.models.arguments import check_classes
+from keras_lrphase.models.arguments import weight_decay_regularizer
 
 # (blocks, bottleneck filters) of the four stages; outputs are 4x filters.
 RESNET50_STAGES = ((3, 64), (4, 128), (6, 256), (3, 512))
@@ -29,7 +29,7 @@ def _conv(filters, size, strides, weight_decay, name):
     return layers.Conv2D(
         filters, size, strides=strides, padding="same", use_bias=False,
         kernel_initializer="he_normal",
-        kernel_regularizer=_regularizer(weight_decay), name=name)
+        kernel_regularizer=weight_decay_regularizer(weight_decay), name=name)
 
 
 def _bn(name, zero_gamma=False):
@@ -97,13 +97,13 @@ def imagenet_resnet50(input_shape=(224, 224, 3), num_classes=1000,
         Large-Batch Scalability via Adaptive Learning Rate Adjustment"
         (ICLR 2022 submission), Appendix A.2.
     """
-    num_classes = _check_classes(num_classes)
+    num_classes = check_classes(num_classes)
     if not isinstance(zero_init_residual, bool):
         raise ValueError(
             "Argument `zero_init_residual` must be True or False. "
             f"Received: zero_init_residual={zero_init_residual!r}"
         )
-    regularizer = _regularizer(weight_decay)
+    regularizer = weight_decay_regularizer(weight_decay)
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     x = _conv(64, 7, 2, weight_decay, "stem_conv")(inputs)
     x = layers.Activation("relu", name="stem_relu")(_bn("stem_bn")(x))

@@ -11,6 +11,9 @@ import keras
 from keras import layers
 from keras import ops
 
+from keras_lrphase.models.arguments import check_classes
+from keras_lrphase.models.arguments import weight_decay_regularizer
+
 
 @keras.saving.register_keras_serializable(package="keras_lrphase")
 class ZeroPadShortcut(layers.Layer):
@@ -76,23 +79,12 @@ class ZeroPadShortcut(layers.Layer):
         return config
 
 
-def _regularizer(weight_decay):
-    # `weight_decay` is the coefficient lambda of the gradient term lambda * w
-    # (the paper's and PyTorch's SGD convention); Keras' L2(l) adds
-    # l * sum(w**2) to the loss, whose gradient is 2 * l * w.
-    if weight_decay < 0:
-        raise ValueError(
-            "Argument `weight_decay` must be >= 0. "
-            f"Received: weight_decay={weight_decay}"
-        )
-    return keras.regularizers.L2(weight_decay / 2.0) if weight_decay else None
-
-
 def _conv(filters, strides, weight_decay, name):
     return layers.Conv2D(
         filters, 3, strides=strides, padding="same", use_bias=False,
         kernel_initializer="he_normal",
-        kernel_regularizer=_regularizer(weight_decay), name=name,
+        kernel_regularizer=weight_decay_regularizer(weight_decay),
+        name=name,
     )
 
 
@@ -113,7 +105,7 @@ def _basic_block(x, filters, strides, shortcut, weight_decay, name):
             x = layers.Conv2D(
                 filters, 1, strides=strides, use_bias=False,
                 kernel_initializer="he_normal",
-                kernel_regularizer=_regularizer(weight_decay),
+                kernel_regularizer=weight_decay_regularizer(weight_decay),
                 name=f"{name}_shortcut_conv",
             )(x)
             x = _bn(f"{name}_shortcut_bn")(x)
@@ -176,7 +168,7 @@ def cifar_resnet(
         raise ValueError(
             f"Argument `shortcut` must be 'A' or 'B'. Received: shortcut={shortcut!r}"
         )
-    num_classes = _check_classes(num_classes)
+    num_classes = check_classes(num_classes)
     blocks = (depth - 2) // 6
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     x = _conv(16, 1, weight_decay, "stem_conv")(inputs)
@@ -192,7 +184,8 @@ def cifar_resnet(
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = layers.Dense(
         num_classes, kernel_initializer="he_normal",
-        kernel_regularizer=_regularizer(weight_decay), name="logits",
+        kernel_regularizer=weight_decay_regularizer(weight_decay),
+        name="logits",
     )(x)
     return keras.Model(inputs, outputs, name=name or f"resnet{depth}")
 
@@ -225,12 +218,3 @@ def resnet20(input_shape=(32, 32, 3), num_classes=10, weight_decay=0.0,
         He et al., "Deep Residual Learning for Image Recognition", CVPR 2016.
     """
     return cifar_resnet(20, input_shape, num_classes, weight_decay, shortcut)
-
-
-def _check_classes(num_classes):
-    if int(num_classes) != num_classes or num_classes < 2:
-        raise ValueError(
-            "Argument `num_classes` must be an integer >= 2. "
-            f"Received: num_classes={num_classes}"
-        )
-    return int(num_classes)

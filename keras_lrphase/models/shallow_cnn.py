@@ -3,8 +3,8 @@
 import keras
 from keras import layers
 
-from keras_lrphase.models.resnet import _check_classes
-from keras_lrphase.models.resnet import _regularizer
+from keras_lrphase.models.arguments import check_classes
+from keras_lrphase.models.arguments import weight_decay_regularizer
 
 
 def shallow_cnn(
@@ -65,8 +65,8 @@ def shallow_cnn(
             "Argument `dense` must be two positive ints. "
             f"Received: dense={dense}"
         )
-    num_classes = _check_classes(num_classes)
-    regularizer = _regularizer(weight_decay)
+    num_classes = check_classes(num_classes)
+    regularizer = weight_decay_regularizer(weight_decay)
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     x = inputs
     for i, f in enumerate(filters):

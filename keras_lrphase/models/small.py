@@ -3,8 +3,8 @@
 import keras
 from keras import layers
 
-from keras_lrphase.models.resnet import _check_classes
-from keras_lrphase.models.resnet import _regularizer
+from keras_lrphase.models.arguments import check_classes
+from keras_lrphase.models.arguments import weight_decay_regularizer
 
 
 def small_cnn(
@@ -51,14 +51,15 @@ def small_cnn(
             "Argument `filters` must be a non-empty sequence of positive "
             f"ints. Received: filters={filters}"
         )
-    num_classes = _check_classes(num_classes)
+    num_classes = check_classes(num_classes)
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     x = inputs
     for i, f in enumerate(filters):
         x = layers.Conv2D(
             f, 3, strides=1 if i == 0 else 2, padding="same", use_bias=False,
             kernel_initializer="he_normal",
-            kernel_regularizer=_regularizer(weight_decay), name=f"conv{i + 1}",
+            kernel_regularizer=weight_decay_regularizer(weight_decay),
+            name=f"conv{i + 1}",
         )(x)
         x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5,
                                       name=f"bn{i + 1}")(x)
@@ -66,6 +67,7 @@ def small_cnn(
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = layers.Dense(
         num_classes, kernel_initializer="he_normal",
-        kernel_regularizer=_regularizer(weight_decay), name="logits",
+        kernel_regularizer=weight_decay_regularizer(weight_decay),
+        name="logits",
     )(x)
     return keras.Model(inputs, outputs, name=name)

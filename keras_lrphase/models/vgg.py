@@ -3,8 +3,8 @@
 import keras
 from keras import layers
 
-from keras_lrphase.models.resnet import _check_classes
-from keras_lrphase.models.resnet import _regularizer
+from keras_lrphase.models.arguments import check_classes
+from keras_lrphase.models.arguments import weight_decay_regularizer
 
 
 def small_vgg(
@@ -76,8 +76,8 @@ def small_vgg(
             "Argument `dense` must be a sequence of positive ints. "
             f"Received: dense={dense}"
         )
-    num_classes = _check_classes(num_classes)
-    regularizer = _regularizer(weight_decay)
+    num_classes = check_classes(num_classes)
+    regularizer = weight_decay_regularizer(weight_decay)
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     x, count = inputs, 0
     for b, block in enumerate(blocks):

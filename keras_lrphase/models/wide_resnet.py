@@ -7,8 +7,8 @@ WRN-16-8 with dropout 0.5 on SVHN (Table 4).
 import keras
 from keras import layers
 
-from keras_lrphase.models.resnet import _check_classes
-from keras_lrphase.models.resnet import _regularizer
+from keras_lrphase.models.arguments import check_classes
+from keras_lrphase.models.arguments import weight_decay_regularizer
 
 
 def _bn(name):
@@ -19,7 +19,8 @@ def _conv(filters, kernel, strides, weight_decay, name):
     return layers.Conv2D(
         filters, kernel, strides=strides, padding="same", use_bias=False,
         kernel_initializer="he_normal",
-        kernel_regularizer=_regularizer(weight_decay), name=name,
+        kernel_regularizer=weight_decay_regularizer(weight_decay),
+        name=name,
     )
 
 
@@ -92,7 +93,7 @@ def wide_resnet(
         raise ValueError(
             f"Argument `dropout` must be in [0, 1). Received: dropout={dropout}"
         )
-    num_classes = _check_classes(num_classes)
+    num_classes = check_classes(num_classes)
     blocks = (depth - 4) // 6
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     x = _conv(16, 3, 1, weight_decay, "stem_conv")(inputs)
@@ -108,6 +109,7 @@ def wide_resnet(
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = layers.Dense(
         num_classes, kernel_initializer="he_normal",
-        kernel_regularizer=_regularizer(weight_decay), name="logits",
+        kernel_regularizer=weight_decay_regularizer(weight_decay),
+        name="logits",
     )(x)
     return keras.Model(inputs, outputs, name=name or f"wrn-{depth}-{width}")

@@ -167,7 +167,7 @@ class LARS(keras.optimizers.Optimizer):
         index = self._get_variable_index(variable)
         dtype = variable.dtype
         lr = ops.cast(learning_rate, dtype)
-        gradient = ops.cast(_dense(gradient, variable), dtype)
+        gradient = ops.cast(dense_gradient(gradient, variable), dtype)
         weight_decay = self.weight_decay if self._decays[index] else 0.0
 
         step = gradient
@@ -247,7 +247,7 @@ def check_trust_arguments(trust_coefficient, epsilon):
     )
 
 
-def _dense(gradient, variable):
+def dense_gradient(gradient, variable):
     """A sparse (`tf.IndexedSlices`) gradient as a dense tensor.
 
     Norms need the dense gradient: rows gathered more than once appear

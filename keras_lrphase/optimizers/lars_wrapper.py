@@ -7,8 +7,8 @@ from keras_lrphase._validation import check_bool
 from keras_lrphase._validation import fail
 from keras_lrphase.backend import keras_compat
 from keras_lrphase.optimizers import _exclusions
-from keras_lrphase.optimizers._inner_optimizer import InnerOptimizerDelegation
-from keras_lrphase.optimizers.lars import _dense
+from keras_lrphase.optimizers.inner_optimizer import InnerOptimizerDelegation
+from keras_lrphase.optimizers.lars import dense_gradient
 from keras_lrphase.optimizers.lars import check_trust_arguments
 
 
@@ -170,7 +170,7 @@ class LARSWrapper(InnerOptimizerDelegation, keras.optimizers.Optimizer):
         if not self._adapts[index]:
             return gradient
         dtype = variable.dtype
-        gradient = ops.cast(_dense(gradient, variable), dtype)
+        gradient = ops.cast(dense_gradient(gradient, variable), dtype)
         w_norm = ops.sqrt(ops.sum(ops.square(variable)))
         g_norm = ops.sqrt(ops.sum(ops.square(gradient)))
         ratio = ops.divide(

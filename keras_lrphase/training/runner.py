@@ -48,7 +48,7 @@ import time
 import keras
 import numpy as np
 
-from keras_lrphase.callbacks.backup_and_restore import BackupAndRestore
+from keras_lrphase.callbacks.backup_and_restore import AtomicBackupAndRestore
 from keras_lrphase.callbacks.stage_checkpoint import StageCheckpoint
 from keras_lrphase.callbacks.weight_snapshots import WeightSnapshots
 from keras_lrphase.data import ImageNetData
@@ -317,7 +317,8 @@ def run_training(config, out_dir, verbose=1, log=print, data=None,
                       teacher_info)
         # After the recorder: a checkpoint at an epoch end is written once
         # that epoch's history row is.
-        callbacks.append(BackupAndRestore(backup_dir, delete_checkpoint=False))
+        callbacks.append(AtomicBackupAndRestore(backup_dir,
+                                               delete_checkpoint=False))
     if progress is not None:
         callbacks.append(ProgressLine(progress, every=progress_every))
         verbose = 0
