@@ -57,16 +57,20 @@ def export_results(out, dest, command, gpu_log=None):
     written = []
     runs = []
     for root, _, files in sorted(os.walk(out)):
-        if not all(name in files for name in RUN_FILES):
+        # An unfinished run (stopped by the time limit) keeps its epochs'
+        # rows: its history.csv is copied without a summary.json.
+        if RUN_FILES[0] not in files:
             continue
         relative = os.path.relpath(root, out)
         os.makedirs(os.path.join(dest, relative), exist_ok=True)
         for name in RUN_FILES:
-            shutil.copyfile(os.path.join(root, name),
-                            os.path.join(dest, relative, name))
-            written.append(os.path.join(relative, name))
-        with open(os.path.join(root, "summary.json")) as f:
-            runs.append((relative, json.load(f)))
+            if name in files:
+                shutil.copyfile(os.path.join(root, name),
+                                os.path.join(dest, relative, name))
+                written.append(os.path.join(relative, name))
+        if RUN_FILES[1] in files:
+            with open(os.path.join(root, RUN_FILES[1])) as f:
+                runs.append((relative, json.load(f)))
     for name in COMPARE_FILES:
         if os.path.exists(os.path.join(out, name)):
             shutil.copyfile(os.path.join(out, name), os.path.join(dest, name))
