@@ -91,3 +91,34 @@ def hessian_vector_product(loss_fn, mode):
     else:
         raise ValueError(f"Unknown Hessian-vector product mode: {mode!r}")
     return compile(hvp)
+
+
+def gauss_newton_vector_product(prediction_fn, output_loss):
+    """Returns `ggnvp(params, vector, data)` computing G(params) @ vector.
+
+    G = J^T H_L J, with J the Jacobian of `prediction_fn(params, data)` in
+    `params` and H_L the Hessian of `output_loss(predictions, data)` in the
+    predictions: the tangent `vector` is pushed forward through the model
+    (`ForwardAccumulator`), through the loss's gradient in its predictions,
+    and pulled back through the model (`GradientTape`).
+    """
+
+    def ggnvp(params, vector, data):
+        with tf.GradientTape() as tape:
+            tape.watch(params)
+            with tf.autodiff.ForwardAccumulator(params, vector) as acc:
+                predictions = prediction_fn(params, data)
+            tangents = acc.jvp(predictions, unconnected_gradients="zero")
+        fixed = tf.nest.map_structure(tf.stop_gradient, predictions)
+        with tf.autodiff.ForwardAccumulator(fixed, tangents) as acc:
+            with tf.GradientTape() as inner:
+                inner.watch(fixed)
+                loss = output_loss(fixed, data)
+            grads = inner.gradient(loss, fixed)
+        curvature = acc.jvp(grads, unconnected_gradients="zero")
+        return tape.gradient(
+            predictions, params, output_gradients=curvature,
+            unconnected_gradients="zero",
+        )
+
+    return compile(ggnvp)
