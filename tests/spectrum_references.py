@@ -41,13 +41,14 @@ def cnn(seed=0, filters=3):
 
 
 MODELS = {"mlp": mlp, "cnn": cnn}
+BUILDERS = dict(MODELS, cnn_wide=lambda seed=0: cnn(seed, filters=8))
 
 
 def arrays(name, seed=0):
     """Inputs, labels, and weights with BatchNorm statistics set away from
     their initial values (so inference mode is not the identity)."""
     rng = np.random.default_rng(seed)
-    model = MODELS[name]()
+    model = BUILDERS[name]()
     shape = (D,) if name == "mlp" else IMAGE
     x = rng.normal(size=(N, *shape)).astype("float32")
     labels = rng.integers(0, C, size=N)
@@ -67,7 +68,7 @@ def arrays(name, seed=0):
 
 
 def build(name, weights):
-    model = MODELS[name]()
+    model = BUILDERS[name]()
     model.set_weights(weights)
     return model
 

@@ -11,6 +11,8 @@ single-device one.
 
 import tensorflow as tf
 
+from keras_lrphase.backend import keras_compat
+
 
 def compile(fn, jit_compile=False):
     """Compiles `fn` once per input signature (shapes may vary).
@@ -19,10 +21,20 @@ def compile(fn, jit_compile=False):
     `fit`/`predict` of models that support it. AutoGraph is off: the
     functions are written with `keras.ops` and traced as they are (as on
     JAX), and AutoGraph's cache of converted functions, keyed by code
-    object, could hand one closure's conversion to another.
+    object, could hand one closure's conversion to another. BatchNorm's
+    batch statistics are traced with exact second derivatives
+    (`keras_compat.exact_batch_moments`).
     """
-    return tf.function(fn, reduce_retracing=True, jit_compile=jit_compile,
-                       autograph=False)
+    function = tf.function(fn, reduce_retracing=True, jit_compile=jit_compile,
+                           autograph=False)
+
+    def run(*args):
+        # Traced (on first call, and per new input signature) with batch
+        # statistics that have exact second derivatives.
+        with keras_compat.exact_batch_moments():
+            return function(*args)
+
+    return run
 
 
 def whole_batch_loss(loss_fn):
