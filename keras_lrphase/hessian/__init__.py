@@ -14,3 +14,4 @@ from keras_lrphase.hessian.spectrum import hessian_density
 from keras_lrphase.hessian.spectrum import hessian_spectrum
 from keras_lrphase.hessian.spectrum import hessian_trace
 from keras_lrphase.hessian.spectrum import top_hessian_eigenvalues
+from keras_lrphase.hessian.spectrum_records import load_spectrum_records
