@@ -98,14 +98,16 @@ def plot_hessian_density(densities, path=None, *, eigenvalues=None,
     if log and peak > 0:
         axes.set_yscale("log")
         axes.set_ylim(peak * 1e-7, peak * 3)
-    for label, values in (eigenvalues or {}).items():
-        axes.plot(np.asarray(values, float), np.zeros(len(values)) + 0.0,
-                  "|", markersize=14, markeredgewidth=1.5,
+    for index, (label, values) in enumerate((eigenvalues or {}).items()):
+        # Ticks just above the axis, labelled once in the legend.
+        axes.plot(np.asarray(values, float), np.full(len(values), 0.04),
+                  "|", markersize=16, markeredgewidth=2,
                   color=colours.get(label, "k"),
-                  transform=axes.get_xaxis_transform())
+                  transform=axes.get_xaxis_transform(),
+                  label="top eigenvalues (Lanczos)" if index == 0 else None)
     axes.set_xlabel("eigenvalue")
     axes.set_ylabel("density (log scale)" if log else "density")
-    if any(label is not None for label in densities):
+    if eigenvalues or any(label is not None for label in densities):
         axes.legend(fontsize=8)
     if title:
         axes.set_title(title)
