@@ -66,6 +66,8 @@ _PUBLIC = {
     "HessianEigenvalueEstimator": "keras_lrphase.hessian.estimator",
     "HessianEigenvalueResult": "keras_lrphase.hessian.estimator",
     "HessianMonitor": "keras_lrphase.callbacks.hessian_monitor",
+    "HessianOperator": "keras_lrphase.hessian.operator",
+    "HessianSpectrumMonitor": "keras_lrphase.callbacks.hessian_spectrum_monitor",
     "LARS": "keras_lrphase.optimizers.lars",
     "JaxProcessReducer": "keras_lrphase.distributed.jax_process",
     "TfDistributeReducer": "keras_lrphase.distributed.tf_distribute",
@@ -78,7 +80,11 @@ _PUBLIC = {
     "StageCheckpoint": "keras_lrphase.callbacks.stage_checkpoint",
     "TwoPhaseController": "keras_lrphase.controllers.two_phase_controller",
     "TwoPhaseLR": "keras_lrphase.callbacks.two_phase_lr",
+    "hessian_density": "keras_lrphase.hessian.spectrum",
+    "hessian_spectrum": "keras_lrphase.hessian.spectrum",
+    "hessian_trace": "keras_lrphase.hessian.spectrum",
     "top_hessian_eigenvalue": "keras_lrphase.hessian.estimator",
+    "top_hessian_eigenvalues": "keras_lrphase.hessian.spectrum",
 }
 
 # Old names, served (with a FutureWarning) but not exported by `*`.

@@ -5,6 +5,8 @@
     keras-lrphase analyze margins small.keras large.keras --dataset digits
     keras-lrphase analyze transfer stage1.keras stage2.keras stage3.keras \\
         --dataset digits --classes 5,6,7,8,9 --mode fix
+    keras-lrphase analyze spectrum small.keras large.keras --dataset digits \\
+        --layers all,each --k 5
 
 Each writes a JSON of its numbers and PNG plots to `--out` (see
 `keras_lrphase.analysis.analyze_actions`). The data options are those of
@@ -22,7 +24,8 @@ import re
 
 # The models each analysis takes: (fewest, most); None: no limit.
 MODEL_COUNTS = {"connect": (2, 2), "plane": (3, 3), "margins": (1, None),
-                "transfer": (1, None)}
+                "transfer": (1, None), "spectrum": (1, None)}
+CURVATURES = ("hessian", "gauss_newton")
 CURVES = ("bezier", "polychain")
 SPLITS = ("train", "test")
 TRANSFER_MODES = ("fix", "finetune")
@@ -34,6 +37,9 @@ _ARGUMENT_FLAGS = {
     "classes": "--classes", "dataset": "--dataset", "data_dir": "--data-dir",
     "train_size": "--samples", "test_size": "--samples",
     "learning_rate": "--lr", "l2": "--l2", "epochs": "--epochs",
+    "k": "--k", "trace_probes": "--trace-probes",
+    "density_steps": "--density-steps", "density_probes": "--density-probes",
+    "max_iterations": "--max-iterations", "tolerance": "--tolerance",
 }
 
 
@@ -71,7 +77,7 @@ def _add_common(parser, models_help):
 
 
 def add_analyze_parser(subparsers):
-    """Adds `analyze` and its four analyses to `keras-lrphase`'s subparsers.
+    """Adds `analyze` and its five analyses to `keras-lrphase`'s subparsers.
 
     Args:
         subparsers: The `add_subparsers()` object of the main parser.
@@ -82,7 +88,7 @@ def add_analyze_parser(subparsers):
     """
     analyze = subparsers.add_parser(
         "analyze", help="analyse saved .keras models: mode connectivity, "
-                        "loss plane, margins, transfer",
+                        "loss plane, margins, transfer, Hessian spectrum",
         description="Analyse saved .keras models; writes a JSON of the "
                     "numbers and PNG plots to --out. Inputs are normalised "
                     "as train normalises them (per-channel statistics of "
@@ -168,8 +174,46 @@ def add_analyze_parser(subparsers):
                           help="finetune: SGD learning rate")
     transfer.add_argument("--momentum", type=float, default=0.9,
                           help="finetune: SGD momentum")
+
+    spectrum = actions.add_parser(
+        "spectrum", formatter_class=defaults,
+        help="Hessian spectrum: top eigenvalues, trace, density, per layer",
+        description="Computes the loss Hessian's top eigenvalues (Lanczos), "
+                    "trace (Hutch++) and spectral density (stochastic "
+                    "Lanczos quadrature) of each model on a data split "
+                    "(hessian_spectrum), for every weight or per layer; "
+                    "writes spectrum.json, spectrum_density.png and, with "
+                    "more than one layer, spectrum_layers.png.")
+    _add_common(spectrum, "one or more .keras classifiers")
+    spectrum.add_argument(
+        "--layers", default="all",
+        help="comma-separated: 'all' (every weight), layer names, or 'each' "
+             "(every layer with trainable weights, one by one)")
+    spectrum.add_argument("--k", type=int, default=5,
+                          help="top eigenvalues (0: none)")
+    spectrum.add_argument("--trace-probes", type=int, default=30,
+                          help="Hutch++ products of the trace (0: none, "
+                               "else >= 6)")
+    spectrum.add_argument("--density-steps", type=int, default=80,
+                          help="Lanczos steps of the density (0: none)")
+    spectrum.add_argument("--density-probes", type=int, default=1,
+                          help="random probes of the density")
+    spectrum.add_argument("--curvature", choices=CURVATURES,
+                          default="hessian",
+                          help="the Hessian, or the (positive semi-definite) "
+                               "Gauss-Newton matrix")
+    spectrum.add_argument("--training", action="store_true",
+                          help="BatchNorm on batch statistics and Dropout on "
+                               "(default: inference mode)")
+    spectrum.add_argument("--split", choices=SPLITS, default="train",
+                          help="data split the loss is taken over")
+    spectrum.add_argument("--tolerance", type=float, default=1e-3,
+                          help="relative residual of the eigenvalues")
+    spectrum.add_argument("--max-iterations", type=int, default=100,
+                          help="most products of the eigenvalues")
     for name, action in (("connect", connect), ("plane", plane),
-                         ("margins", margins), ("transfer", transfer)):
+                         ("margins", margins), ("transfer", transfer),
+                         ("spectrum", spectrum)):
         action.set_defaults(analysis_parser=action)
     return analyze
 
@@ -210,6 +254,11 @@ def _problem(args):
         checks.append(("--grid", args.grid, 2))
     elif args.analysis == "margins":
         checks.append(("--bins", args.bins, 1))
+    elif args.analysis == "spectrum":
+        checks += [("--k", args.k, 0), ("--trace-probes", args.trace_probes, 0),
+                   ("--density-steps", args.density_steps, 0),
+                   ("--density-probes", args.density_probes, 1),
+                   ("--max-iterations", args.max_iterations, 1)]
     else:
         checks.append(("--epochs", args.epochs, 1))
     for flag, value, minimum in checks:
@@ -222,6 +271,22 @@ def _problem(args):
                                          and args.margin >= 0):
         return ("Argument --margin must be a finite number >= 0. "
                 f"Received: --margin={args.margin}")
+    if args.analysis == "spectrum":
+        if 0 < args.trace_probes < 6:
+            return ("Argument --trace-probes must be 0 or an integer >= 6. "
+                    f"Received: --trace-probes={args.trace_probes}")
+        if not (math.isfinite(args.tolerance) and args.tolerance > 0):
+            return ("Argument --tolerance must be a finite number > 0. "
+                    f"Received: --tolerance={args.tolerance}")
+        names = [n.strip() for n in args.layers.split(",")]
+        if not all(names) or len(set(names)) != len(names):
+            return ("Argument --layers must be distinct comma-separated "
+                    "layer names, 'all' or 'each'. Received: "
+                    f"--layers={args.layers!r}")
+        if not (args.k or args.trace_probes or args.density_steps):
+            return ("Argument --k, --trace-probes or --density-steps must be "
+                    "> 0 (nothing to compute). Received: --k=0, "
+                    "--trace-probes=0, --density-steps=0")
     if args.analysis == "transfer":
         for flag, value in (("--l2", args.l2), ("--lr", args.lr)):
             if not (math.isfinite(value) and value > 0):

@@ -24,6 +24,10 @@ Learning Heuristics"), after Raghu et al. (2017):
   transfer to another task, by a linear probe on their penultimate
   features (`fit_linear_probe`) or by fine-tuning (the Learning Stages
   paper's Section 5 and Table 2), as a `TransferTable`;
+* `plot_hessian_density`, `plot_eigenvalue_trajectories`,
+  `plot_layer_eigenvalues`: the Hessian spectrum (`keras_lrphase.hessian`,
+  `HessianSpectrumMonitor`): densities, top eigenvalues against the epoch
+  per layer, the largest eigenvalue of each layer;
 * `plot_connection`, `plot_margins`, `plot_transfer`: the figures of
   `keras-lrphase analyze`.
 """
@@ -62,3 +66,6 @@ __all__ = ["ConnectingCurve", "LinearProbe", "LossPlane", "TransferRow",
            "plot_loss_plane", "plot_margins", "plot_parameter_change",
            "plot_transfer", "quartile_statistics", "recalibrate_batch_norm",
            "svcca", "transfer_probe"]
+from keras_lrphase.analysis.spectrum_plot import plot_eigenvalue_trajectories
+from keras_lrphase.analysis.spectrum_plot import plot_hessian_density
+from keras_lrphase.analysis.spectrum_plot import plot_layer_eigenvalues

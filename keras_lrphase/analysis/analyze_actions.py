@@ -14,7 +14,13 @@ does the rest. Each analysis writes to `--out`:
   percentiles and the fraction of negative margins) and `margins.png`
   (`plot_margins`);
 * `transfer`: `transfer.json` (`TransferTable.to_dict`), `transfer.md` and
-  `transfer.png` (`plot_transfer`).
+  `transfer.png` (`plot_transfer`);
+* `spectrum`: `spectrum.json` (per model, a spectrum record as
+  `HessianSpectrumMonitor` writes one: per measured layer the top
+  eigenvalues with their residuals, the trace with its standard error, the
+  density with its quadrature nodes and weights), `spectrum_density.png`
+  (`plot_hessian_density`) and, with more than one layer,
+  `spectrum_layers.png` (`plot_layer_eigenvalues`).
 
 Every JSON also records the models, the data (dataset, classes, examples
 per split, normalisation) and the settings. The data are those of `train`:
@@ -45,6 +51,8 @@ from keras_lrphase.analysis.margins import normalized_margins
 from keras_lrphase.analysis.margins import quartile_statistics
 from keras_lrphase.analysis.mode_connectivity import fit_curve
 from keras_lrphase.analysis.mode_connectivity import linear_path
+from keras_lrphase.analysis.spectrum_plot import plot_hessian_density
+from keras_lrphase.analysis.spectrum_plot import plot_layer_eigenvalues
 from keras_lrphase.analysis.transfer_plot import plot_transfer
 from keras_lrphase.analysis.transfer_probe import transfer_probe
 from keras_lrphase.backend import keras_compat
@@ -325,8 +333,120 @@ def transfer(args, out, paths, names, models):
     return ["transfer.json", "transfer.md", "transfer.png"], lines
 
 
+def spectrum_layers(model, names, path):
+    """The layer names `--layers` lists for `model` ("each" expanded)."""
+    layers = []
+    for name in names:
+        if name == "each":
+            layers += [layer.name for layer in model.layers
+                       if layer.trainable_weights]
+        elif name == "all":
+            layers.append("all")
+        else:
+            known = [layer.name for layer in model.layers]
+            if name not in known:
+                raise ValueError(
+                    f"Argument --layers must name layers of every model; "
+                    f"{path!r} has {known}. Received: --layers={name!r}")
+            if not model.get_layer(name).trainable_weights:
+                raise ValueError(
+                    f"Argument --layers must name layers with trainable "
+                    f"weights; {name!r} of {path!r} has none. Received: "
+                    f"--layers={name!r}")
+            layers.append(name)
+    return list(dict.fromkeys(layers))
+
+
+def spectrum(args, out, paths, names, models):
+    from keras_lrphase.hessian.operator import HessianOperator
+    from keras_lrphase.hessian.spectrum import hessian_spectrum
+    from keras_lrphase.hessian.spectrum_records import spectrum_record
+
+    requested = [n.strip() for n in args.layers.split(",")]
+    layers = {name: spectrum_layers(model, requested, path)
+              for name, model, path in zip(names, models, paths)}
+    train, test, info = load_data(args)
+    check_fits(models, paths, info)
+    x, y = train if args.split == "train" else test
+    records, lines = {}, []
+    for index, (name, model) in enumerate(zip(names, models)):
+        loss = classifier_loss(model)
+        results, started = {}, time.perf_counter()
+        for position, layer in enumerate(layers[name]):
+            operator = HessianOperator(
+                model, (x, y), layer=layer, loss=loss,
+                curvature=args.curvature, training=args.training,
+                batch_size=args.batch_size)
+            # A layer smaller than the request is measured whole: its
+            # `size` eigenvalues, `size` Lanczos steps (exact quadrature).
+            results[layer] = hessian_spectrum(
+                operator, k=min(args.k, operator.size),
+                trace_probes=args.trace_probes,
+                density_steps=min(args.density_steps, operator.size),
+                density_probes=args.density_probes,
+                max_iterations=args.max_iterations,
+                tolerance=args.tolerance,
+                seed=args.seed + 1009 * index + position)
+        records[name] = spectrum_record(
+            results, seconds=time.perf_counter() - started)
+        for layer, result in results.items():
+            parts = [f"{name} [{layer}]"]
+            if result.eigenvalues is not None:
+                values = ", ".join(f"{v:.4g}" for v in
+                                   result.eigenvalues.values)
+                parts.append(f"top eigenvalues {values}")
+            if result.trace is not None:
+                parts.append(f"trace {result.trace.value:.4g} +- "
+                             f"{result.trace.standard_error:.2g}")
+            lines.append("; ".join(parts))
+    write_json(os.path.join(out, "spectrum.json"), {
+        "analysis": "spectrum", "models": dict(zip(names, paths)),
+        "data": info,
+        "settings": {"split": args.split, "layers": args.layers,
+                     "k": args.k, "trace_probes": args.trace_probes,
+                     "density_steps": args.density_steps,
+                     "density_probes": args.density_probes,
+                     "curvature": args.curvature, "training": args.training,
+                     "tolerance": args.tolerance,
+                     "max_iterations": args.max_iterations,
+                     "batch_size": args.batch_size, "seed": args.seed},
+        "spectrum": records})
+    files = ["spectrum.json"]
+    what = "Gauss-Newton" if args.curvature == "gauss_newton" else "Hessian"
+    where = f"{args.split} split of {info['dataset']} ({len(y)} samples)"
+    # The density of every weight ("all") of each model, else of the first
+    # layer measured; the largest eigenvalue of each single layer.
+    densities, tops, per_layer = {}, {}, {}
+    for name, record in records.items():
+        entries = record["layers"]
+        layer = "all" if "all" in entries else next(iter(entries))
+        entry = entries[layer]
+        label = name if layer == "all" else f"{name} [{layer}]"
+        if "density" in entry:
+            densities[label] = entry["density"]
+            if "eigenvalues" in entry:
+                tops[label] = entry["eigenvalues"]
+        per_layer[name] = {layer: entry["eigenvalues"][0]
+                           for layer, entry in entries.items()
+                           if layer != "all" and "eigenvalues" in entry}
+    if densities:
+        plot_hessian_density(
+            densities, os.path.join(out, "spectrum_density.png"),
+            eigenvalues=tops, title=f"{what} spectral density, {where}")
+        files.append("spectrum_density.png")
+    if any(len(values) > 1 for values in per_layer.values()):
+        positive = all(v > 0 for values in per_layer.values()
+                       for v in values.values())
+        plot_layer_eigenvalues(
+            per_layer, os.path.join(out, "spectrum_layers.png"),
+            log=positive,
+            title=f"Largest {what} eigenvalue of each layer, {where}")
+        files.append("spectrum_layers.png")
+    return files, lines
+
+
 ACTIONS = {"connect": connect, "plane": plane, "margins": margins,
-           "transfer": transfer}
+           "transfer": transfer, "spectrum": spectrum}
 
 
 def run(args, out):

@@ -2,13 +2,16 @@
 
 Everything else in the package is written with `keras.ops` and NumPy; only
 gradients and Hessian-vector products need the backend's own autodiff. Each
-backend module exposes the same three functions:
+backend module exposes the same four functions:
 
 * `compile(fn, jit_compile=False)`: compile a pure function (`tf.function`,
   with XLA when asked / `jax.jit` / eager torch with autograd off).
 * `gradient(loss_fn)`: `(params, data) -> list of gradients`.
 * `hessian_vector_product(loss_fn, mode)`: `(params, vector, data) -> H v`,
   for `mode` in `"forward_over_back"` and `"reverse_over_reverse"`.
+* `gauss_newton_vector_product(prediction_fn, output_loss)`:
+  `(params, vector, data) -> G v` with G = J^T H_L J, the Gauss-Newton
+  matrix of `output_loss(prediction_fn(params, data), data)`.
 
 `loss_fn(params, data)` is a pure function of a list of tensors `params` and
 an arbitrary nest `data`, returning a scalar.

@@ -40,3 +40,23 @@ def hessian_vector_product(loss_fn, mode):
     else:
         raise ValueError(f"Unknown Hessian-vector product mode: {mode!r}")
     return compile(hvp)
+
+
+def gauss_newton_vector_product(prediction_fn, output_loss):
+    """Returns `ggnvp(params, vector, data)` computing G(params) @ vector.
+
+    G = J^T H_L J: `jax.jvp` through the model, `jax.jvp` of the loss's
+    gradient in its predictions, `jax.vjp` back through the model.
+    """
+
+    def ggnvp(params, vector, data):
+        def predict(p):
+            return prediction_fn(p, data)
+
+        predictions, tangents = jax.jvp(predict, (params,), (vector,))
+        grad = jax.grad(lambda outputs: output_loss(outputs, data))
+        curvature = jax.jvp(grad, (predictions,), (tangents,))[1]
+        _, pullback = jax.vjp(predict, params)
+        return pullback(curvature)[0]
+
+    return compile(ggnvp)

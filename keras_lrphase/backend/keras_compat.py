@@ -42,6 +42,10 @@ Keras changes one of these, this is the one module to update.
   `LARSWrapper`), the call of a Functional graph that produced a tensor,
   and a new trace of the train step without clearing JAX's caches
   (`FreezeLayers`).
+* `exact_batch_moments`: on TensorFlow, BatchNormalization's batch
+  statistics with exact second derivatives while the package's products
+  are traced (Keras' TensorFlow `moments` is `tf.nn.moments`, which stops
+  the gradient of the mean inside the variance).
 * `shuffle_random_state`, `set_shuffle_random_state`: the global random
   generators Keras' data adapters draw each epoch's shuffle order from
   (see `shuffle_random_state`), so that `BackupAndRestore` resumes the
@@ -54,6 +58,7 @@ Keras changes one of these, this is the one module to update.
 """
 
 import base64
+import contextlib
 import functools
 import json
 import random
@@ -385,6 +390,43 @@ def distiller_teacher_features(distiller, x):
     `training=False`).
     """
     return distiller._extract_all_teacher_features(x)
+
+
+@contextlib.contextmanager
+def exact_batch_moments():
+    """Batch statistics that are exact to second order, on TensorFlow.
+
+    Keras' TensorFlow `moments` (BatchNormalization in training mode) is
+    `tf.nn.moments`, whose variance is mean((x - stop_gradient(mean))^2):
+    the same values and exact gradients (the mean's term vanishes there),
+    but second derivatives that miss the mean's dependence on the inputs.
+    Inside this context Keras' `_compute_moments` is the same computation
+    without the `stop_gradient`, so a Hessian through batch statistics is
+    exact; functions traced inside keep it. Other backends compute the
+    variance without stopping gradients and are left alone.
+    """
+    if keras.backend.backend() != "tensorflow":
+        yield
+        return
+    import tensorflow as tf
+    from keras.src.backend.tensorflow import nn
+
+    original = nn._compute_moments
+
+    def compute_moments(x, axes, keepdims):
+        mean = tf.reduce_mean(x, axes, keepdims=True)
+        variance = tf.reduce_mean(tf.math.squared_difference(x, mean), axes,
+                                  keepdims=True)
+        if not keepdims:
+            mean = tf.squeeze(mean, axes)
+            variance = tf.squeeze(variance, axes)
+        return mean, variance
+
+    nn._compute_moments = compute_moments
+    try:
+        yield
+    finally:
+        nn._compute_moments = original
 
 
 def shuffle_random_state():

@@ -11,6 +11,8 @@ single-device one.
 
 import tensorflow as tf
 
+from keras_lrphase.backend import keras_compat
+
 
 def compile(fn, jit_compile=False):
     """Compiles `fn` once per input signature (shapes may vary).
@@ -19,10 +21,20 @@ def compile(fn, jit_compile=False):
     `fit`/`predict` of models that support it. AutoGraph is off: the
     functions are written with `keras.ops` and traced as they are (as on
     JAX), and AutoGraph's cache of converted functions, keyed by code
-    object, could hand one closure's conversion to another.
+    object, could hand one closure's conversion to another. BatchNorm's
+    batch statistics are traced with exact second derivatives
+    (`keras_compat.exact_batch_moments`).
     """
-    return tf.function(fn, reduce_retracing=True, jit_compile=jit_compile,
-                       autograph=False)
+    function = tf.function(fn, reduce_retracing=True, jit_compile=jit_compile,
+                           autograph=False)
+
+    def run(*args):
+        # Traced (on first call, and per new input signature) with batch
+        # statistics that have exact second derivatives.
+        with keras_compat.exact_batch_moments():
+            return function(*args)
+
+    return run
 
 
 def whole_batch_loss(loss_fn):
@@ -91,3 +103,34 @@ def hessian_vector_product(loss_fn, mode):
     else:
         raise ValueError(f"Unknown Hessian-vector product mode: {mode!r}")
     return compile(hvp)
+
+
+def gauss_newton_vector_product(prediction_fn, output_loss):
+    """Returns `ggnvp(params, vector, data)` computing G(params) @ vector.
+
+    G = J^T H_L J, with J the Jacobian of `prediction_fn(params, data)` in
+    `params` and H_L the Hessian of `output_loss(predictions, data)` in the
+    predictions: the tangent `vector` is pushed forward through the model
+    (`ForwardAccumulator`), through the loss's gradient in its predictions,
+    and pulled back through the model (`GradientTape`).
+    """
+
+    def ggnvp(params, vector, data):
+        with tf.GradientTape() as tape:
+            tape.watch(params)
+            with tf.autodiff.ForwardAccumulator(params, vector) as acc:
+                predictions = prediction_fn(params, data)
+            tangents = acc.jvp(predictions, unconnected_gradients="zero")
+        fixed = tf.nest.map_structure(tf.stop_gradient, predictions)
+        with tf.autodiff.ForwardAccumulator(fixed, tangents) as acc:
+            with tf.GradientTape() as inner:
+                inner.watch(fixed)
+                loss = output_loss(fixed, data)
+            grads = inner.gradient(loss, fixed)
+        curvature = acc.jvp(grads, unconnected_gradients="zero")
+        return tape.gradient(
+            predictions, params, output_gradients=curvature,
+            unconnected_gradients="zero",
+        )
+
+    return compile(ggnvp)

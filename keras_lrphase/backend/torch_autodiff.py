@@ -100,6 +100,34 @@ def hessian_vector_product(loss_fn, mode):
     return hvp
 
 
+def gauss_newton_vector_product(prediction_fn, output_loss):
+    """Returns `ggnvp(params, vector, data)` computing G(params) @ vector.
+
+    G = J^T H_L J: `torch.func.jvp` through the model, `torch.func.jvp` of
+    the loss's gradient in its predictions, `torch.func.vjp` back through
+    the model.
+    """
+
+    def ggnvp(params, vector, data):
+        data = _detached(data)
+        params, vector = list(_detached(params)), list(_detached(vector))
+
+        def predict(p):
+            return prediction_fn(p, data)
+
+        with torch.no_grad():
+            predictions, tangents = torch.func.jvp(
+                predict, (params,), (vector,)
+            )
+            grad = torch.func.grad(lambda outputs: output_loss(outputs, data))
+            _, curvature = torch.func.jvp(grad, (predictions,), (tangents,))
+            _, pullback = torch.func.vjp(predict, params)
+            (product,) = pullback(curvature)
+        return list(_detached(product))
+
+    return ggnvp
+
+
 def _detached(nest):
     """`nest` with every tensor detached from autograd."""
     return keras.tree.map_structure(

@@ -7,6 +7,7 @@ from keras_lrphase.callbacks.controller_callback import ControllerCallback
 from keras_lrphase.callbacks.freeze_layers import FreezeLayers
 from keras_lrphase.callbacks.gradual_warmup import GradualWarmup
 from keras_lrphase.callbacks.hessian_monitor import HessianMonitor
+from keras_lrphase.callbacks.hessian_spectrum_monitor import HessianSpectrumMonitor
 from keras_lrphase.callbacks.margin_monitor import MarginMonitor
 from keras_lrphase.callbacks.momentum_correction import MomentumCorrection
 from keras_lrphase.callbacks.parameter_change_monitor import ParameterChangeMonitor

@@ -27,6 +27,8 @@ equals the single-device one.
 
 import abc
 
+import numpy as np
+
 
 class MetricReducer(abc.ABC):
     """Base class: averages named scalars across the workers of a run.
@@ -80,6 +82,28 @@ class MetricReducer(abc.ABC):
         """
 
 
+    def reduce_mean_array(self, array):
+        """Returns the mean over workers of a float array (elementwise).
+
+        What a product summed over the workers' data sends (the Hessian
+        spectrum's operator, `keras_lrphase.hessian.HessianOperator`). This
+        default sends the entries through `reduce_mean` as one dict;
+        a reducer may override it with one collective on the array.
+
+        Args:
+            array: A NumPy array of floats, the same shape on every worker.
+
+        Returns:
+            A float64 array of that shape, identical on every worker.
+        """
+        array = np.asarray(array, dtype=np.float64)
+        flat = array.ravel()
+        means = self.reduce_mean({str(i): v for i, v in enumerate(flat)})
+        return np.fromiter(
+            (means[str(i)] for i in range(flat.size)), np.float64, flat.size
+        ).reshape(array.shape)
+
+
 class LocalReducer(MetricReducer):
     """The single-process reducer: returns the values unchanged (as floats).
 
@@ -92,6 +116,9 @@ class LocalReducer(MetricReducer):
 
     def reduce_mean(self, values):
         return {name: float(value) for name, value in values.items()}
+
+    def reduce_mean_array(self, array):
+        return np.array(array, dtype=np.float64)
 
 
 def numbers_of(values):

@@ -39,7 +39,10 @@ class RestrictedLoss:
         model: A built `keras.Model`, or a compiled Distiller whose
             student is built.
         layer: A layer, a layer name, `None` (the last layer of the model
-            with trainable weights) or `"all"` (every trainable weight).
+            with trainable weights), `"all"` (every trainable weight), or
+            a list of layers or names (the weights of all of them; the
+            products run from the input of the earliest one whose head
+            holds them all, else through the whole model).
         loss: A Keras loss object, name or callable `loss(y_true, y_pred)`;
             `None` uses the model's compiled loss.
         training: Bool. Whether BatchNormalization and Dropout run in
@@ -53,9 +56,16 @@ class RestrictedLoss:
                 f"Received: model={model!r}"
             )
         distiller, self.objective = None, None
+        layers = list(layer) if isinstance(layer, (list, tuple)) else None
+        if layers is not None and not layers:
+            raise ValueError(
+                "Argument `layer` must name at least one layer when it is a "
+                f"list. Received: layer={layer!r}"
+            )
         if keras_compat.is_distiller(model):
             distiller, model = model, model.student
-            student_layer(distiller, layer)
+            for one in layers or [layer]:
+                student_layer(distiller, one)
         if not model.built:
             raise ValueError(
                 f"Model {model.name!r} is not built: call it on a batch or "
@@ -68,17 +78,33 @@ class RestrictedLoss:
             )
         self.model = model
         self.training = bool(training)
+        if layers is None:
+            self.layers = None
+        else:
+            self.layers = _resolve_layers(model, layers)
+            layer = self.layers[0] if len(self.layers) == 1 else ALL_LAYERS
         if distiller is not None and loss is None:
             self.layer = _resolve_layer(model, layer)
-            self.objective = self.loss = StudentObjective(distiller, self.layer)
+            for one in self.layers or [self.layer]:
+                self.objective = self.loss = StudentObjective(distiller, one)
         else:
             self.loss = _resolve_loss(model, loss)
             self.layer = _resolve_layer(model, layer)
-        if self.layer is None:
-            self.targets = list(model.trainable_variables)
+        if self.layers is not None and len(self.layers) > 1:
+            wanted = {
+                id(v) for one in self.layers for v in one.trainable_variables
+            }
+            self.targets = [
+                v for v in model.trainable_variables if id(v) in wanted
+            ]
+            self.prefix, self.head, reason = self._split_several()
         else:
-            self.targets = list(self.layer.trainable_variables)
-        self.prefix, self.head, reason = self._split()
+            self.layers = None
+            if self.layer is None:
+                self.targets = list(model.trainable_variables)
+            else:
+                self.targets = list(self.layer.trainable_variables)
+            self.prefix, self.head, reason = self._split()
         self.restricted = self.head is not model
         if reason is not None:
             warnings.warn(
@@ -99,11 +125,35 @@ class RestrictedLoss:
 
     @property
     def layer_name(self):
+        if self.layers is not None:
+            return "+".join(one.name for one in self.layers)
         return ALL_LAYERS if self.layer is None else self.layer.name
 
-    def _split(self):
+    def _split_several(self):
+        """The split at the latest layer input whose head holds every target.
+
+        Returns (prefix or None, head model, None): the whole model when no
+        layer's input splits it so.
+        """
+        wanted = {id(v) for v in self.targets}
+        best = None
+        for layer in self.layers:
+            prefix, head, reason = self._split(layer)
+            if reason is not None or head is self.model:
+                continue
+            held = {id(v) for v in head.trainable_variables}
+            if wanted <= held and (
+                best is None or len(held) < len(best[1].trainable_variables)
+            ):
+                best = (prefix, head)
+        if best is None:
+            return None, self.model, None
+        return best[0], best[1], None
+
+    def _split(self, layer=None):
         """Returns (prefix or None, head model, reason for no split or None)."""
-        model, layer = self.model, self.layer
+        model = self.model
+        layer = self.layer if layer is None else layer
         if layer is None:
             return None, model, None
         graph = keras_compat.functional_graph(model)
@@ -172,6 +222,18 @@ class RestrictedLoss:
         where `inputs` are the head's inputs (the prefix features, or the
         model inputs when the products run through the whole model).
         """
+        return self.output_loss(self.prediction_fn(params, data), data)
+
+    def output_loss(self, predictions, data):
+        """The mean loss of `predictions` against the targets in `data`."""
+        loss = ops.convert_to_tensor(self.loss(data[1], predictions))
+        return ops.mean(_at_least_float32(loss))
+
+    def prediction_fn(self, params, data):
+        """The model's outputs with target weights `params` (see `loss_fn`).
+
+        Half-precision outputs (mixed precision) are cast to float32.
+        """
         inputs, y, others, non_trainable = data
         trainable = [None] * self._num_head_vars
         for position, value in zip(self._target_positions, params):
@@ -181,10 +243,13 @@ class RestrictedLoss:
         predictions, _ = self.head.stateless_call(
             trainable, non_trainable, inputs, **_training_kwargs(self.head, self.training)
         )
-        predictions = keras.tree.map_structure(
-            lambda t: ops.cast(t, "float32"), predictions
-        )
-        return ops.mean(ops.cast(self.loss(y, predictions), "float32"))
+        return keras.tree.map_structure(_at_least_float32, predictions)
+
+
+def _at_least_float32(tensor):
+    if keras.backend.standardize_dtype(tensor.dtype) in ("float16", "bfloat16"):
+        return ops.cast(tensor, "float32")
+    return tensor
 
 
 def _read(variable):
@@ -240,6 +305,22 @@ def _resolve_layer(model, layer):
             f"Received: layer={layer.name!r}"
         )
     return layer
+
+
+def _resolve_layers(model, layers):
+    """Each layer of a list (names or layers), once, in the list's order."""
+    resolved, seen = [], set()
+    for one in layers:
+        if one is None or (isinstance(one, str) and one == ALL_LAYERS):
+            raise ValueError(
+                "Argument `layer` must hold layers or layer names when it is "
+                f"a list (not None or 'all'). Received: layer={layers!r}"
+            )
+        layer = _resolve_layer(model, one)
+        if id(layer) not in seen:
+            seen.add(id(layer))
+            resolved.append(layer)
+    return resolved
 
 
 def _resolve_loss(model, loss):
