@@ -153,7 +153,7 @@ class ControllerCallback(ResumableCallback):
                 f"{type(model.optimizer).__name__}",
             )
         self._control = ControlledLearningRate.install(model.optimizer)
-        self._control.acquire(self, model, scales=True)
+        self._control.acquire(model)
 
     def on_train_begin(self, logs=None):
         check_fit_strategy(self.model, type(self).__name__)
@@ -233,7 +233,7 @@ class ControllerCallback(ResumableCallback):
     def on_train_end(self, logs=None):
         super().on_train_end(logs)
         if self._control is not None:
-            self._control.release(self, self.model)
+            self._control.release(self.model)
 
     # -- helpers -------------------------------------------------------------------
     def _monitored(self, epoch, logs):

@@ -21,6 +21,7 @@ import base64
 import hashlib
 import inspect
 import math
+import weakref
 
 import keras
 import numpy as np
@@ -114,16 +115,28 @@ class HessianEigenvalueProvider:
         self.vector = None
         self.last_result = None
         self._computed_at = None
+        self._checked = None  # (model, compiled loss) the check passed for
 
     def check(self, model):
         """Checks, before training, that the estimate can run on `model`.
 
         Builds the estimator's restriction of `model` (the layer must exist
         and be part of it) and evaluates the loss once on the batch (shapes
-        and labels must fit the model's loss).
+        and labels must fit the model's loss). Once per model and compiled
+        loss: the `fit` calls after the first (a program that calls `fit`
+        once per round) do not evaluate it again.
         """
-        if isinstance(self.estimator, HessianEigenvalueEstimator):
-            self.estimator.check(model, self.x, self.y, argument=self.argument)
+        if not isinstance(self.estimator, HessianEigenvalueEstimator):
+            return
+        loss = keras_compat.compiled_loss(model)
+        checked = self._checked
+        if checked is not None and checked[0]() is model and (
+            checked[1] is None if loss is None else checked[1]() is loss
+        ):
+            return
+        self.estimator.check(model, self.x, self.y, argument=self.argument)
+        self._checked = (weakref.ref(model),
+                         None if loss is None else weakref.ref(loss))
 
     def compute(self, model):
         """The estimate at the model's current step (computed once per step).
