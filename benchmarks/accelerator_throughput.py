@@ -124,6 +124,11 @@ def parse_args(argv=None):
                         help="run the PyTorch reference without torch.compile")
     parser.add_argument("--timeout", type=float, default=1800,
                         help="seconds allowed to each subprocess")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a tiny setting that runs in seconds, CI's check "
+                             "that the script still runs (its numbers mean "
+                             "nothing): the backend of KERAS_BACKEND, batch "
+                             "16, 64 images, 2 epochs, eager reference, CPU")
     parser.add_argument("--worker", choices=("keras", "reference"),
                         help=argparse.SUPPRESS)
     parser.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
@@ -132,6 +137,11 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.worker:
         return args
+    if args.smoke:
+        vars(args).update(
+            backends=[os.environ.get("KERAS_BACKEND", "tensorflow")],
+            batch_sizes=[16], precisions=["fp32"], pipelines=["auto"],
+            images=64, epochs=2, accumulate=1, no_compile=True, device="cpu")
     if args.epochs < 2:
         parser.error(f"argument --epochs: {args.epochs} must be at least 2 "
                      "(the first epoch is warm-up)")

@@ -27,7 +27,12 @@ def main():
     parser.add_argument("--backends", default="tensorflow,jax")
     parser.add_argument("--backups", default="package,keras")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--smoke", action="store_true",
+                        help="a tiny setting that runs in seconds, CI's check that the script "
+                             "still runs (its numbers mean nothing)")
     args = parser.parse_args()
+    if args.smoke:
+        vars(args).update(kills=1, backends="tensorflow", backups="package")
     for backend in args.backends.split(","):
         for backup in args.backups.split(","):
             folder = tempfile.mkdtemp()

@@ -83,7 +83,12 @@ def main(argv=None):
     parser.add_argument("--methods", nargs="+", default=["svcca", "dft_svcca"])
     parser.add_argument("--blas-threads", type=int, default=None,
                         help="Limit NumPy's BLAS threads (needs threadpoolctl).")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a tiny setting that runs in seconds, CI's check that the script "
+                             "still runs (its numbers mean nothing)")
     args = parser.parse_args(argv)
+    if args.smoke:
+        vars(args).update(images=160, max_rows=1024, batch_size=32)
     if args.blas_threads is not None:
         from threadpoolctl import threadpool_limits
 

@@ -49,7 +49,12 @@ def main():
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--margin-batch-size", type=int, default=250)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true",
+                        help="a tiny setting that runs in seconds, CI's check that the script "
+                             "still runs (its numbers mean nothing)")
     args = parser.parse_args()
+    if args.smoke:
+        vars(args).update(samples=32, images=64, batch_size=32, margin_batch_size=16, repeats=1)
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(args.images, 32, 32, 3)).astype("float32")

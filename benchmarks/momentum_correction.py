@@ -56,7 +56,16 @@ def main():
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--from-runs", default=None)
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="override the preset's epoch budget")
+    parser.add_argument("--train-size", type=int, default=None)
+    parser.add_argument("--test-size", type=int, default=None)
+    parser.add_argument("--smoke", action="store_true",
+                        help="a tiny setting that runs in seconds, CI's check that the script "
+                             "still runs (its numbers mean nothing)")
     args = parser.parse_args()
+    if args.smoke:
+        vars(args).update(preset="demo", only="large-batch", seeds=1, epochs=4, test_size=100)
     if args.from_runs:
         for label in sorted(os.listdir(args.from_runs)):
             folder = os.path.join(args.from_runs, label)
@@ -70,12 +79,16 @@ def main():
     preset = get_preset(args.preset)
     wanted = args.only.split(",")
     out = tempfile.mkdtemp()
-    for run, config in preset.configs(data_dir=args.data_dir,
+    for run, config in preset.configs(epochs=args.epochs,
+                                      data_dir=args.data_dir,
                                       seeds=tuple(range(args.seeds))):
         if run.label not in wanted:
             continue
+        sizes = {k: v for k, v in (("train_size", args.train_size),
+                                   ("test_size", args.test_size)) if v}
         for correct in (False, True):
-            config = dataclasses.replace(config, momentum_correction=correct)
+            config = dataclasses.replace(config, momentum_correction=correct,
+                                         **sizes)
             folder = os.path.join(out, f"{run.label}-{correct}-{config.seed}")
             run_training(config, folder, verbose=0, log=None)
             label = f"{run.label}{' + correction' if correct else ''} (seed {config.seed})"

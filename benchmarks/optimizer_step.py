@@ -74,7 +74,12 @@ def main(argv=None):
                         help="timed train steps per optimizer and round")
     parser.add_argument("--apply-steps", type=int, default=20,
                         help="timed optimizer updates per round (TF only)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a tiny setting that runs in seconds, CI's check that the script "
+                             "still runs (its numbers mean nothing)")
     args = parser.parse_args(argv)
+    if args.smoke:
+        vars(args).update(batch_size=16, rounds=1, steps=1, apply_steps=1)
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     x = keras.ops.convert_to_tensor(

@@ -43,7 +43,12 @@ def main(argv=None):
                         default="auto",
                         help="Keras' jit_compile (auto: XLA off on TensorFlow "
                              "CPU, jax.jit on JAX)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a tiny setting that runs in seconds, CI's check that the script "
+                             "still runs (its numbers mean nothing)")
     args = parser.parse_args(argv)
+    if args.smoke:
+        vars(args).update(batch_size=16, steps=2, warmup_steps=1, model="small-cnn")
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     n = args.batch_size * args.steps

@@ -8,13 +8,36 @@ than the one Keras is configured with.
 
 import importlib
 import os
+import sys
 
 __version__ = "0.1.0"
 
-# Set by the `keras-lrphase` command while it imports the package: it builds
-# its argument parser (and answers `--help`) without Keras, and calls
-# `_register_serializables()` before a command runs.
+# Set to "1" (by a program that imports the package and loads Keras later):
+# the package is imported without Keras, as under the `keras-lrphase`
+# command, and `_register_serializables()` is left to the program.
 _DEFER_KERAS = "_KERAS_LRPHASE_DEFER_KERAS"
+# The `keras-lrphase` console script (`setup.cfg`), as `sys.argv[0]` names it.
+_COMMAND_NAMES = ("keras-lrphase", "keras-lrphase.exe", "keras-lrphase-script.py")
+
+
+def _started_by_the_command():
+    """Whether the `keras-lrphase` command is importing the package.
+
+    The console script and `python -m keras_lrphase` build the argument
+    parser, answer `--help` and check the options without Keras
+    (`keras_lrphase.cli_entry`), and register the serializable classes once
+    they load it. While the console script imports its entry point,
+    `sys.argv[0]` is its path; while `python -m keras_lrphase` imports the
+    package, `sys.argv[0]` is `"-m"`.
+    """
+    if os.environ.get(_DEFER_KERAS) == "1":
+        return True
+    argv0 = sys.argv[0] if sys.argv else ""
+    if os.path.basename(argv0) in _COMMAND_NAMES:
+        return True
+    original = list(getattr(sys, "orig_argv", ()))
+    return (argv0 == "-m" and "-m" in original[:-1]
+            and original[original.index("-m") + 1] == "keras_lrphase")
 
 
 def _register_serializables():
@@ -27,7 +50,7 @@ def _register_serializables():
     import keras_lrphase.training.distillation  # noqa: F401
 
 
-if os.environ.get(_DEFER_KERAS) != "1":
+if not _started_by_the_command():
     _register_serializables()
 
 _PUBLIC = {

@@ -2,7 +2,7 @@
 
 import sys
 
-from keras_lrphase.cli import main
+from keras_lrphase.cli_entry import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -140,6 +140,28 @@ def check_path(name, value):
     return os.fspath(value)
 
 
+
+def check_folder_usable(name, value, folder, requirement="must be in a folder"):
+    """Raises unless `folder` is, or can be made, a writable folder.
+
+    Catches at construction what would otherwise fail at the first save,
+    after epochs were spent: the folder, or a folder above it, is a regular
+    file, or the nearest existing folder above it is not writable.
+
+    Args:
+        name: String. The argument's name, for the message.
+        value: The value received (named in the message).
+        folder: String. The folder the argument writes into.
+        requirement: String. The start of the message, after the name.
+    """
+    path = os.path.abspath(folder or os.curdir)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    if not os.path.isdir(path):
+        fail(name, value, f"{requirement}: {path!r} is a file")
+    if not os.access(path, os.W_OK | os.X_OK):
+        fail(name, value, f"{requirement} that can be written: {path!r} is not writable")
+
 def check_seed(name, value):
     """An integer seed >= 0 or None."""
     return None if value is None else check_integer(name, value, 0)

@@ -21,7 +21,9 @@ import os
 import re
 import signal
 import sys
+import tempfile
 import time
+import warnings
 
 from keras_lrphase.presets import PRESETS
 from keras_lrphase.presets import PRESET_NAMES
@@ -46,6 +48,33 @@ class _Parser(argparse.ArgumentParser):
         self.exit(USAGE_ERROR, f"{self.prog}: error: {message}\n")
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Adds "(default: X)" to an option's help where the help does not say
+    its default already and there is one to say (not None, not False)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("default" in text or not action.option_strings
+                or action.default in (None, False, argparse.SUPPRESS)):
+            return text
+        return text + " (default: %(default)s)"
+
+
+class _EpilogFormatter(argparse.RawDescriptionHelpFormatter, _HelpFormatter):
+    """`_HelpFormatter` with the description and epilog printed as written."""
+
+
+EXAMPLES = """\
+examples:
+  # the offline demo: two-phase vs step decay at a large batch (about 5 min)
+  keras-lrphase compare --preset demo --out runs/demo
+  # one run of your own
+  keras-lrphase train --schedule two-phase --batch-size 512 --lr 0.8 \\
+      --warmup-epochs 5 --epochs 100 --out runs/two-phase
+
+`keras-lrphase COMMAND --help` lists each command's options."""
+
+
 def _int_list(text):
     try:
         values = tuple(int(v) for v in text.split(",") if v.strip())
@@ -63,7 +92,8 @@ def build_parser():
     parser = _Parser(
         prog="keras-lrphase",
         description="Large-batch training with two-phase learning rate "
-                    "control (and its baselines), with plots.")
+                    "control (and its baselines), with plots.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True,
                                 parser_class=_Parser)
 
@@ -71,7 +101,7 @@ def build_parser():
         "train", help="train one configuration",
         description="Train one configuration; writes history.csv, "
                     "summary.json and curves.png to --out.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_HelpFormatter)
     add = train.add_argument
     add("--dataset", default="digits",
         help="digits (embedded, default), cifar10, cifar100, svhn, folder "
@@ -96,7 +126,8 @@ def build_parser():
         help="L2 coefficient on kernels (gradient term wd * w)")
     add("--schedule", choices=SCHEDULES, default="step",
         help="step: x decay-factor at --decay-epochs; two-phase: TwoPhaseLR; "
-             "autodecay: AutoDecay (may stop early); cosine-restarts: SGDR")
+             "autodecay: AutoDecay (may stop early); cosine: CosineDecay to 0 "
+             "after the warmup; cosine-restarts: SGDR")
     add("--decay-epochs", type=_int_list, default=None,
         help="step schedule: epochs after which the LR decays, e.g. 150,225 "
              "(default 50%%,75%% of --epochs)")
@@ -117,9 +148,21 @@ def build_parser():
              "(default 5%% of --epochs)")
     add("--extra-epochs-fraction", type=float, default=1 / 3,
         help="two-phase: extra epochs after the plateau, as a fraction of "
-             "the epochs before it")
+             "the epochs before it (default: 1/3)")
     add("--min-delta", type=float, default=0.0,
         help="two-phase: least loss decrease that counts as an improvement")
+    add("--plateau-rule", choices=("flat", "paper"), default=None,
+        help="two-phase: 'flat' (default) does not count epochs well above "
+             "the best loss towards a plateau; 'paper': Algorithm 1 as printed")
+    add("--excursion-threshold", type=float, default=None,
+        help="two-phase, plateau rule 'flat': relative rise above the best "
+             "loss that makes an excursion (default 0.1)")
+    add("--decay-rule", choices=("significant", "paper"), default=None,
+        help="two-phase: 'significant' (default) decays only on rises "
+             "beyond the run's epoch-to-epoch noise; 'paper': on any rise")
+    add("--decay-threshold", type=float, default=None,
+        help="two-phase, decay rule 'significant': rises must exceed this "
+             "many typical epoch-to-epoch changes (default 1)")
     add("--restart-epochs", type=int, default=None,
         help="cosine-restarts: first period in epochs (default 10)")
     add("--restart-mult", type=float, default=2.0,
@@ -205,20 +248,26 @@ def build_parser():
         description="Run a preset's configurations one after another; "
                     "writes one folder per run plus table.md and "
                     "compare.png to --out.",
-        epilog="presets (measured time on 2 CPU cores):\n" + "\n".join(
-            f"  {n} ({preset_time(PRESETS[n])}): {PRESETS[n].description}"
+        epilog="presets (time on 2 CPU cores; [--data-dir]: reads an image "
+               "folder):\n" + "\n".join(
+            f"  {n} ({preset_time(PRESETS[n])})"
+            f"{' [--data-dir]' if PRESETS[n].requires_data_dir else ''}: "
+            f"{PRESETS[n].description}"
             for n in PRESET_NAMES),
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=_EpilogFormatter)
     add = compare.add_argument
-    add("--preset", required=True, choices=PRESET_NAMES,
-        help="the comparison to run (see below)")
+    add("--preset", required=True, metavar="NAME",
+        help="the comparison to run: one of the presets listed below")
     add("--out", default=None, help="output folder (default runs/PRESET)")
     add("--data-dir", default=None,
-        help="data folder for every run (required by the cifar10-* presets)")
+        help="data folder for every run (required by the presets marked "
+             "[--data-dir] below)")
     add("--cache-dir", default=None, help="cache of decoded image folders")
     add("--epochs", type=int, default=None,
         help="override the epoch budget for a quick check (decay epochs, "
-             "warmup and patience scale with it)")
+             "warmup and patience scale with it; the loss falls as fast per "
+             "epoch as before, so a budget that ends before two-phase's "
+             "plateau and switch shows no decay: the demo needs 50 or more)")
     add("--only", default=None,
         help="comma-separated labels of the runs to do (default all)")
     add("--seeds", type=int, default=None,
@@ -259,7 +308,9 @@ def _train_config(args):
         hessian_every=args.hessian_every,
         plateau_patience=args.plateau_patience,
         extra_epochs_fraction=args.extra_epochs_fraction,
-        min_delta=args.min_delta,
+        min_delta=args.min_delta, plateau_rule=args.plateau_rule,
+        excursion_threshold=args.excursion_threshold,
+        decay_rule=args.decay_rule, decay_threshold=args.decay_threshold,
         restart_epochs=args.restart_epochs, restart_mult=args.restart_mult,
         autodecay_window=args.autodecay_window,
         autodecay_tolerance=args.autodecay_tolerance,
@@ -296,7 +347,10 @@ def _flags(message):
 
 
 def main(argv=None):
-    """Entry point of `keras-lrphase` and `python -m keras_lrphase`.
+    """Entry point of `keras-lrphase` within a program that imported Keras.
+
+    The command itself runs `keras_lrphase.cli_entry.main`, which checks the
+    arguments before it loads a backend.
 
     Args:
         argv: List of strings or None (`sys.argv[1:]`).
@@ -304,7 +358,11 @@ def main(argv=None):
     Returns:
         The exit status (0 on success, 2 for bad input, 1 when a run fails).
     """
-    return run_command(parse_args(argv))
+    args = parse_args(argv)
+    status = check_args(args)
+    if status is not None:
+        return status
+    return run_command(args)
 
 
 def parse_args(argv=None):
@@ -316,16 +374,47 @@ def parse_args(argv=None):
         argv: List of strings or None (`sys.argv[1:]`).
 
     Returns:
-        The `argparse.Namespace`, to pass to `run_command`.
+        The `argparse.Namespace`, to pass to `check_args` and `run_command`.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
     args.subcommand_parser = parser.subcommands[args.command]
+    # The default `--out` of `train` (runs/train-TIME), fixed once.
+    args.stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     return args
+
+
+def check_args(args):
+    """Checks every option value that needs no backend, without Keras.
+
+    The dataset and model names, the numbers, a missing `--data-dir`, the
+    preset and its runs, and whether `--out` can be written: what fails
+    here fails in a fraction of a second, before a backend is loaded.
+
+    Returns:
+        None, or the exit status 2 after a one-line error on stderr.
+    """
+    command = args.subcommand_parser
+    if args.command == "analyze":
+        return None
+    try:
+        if args.command == "train":
+            _train_config(args).validate()
+        else:
+            _compare_runs(args)
+    except ValueError as error:
+        return _fail(command, error)
+    problem = _setup_problem(_out_folder(args), _needs_matplotlib(args))
+    if problem:
+        return _fail(command, problem)
+    return None
 
 
 def run_command(args):
     """Runs the command of parsed arguments (`parse_args`).
+
+    Warnings raised while it runs are printed as one line each,
+    `keras-lrphase: warning: ...`.
 
     Returns:
         The exit status (0 on success, 2 for bad input, 1 when a run fails).
@@ -334,32 +423,64 @@ def run_command(args):
     if args.command == "analyze":
         from keras_lrphase.analyze_command import run_analyze
         return run_analyze(args)
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    if args.command == "train":
-        config = _train_config(args)
-        try:
-            config.validate()
-        except ValueError as error:
-            return _fail(command, error)
-        out = args.out or os.path.join("runs", f"train-{stamp}")
-        problem = _setup_problem(out)
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        if args.command == "train":
+            config = _train_config(args)
+            try:
+                config.validate()
+            except ValueError as error:
+                return _fail(command, error)
+            out = _out_folder(args)
+            problem = _setup_problem(out, _needs_matplotlib(args))
+            if problem:
+                return _fail(command, problem)
+            return _run_train(command, config, out, args.verbose, args)
+        problem = _setup_problem(_out_folder(args), _needs_matplotlib(args))
         if problem:
             return _fail(command, problem)
-        return _run_train(command, config, out, args.verbose, args)
-    out = args.out or os.path.join("runs", args.preset)
-    problem = _setup_problem(out)
-    if problem:
-        return _fail(command, problem)
-    return _run_compare(command, args, stamp)
+        return _run_compare(command, args)
 
 
-def _setup_problem(out):
-    """What stops a run from writing its files, found before any work."""
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """A warning during a command: one line, without the source line."""
+    sys.stderr.write(f"keras-lrphase: warning: {message}\n")
+
+
+def _out_folder(args):
+    if args.out:
+        return args.out
+    if args.command == "train":
+        return os.path.join("runs", f"train-{args.stamp}")
+    return os.path.join("runs", args.preset)
+
+
+def _needs_matplotlib(args):
+    """Whether the command's results are figures: the landscape and SVCCA
+    studies. Other runs skip their plots without matplotlib."""
+    if args.command != "compare" or args.preset not in PRESETS:
+        return False
+    preset = PRESETS[args.preset]
+    return preset.study == "landscape" or any(
+        "snapshot_epochs" in run.overrides or run.teacher
+        for run in preset.runs) or "snapshot_epochs" in preset.common
+
+
+def _matplotlib_installed():
+    """Whether matplotlib can be imported, checked without importing it."""
+    import importlib.util
+
     try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return ("the plots need matplotlib: pip install "
-                "\"keras-lrphase[plot]\" (or pip install matplotlib)")
+        return importlib.util.find_spec("matplotlib") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _setup_problem(out, needs_matplotlib=False):
+    """What stops a run from writing its files, found before any work."""
+    if needs_matplotlib and not _matplotlib_installed():
+        return ("this preset's results are figures, which need matplotlib: "
+                "pip install matplotlib")
     path = os.path.abspath(out)
     if os.path.exists(path) and not os.path.isdir(path):
         return f"Argument --out must be a folder; it is a file. Received: --out={out!r}"
@@ -369,9 +490,14 @@ def _setup_problem(out):
     if not os.path.isdir(probe):
         return (f"Argument --out must be a folder path; {probe!r} is a file. "
                 f"Received: --out={out!r}")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        return (f"Argument --out must be writable; {probe!r} is not. "
-                f"Received: --out={out!r}")
+    try:
+        # Whether a folder can be made there: a read-only file system or a
+        # folder such as /proc says so only when one tries.
+        os.rmdir(tempfile.mkdtemp(prefix=".keras-lrphase-", dir=probe))
+    except OSError as error:
+        return (f"Argument --out must be a folder that can be written; a "
+                f"folder cannot be created in {probe!r} "
+                f"({error.strerror or error}). Received: --out={out!r}")
     return None
 
 
@@ -404,40 +530,52 @@ def _status(error):
     return USAGE_ERROR if isinstance(error, ValueError) else RUN_ERROR
 
 
-def _run_compare(parser, args, stamp):
+def _compare_runs(args):
+    """The preset and its `(PresetRun, RunConfig)` runs that `compare`
+    trains, each configuration validated (no Keras).
+
+    Raises:
+        ValueError: naming the option, on a bad value.
+    """
+    preset = get_preset(args.preset)
+    if args.seeds is not None and args.seeds < 1:
+        raise ValueError(
+            f"Argument `seeds` must be >= 1. Received: seeds={args.seeds}")
+    runs = preset.configs(
+        epochs=args.epochs, data_dir=args.data_dir,
+        cache_dir=args.cache_dir,
+        seeds=None if args.seeds is None else tuple(range(args.seeds)))
+    if args.only:
+        wanted = [label.strip() for label in args.only.split(",")]
+        known = [run.label for run in preset.runs]
+        unknown = [w for w in wanted if w not in known]
+        if unknown:
+            raise ValueError(
+                f"Argument `only` must name runs of preset {preset.name!r} "
+                f"({', '.join(known)}). Received: only={args.only!r}")
+        runs = [(run, c) for run, c in runs if run.label in wanted]
+    if args.jobs < 1:
+        raise ValueError(
+            f"Argument `jobs` must be >= 1. Received: jobs={args.jobs}")
+    overrides = {k: v for k, v in (("pipeline", args.pipeline),
+                                   ("precision", args.precision),
+                                   ("train_size", args.train_size),
+                                   ("test_size", args.test_size))
+                 if v is not None}
+    runs = [(run, dataclasses.replace(c, **overrides)) for run, c in runs]
+    for _, config in runs:
+        config.validate()
+    return preset, runs
+
+
+def _run_compare(parser, args):
     from keras_lrphase.training import runner
+    from keras_lrphase.training.compare_report import mechanics_lines
     from keras_lrphase.training.compare_report import write_compare_outputs
     from keras_lrphase.training.runner import SUMMARY_FILE
 
-    preset = get_preset(args.preset)
     try:
-        if args.seeds is not None and args.seeds < 1:
-            raise ValueError(
-                f"Argument `seeds` must be >= 1. Received: seeds={args.seeds}")
-        runs = preset.configs(
-            epochs=args.epochs, data_dir=args.data_dir,
-            cache_dir=args.cache_dir,
-            seeds=None if args.seeds is None else tuple(range(args.seeds)))
-        if args.only:
-            wanted = [label.strip() for label in args.only.split(",")]
-            known = [run.label for run in preset.runs]
-            unknown = [w for w in wanted if w not in known]
-            if unknown:
-                raise ValueError(
-                    f"Argument `only` must name runs of preset {preset.name!r} "
-                    f"({', '.join(known)}). Received: only={args.only!r}")
-            runs = [(run, c) for run, c in runs if run.label in wanted]
-        if args.jobs < 1:
-            raise ValueError(
-                f"Argument `jobs` must be >= 1. Received: jobs={args.jobs}")
-        overrides = {k: v for k, v in (("pipeline", args.pipeline),
-                                       ("precision", args.precision),
-                                       ("train_size", args.train_size),
-                                       ("test_size", args.test_size))
-                     if v is not None}
-        runs = [(run, dataclasses.replace(c, **overrides)) for run, c in runs]
-        for _, config in runs:
-            config.validate()
+        preset, runs = _compare_runs(args)
     except ValueError as error:
         return _fail(parser, error)
     out = args.out or os.path.join("runs", preset.name)
@@ -539,8 +677,19 @@ def _run_compare(parser, args, stamp):
         print("The question:")
         for line in answer:
             print(f"  {line[2:]}")
-    print(f"Wrote {os.path.join(out, 'table.md')} and "
-          f"{os.path.join(out, 'compare.png')}")
+    mechanics = mechanics_lines(list(grouped.values()))
+    if mechanics:
+        print("What two-phase did (epochs counted from 1):")
+        for line in mechanics:
+            print(f"  {line}")
+    figure = os.path.join(out, "compare.png")
+    if os.path.exists(figure):
+        print(f"Wrote {os.path.join(out, 'table.md')} and {figure}")
+    else:
+        print(f"Wrote {os.path.join(out, 'table.md')} ({figure} not drawn: "
+              "matplotlib is not installed; pip install matplotlib)")
+    if preset.closing:
+        print(preset.closing)
     return 0
 
 
@@ -587,8 +736,12 @@ def _ignore_interrupts():
 def _run_one(config, folder, prefix, tag, every):
     """One run of `compare --jobs` (in its own process). Ctrl-C stops it
     (its last completed epoch is kept); between runs it is ignored."""
+    import keras_lrphase
     from keras_lrphase.training import runner
 
+    # A spawned process imports the package as the command did (without
+    # its classes registered): register them before a model is loaded.
+    keras_lrphase._register_serializables()
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         summary = runner.run_training(

@@ -139,3 +139,7 @@ def warmup_ramp(base, steps, warmup_steps, initial_fraction, scales):
             ramp = np.float32(1.0)
         out.append(float(np.float32(base) * np.float32(scale) * ramp))
     return out
+
+# Algorithm 1 exactly as printed (the controller's rules named "paper"): the
+# scripted traces of these tests were computed by hand with it.
+PAPER_RULES = dict(plateau_rule="paper", decay_rule="paper")

@@ -223,8 +223,10 @@ def test_models_that_do_not_fit_name_the_flag(saved, tmp_path, capsys,
 
 
 def test_the_analyze_parser_needs_no_keras():
-    code = ("import json, sys\nimport keras_lrphase_command\n"
-            "try:\n    keras_lrphase_command.main(sys.argv[1:])\n"
+    # As the console script: `sys.argv[0]` names it while it imports.
+    code = ("import json, sys\nsys.argv[0] = 'keras-lrphase'\n"
+            "from keras_lrphase import cli_entry\n"
+            "try:\n    cli_entry.main(sys.argv[1:])\n"
             "except SystemExit as stop:\n    status = stop.code\n"
             "print(json.dumps([status, 'keras' in sys.modules]))")
     for argv, status in ((["analyze", "--help"], 0),

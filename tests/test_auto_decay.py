@@ -126,3 +126,13 @@ def test_resume_with_backup_and_restore_is_exact(tmp_path, crash_at):
         np.testing.assert_array_equal(got, want)
     for got, want in zip(model.optimizer.variables, reference.optimizer.variables):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_a_monitor_missing_from_the_logs_stops_before_a_second_epoch():
+    model = tiny_model(keras.optimizers.SGD(0.1))
+    begun = []
+    record = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, l: begun.append(e))
+    with pytest.raises(ValueError, match=r"`val_loss` is not in the epoch logs "
+                       r"\(available: \['loss'\]\).*Received: monitor='val_loss'"):
+        fit(model, [record, AutoDecay(monitor="val_loss")], 5)
+    assert begun == [0]

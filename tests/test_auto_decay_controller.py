@@ -19,8 +19,9 @@ NAN = math.nan
 # g/g(1) = 8/15 <= 0.8: decay, new stage (t=0, f=0). Epoch 6: t=1, g=0.5.
 # Epoch 7: t=2, f=0.35, g=0.35/0.75=7/15; spread (0.5-7/15)/(7/15)=1/14:
 # stable, g/g(1) = 14/15 > 0.8: stop. Epoch 8: no decision after the stop.
+# The paper's stability criterion (relative to the window's minimum).
 TRACE_B = dict(beta=0.5, window=2, tolerance=0.1, drop_threshold=0.8,
-               decay_factor=0.1, warmup_epochs=1)
+               decay_factor=0.1, warmup_epochs=1, stability="paper")
 TRACE_B_LOSSES = [9.0, 2.0, 1.0, NAN, 1.0, 1.0, 0.5, 0.45, 0.1]
 TRACE_B_FACTORS = [1.0, 1.0, 1.0, 1.0, 1.0, 0.1, 1.0, 1.0, 1.0]
 TRACE_B_SMOOTHED = [None, 2.0, 4 / 3, 4 / 3, 8 / 7, 16 / 15, 0.5, 7 / 15, 7 / 15]
@@ -50,7 +51,7 @@ def test_trace_b_every_transition():
     assert c.decay_epochs == [5] and c.stop_epoch == 7 and c.should_stop
     assert c.stage == 1 and c.lr_factor == pytest.approx(0.1)
     messages = [str(w.message) for w in caught]
-    assert len(messages) == 1 and "non-finite loss at epoch 3" in messages[0]
+    assert len(messages) == 1 and "non-finite loss at epoch 4" in messages[0]
     assert caught[0].filename == __file__
 
 
@@ -81,7 +82,7 @@ def test_stable_window_uses_the_last_window_values_only():
     # (22/21 - 86/85) / (86/85) = 3.5% < 5%: stable, although g(1) = 4 is
     # far from the rest; g / g(1) = 0.253 <= 0.5: decay at epoch 7.
     c = AutoDecayController(beta=0.5, window=3, tolerance=0.05,
-                            drop_threshold=0.5)
+                            drop_threshold=0.5, stability="paper")
     factors, smoothed, _ = run(c, [4.0] + [1.0] * 8)
     assert smoothed[:8] == pytest.approx(
         [4, 2, 10 / 7, 6 / 5, 34 / 31, 22 / 21, 130 / 127, 86 / 85], rel=1e-12)
@@ -166,6 +167,7 @@ def test_config_round_trip_and_defaults():
     assert c.get_config() == {
         "beta": 0.9, "window": 5, "tolerance": 0.05, "drop_threshold": 0.85,
         "epsilon": 1e-8, "decay_factor": 0.1, "warmup_epochs": 0,
+        "stability": "stage",
     }
     assert AutoDecayController.from_config(c.get_config()).get_config() == c.get_config()
     assert AutoDecayState() == c.state
@@ -189,3 +191,45 @@ def test_config_round_trip_and_defaults():
 def test_argument_validation(kwargs, message):
     with pytest.raises(ValueError, match=message):
         AutoDecayController(**kwargs)
+
+
+def test_stage_stability_ends_a_stage_whose_loss_falls_towards_zero():
+    # beta 0.5, window 3, tolerance 0.05, the loss halving every epoch:
+    # g(t) = t / (2**t - 1) = 1, 2/3, 3/7, ... Relative to the window's
+    # minimum the spread stays above 130% (the paper's criterion never
+    # holds); relative to g(1) = 1 it is first below 5% at index 8: the
+    # window 7/127, 8/255, 9/511 spreads 0.0375.
+    losses = [1.0 * 0.5 ** e for e in range(12)]
+    paper = AutoDecayController(beta=0.5, window=3, tolerance=0.05,
+                                drop_threshold=0.5, stability="paper")
+    stage = AutoDecayController(beta=0.5, window=3, tolerance=0.05,
+                                drop_threshold=0.5)
+    _, paper_g, _ = run(paper, losses)
+    factors, g, _ = run(stage, losses)
+    assert paper.decay_epochs == [] and not paper.should_stop
+    # The exact first stable window of the stage rule, from the g values.
+    first = next(e for e in range(2, 12)
+                 if max(g[e - 2:e + 1]) - min(g[e - 2:e + 1]) < 0.05 * g[0])
+    assert stage.decay_epochs == [first] and factors[first] == 0.1
+    assert all((max(paper_g[e - 2:e + 1]) - min(paper_g[e - 2:e + 1]))
+               / min(paper_g[e - 2:e + 1]) >= 0.05 for e in range(2, 12))
+    assert first == 8 and g[first] == pytest.approx(9 / 511, rel=1e-12)
+
+
+def test_version_1_state_loads_with_the_papers_stability():
+    v1 = AutoDecayController(**TRACE_B).get_state()
+    v1["version"] = 1
+    del v1["config"]["stability"]
+    c = AutoDecayController(**TRACE_B)
+    with pytest.warns(UserWarning, match="read as stability='paper'"):
+        c.set_state(v1)
+    stage = dict(TRACE_B, stability="stage")
+    with pytest.warns(UserWarning):
+        with pytest.raises(ValueError, match="another configuration"):
+            AutoDecayController(**stage).set_state(v1)
+
+
+def test_stability_argument_is_checked():
+    with pytest.raises(ValueError, match="`stability` must be one of "
+                       "\\['stage', 'paper'\\]. Received: stability='window'"):
+        AutoDecayController(stability="window")

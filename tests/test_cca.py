@@ -109,7 +109,26 @@ def test_rank_deficiency_drops_directions():
     float32 = duplicated.astype(np.float32)
     assert cca(float32, a).shape == (3,)
     assert cca(np.ones((10, 2)), a[:10, :1]).shape == (0,)
-    assert np.isnan(svcca(np.ones((10, 2)), a[:10, :1]))
+    with pytest.warns(UserWarning, match=r"svcca: `activations_a` has no variance"):
+        assert np.isnan(svcca(np.ones((10, 2)), a[:10, :1]))
+
+
+def test_svcca_of_activations_without_variance_warns_and_says_which():
+    # All-zero activations (a dead ReLU layer) gave NaN without a word.
+    rng = np.random.default_rng(8)
+    live = rng.normal(size=(50, 4))
+    dead = np.zeros((50, 4))
+    with pytest.warns(UserWarning) as caught:
+        assert np.isnan(svcca(live, dead))
+        assert np.isnan(svcca(dead, dead))
+    assert [str(w.message) for w in caught] == [
+        "svcca: `activations_b` has no variance (every neuron is constant "
+        "over the samples, such as a dead ReLU layer): the similarity is "
+        "undefined and NaN is returned.",
+        "svcca: `activations_a` and `activations_b` have no variance (every "
+        "neuron is constant over the samples, such as a dead ReLU layer): the "
+        "similarity is undefined and NaN is returned."]
+    assert caught[0].filename == __file__
 
 
 def test_complex_activations():

@@ -1,6 +1,7 @@
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -223,7 +224,7 @@ def test_compare_with_seeds_reports_mean_and_std(tmp_path, capsys):
      "only used by --schedule step"),
     (["train", "--batch-size", "4096"], "--batch-size=4096"),
     (["compare", "--preset", "cifar10-cpu"], "pass --data-dir"),
-    (["compare", "--preset", "nope"], "invalid choice: 'nope'"),
+    (["compare", "--preset", "nope"], "must name a preset; one of demo, "),
     (["compare", "--preset", "demo", "--only", "LARS"], "--only='LARS'"),
     (["compare", "--preset", "demo", "--seeds", "0"], "--seeds=0"),
 ])
@@ -317,24 +318,24 @@ def test_a_missing_backend_is_one_line_not_a_traceback(tmp_path):
                       capture_output=True).returncode == 0:
         pytest.skip("torch is installed")
     # --help answers without the backend; a command that runs needs it.
-    out = subprocess.run([sys.executable, "-m", "keras_lrphase_command", "--help"],
+    out = subprocess.run([sys.executable, "-m", "keras_lrphase", "--help"],
                          env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "usage: keras-lrphase" in out.stdout
     out = subprocess.run(
-        [sys.executable, "-m", "keras_lrphase_command", "train", "--epochs", "1",
+        [sys.executable, "-m", "keras_lrphase", "train", "--epochs", "1",
          "--out", str(tmp_path / "run")],
         env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 1
     assert out.stderr.strip().splitlines() == [
         "keras-lrphase: error: Keras cannot load its backend (KERAS_BACKEND=torch): "
-        "No module named 'torch'. Install it with `pip install "
-        "\"keras-lrphase[torch]\"`, or set KERAS_BACKEND to an installed backend."]
+        "No module named 'torch'. Install it with `pip install torch`, or set "
+        "KERAS_BACKEND to an installed backend."]
     assert not os.path.exists(tmp_path / "run")
 
 
 def test_the_command_prints_no_backend_banner(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    out = subprocess.run([sys.executable, "-m", "keras_lrphase_command", "train", "--lr", "-1"],
+    out = subprocess.run([sys.executable, "-m", "keras_lrphase", "train", "--lr", "-1"],
                          env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert out.stderr.splitlines() == [
@@ -349,7 +350,125 @@ def test_compare_prints_one_header_and_one_result_line_per_run(tmp_path, capsys)
     assert main(["compare", "--preset", "demo", "--epochs", "2", "--out", out,
                  "--only", "large-batch", "--seeds", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 5, lines
+    assert len(lines) == 6, lines
     assert [line[:5] for line in lines[:4]] == ["[1/2]"] * 2 + ["[2/2]"] * 2
-    assert lines[-1].startswith("Wrote ")
+    assert lines[-2].startswith("Wrote ")
+    assert lines[-1].startswith("This demo shows the mechanics")
     assert not any("\x1b" in line or "━" in line for line in lines)
+
+
+def test_an_out_folder_that_cannot_be_created_is_one_line(capsys):
+    # /proc accepts no new folder, even for root (where os.access says it
+    # is writable): found before any data is loaded, not as a traceback.
+    if not os.path.isdir("/proc"):
+        pytest.skip("no /proc")
+    assert main(["train", "--out", "/proc/lrphase-out"]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "keras-lrphase train: error: Argument --out must be a folder that can "
+        "be written; a folder cannot be created in '/proc' (No such file or "
+        "directory). Received: --out='/proc/lrphase-out'"]
+    assert main(["compare", "--preset", "demo", "--out", "/proc/x/y"]) == 2
+    assert "a folder cannot be created in '/proc'" in capsys.readouterr().err
+
+
+def test_a_mistyped_preset_gets_a_did_you_mean(capsys):
+    assert _status(["compare", "--preset", "cifar10-cpus"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "keras-lrphase compare: error: Argument --preset must name a preset; "
+        "did you mean 'cifar10-cpu'? (`keras-lrphase compare --help` lists "
+        "them all) Received: --preset='cifar10-cpus'"]
+
+
+def _help(argv, capsys):
+    assert _status(argv + ["--help"]) == 0
+    return capsys.readouterr().out
+
+
+def test_help_says_each_default_once_and_readably(capsys):
+    from keras_lrphase.presets import PRESETS
+
+    text = _help(["train"], capsys)
+    assert "(default: None)" not in text and "0.3333" not in text
+    assert "(default: 1/3)" in text and "(default: 128)" in text
+    # A help that names its default gets no second one.
+    options = text[text.index("options:"):]
+    out = options[options.index("--out OUT"):options.index("--verbose {")]
+    assert " ".join(out.split()) == "--out OUT output folder (default runs/train-TIME)"
+    assert "(default: False)" not in text
+    text = _help(["compare"], capsys)
+    # The presets are listed once, below the options (not in the usage
+    # and the option as argparse's choices).
+    assert "{demo," not in text
+    for name in PRESETS:
+        assert len(re.findall(rf"^  {re.escape(name)} \(", text, re.M)) == 1, name
+    assert "usage: keras-lrphase compare [-h] --preset NAME" in text
+    # --data-dir: the presets that read an image folder are marked.
+    assert "(required by the presets marked [--data-dir] below)" in " ".join(text.split())
+    for name, preset in PRESETS.items():
+        marked = re.search(rf"^  {re.escape(name)} \([^)]*(\([^)]*\))?\) \[--data-dir\]:",
+                           text, re.M)
+        assert bool(marked) == preset.requires_data_dir, name
+    assert PRESETS["landscape-cpu"].requires_data_dir
+    text = _help([], capsys)
+    assert "examples:" in text
+    assert "keras-lrphase compare --preset demo --out runs/demo" in text
+
+
+def test_train_without_matplotlib_trains_and_skips_the_plot(
+        image_dir, tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # not installed
+    out = str(tmp_path / "run")
+    assert main(["train", "--dataset", "folder", "--data-dir", image_dir,
+                 "--cache-dir", str(tmp_path / "cache"), "--model", "small-cnn",
+                 "--batch-size", "8", "--epochs", "1", "--verbose", "0",
+                 "--out", out]) == 0
+    assert sorted(os.listdir(out)) == ["history.csv", "summary.json"]
+    printed = capsys.readouterr().out.splitlines()
+    assert [l for l in printed if "matplotlib is" in l] == [
+        "curves.png not drawn: matplotlib is not installed (pip install "
+        "matplotlib); history.csv holds its curves"]
+
+
+def test_compare_ends_with_what_two_phase_did_and_the_preset_that_measures_the_gain(
+        tmp_path, capsys):
+    out = str(tmp_path / "demo")
+    assert main(["compare", "--preset", "demo", "--epochs", "2", "--out", out,
+                 "--only", "two-phase", "--seeds", "1", "--verbose", "0"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "" not in lines  # no blank lines
+    summary = json.load(open(os.path.join(out, "two-phase", "summary.json")))
+    assert summary["plateau_epoch"] is None  # 2 epochs: still falling
+    assert lines[-4:-2] == [
+        "What two-phase did (epochs counted from 1):",
+        "  two-phase (seed 0): no loss plateau within the 2-epoch budget, so "
+        "no switch and no Hessian-aware decay (the loss was still falling); "
+        f"curves: {out}/two-phase/curves.png"]
+    assert lines[-2] == f"Wrote {out}/table.md and {out}/compare.png"
+    assert lines[-1].startswith("This demo shows the mechanics of two-phase")
+    assert "The preset that measures the gain is cifar10-cpu" in lines[-1]
+
+
+def test_mechanics_lines_read_the_summary_as_written():
+    from types import SimpleNamespace
+
+    from keras_lrphase.training.compare_report import mechanics_lines
+
+    config = SimpleNamespace(schedule="two-phase", epochs=30, seed=2,
+                             extra_epochs_fraction=1 / 3)
+    run = SimpleNamespace(label="two-phase")
+    late = {"plateau_epoch": 26, "exploration_epochs": None, "decay_epochs": []}
+    assert mechanics_lines([(run, config, [late], ["o/two-phase/seed2"])]) == [
+        "two-phase (seed 2): loss plateau after epoch 26; the switch to the "
+        "convergence phase comes 9 epochs later (after epoch 35), past the "
+        "30-epoch budget, so no Hessian-aware decay: a longer --epochs shows "
+        "them; curves: o/two-phase/seed2/curves.png"]
+    done = {"plateau_epoch": 38, "exploration_epochs": 51,
+            "decay_epochs": [53, 56, 58]}
+    assert "switch to the convergence phase after epoch 51, Hessian-aware " \
+           "learning-rate decays after epochs 53, 56 and 58;" in mechanics_lines(
+               [(run, config, [done], ["o"])])[0]
+    step = SimpleNamespace(schedule="step", epochs=30, seed=0)
+    assert mechanics_lines([(run, step, [done], ["o"])]) == []

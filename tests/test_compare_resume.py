@@ -219,3 +219,30 @@ def test_an_interrupted_compare_says_how_to_continue(tmp_path, capsys, monkeypat
     err = capsys.readouterr().err
     assert "interrupted; the runs keep their last completed epoch" in err
     assert "Traceback" not in err
+
+
+def test_a_resumed_compare_says_so_and_its_times_add_up(tmp_path, monkeypatch,
+                                                        capsys):
+    """The continued run is named with the epoch it continues from, and
+    `wall_time_s` (every epoch plus the last call's setup) is at least
+    `train_wall_time_s` (every epoch)."""
+    build = runner.build_callbacks
+
+    def crashing(*args, **kwargs):
+        callbacks, controller = build(*args, **kwargs)
+        return callbacks + [_Crash(2)], controller
+
+    out = str(tmp_path / "x")
+    monkeypatch.setattr(runner, "build_callbacks", crashing)
+    assert _compare(out, "--only", "two-phase") == 130
+    monkeypatch.setattr(runner, "build_callbacks", build)
+    capsys.readouterr()
+    assert _compare(out, "--only", "two-phase") == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert [l for l in printed if "continuing" in l] == [
+        f"[1/1] continuing two-phase from epoch 3 of 3 (2 trained before, "
+        f"checkpoint in {out}/two-phase/backup)"]
+    summary = json.loads((tmp_path / "x" / "two-phase" / "summary.json").read_text())
+    rows = EpochRecorder.read(str(tmp_path / "x" / "two-phase" / "history.csv"))
+    assert summary["train_wall_time_s"] >= round(sum(r["epoch_time"] for r in rows), 2) - 0.02
+    assert summary["wall_time_s"] >= summary["train_wall_time_s"]

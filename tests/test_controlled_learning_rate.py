@@ -9,10 +9,13 @@ import pytest
 
 from keras_lrphase import ControlledLearningRate
 from keras_lrphase import GradualWarmup
+from keras_lrphase import LARS
+from keras_lrphase import MomentumCorrection
 from keras_lrphase import TwoPhaseLR
 from keras_lrphase.backend import keras_compat
 from keras_lrphase.schedules.controlled_learning_rate import last_step_learning_rate
 from keras_lrphase.schedules.scaled_learning_rate import ScaledLearningRate
+from scripted_training import PAPER_RULES
 from scripted_training import ScriptedEstimator
 from scripted_training import ScriptedLoss
 from scripted_training import StepLearningRates
@@ -101,7 +104,7 @@ def test_reduce_lr_on_plateau_composes_with_two_phase_and_warmup():
     steps = StepLearningRates()
     two_phase = TwoPhaseLR(regression_data(), 6, plateau_patience=1,
                            extra_epochs_fraction=0.0,
-                           estimator=ScriptedEstimator([1.0, 2.0, 3.0, 4.0, 5.0]))
+                           estimator=ScriptedEstimator([1.0, 2.0, 3.0, 4.0, 5.0]), **PAPER_RULES)
     # Rising losses: RLROP (patience 0, min_delta 1) halves at every epoch
     # end after the first; two-phase switches at epoch 1 (alpha = 0) and
     # decays at 2 and 4 (eigenvalue and loss rise, every other epoch).
@@ -133,7 +136,7 @@ def test_the_optimizer_is_as_the_user_left_it_after_fit():
     fit(model, [GradualWarmup(1), ScriptedLoss([1.0, 1.0, 1.1, 1.2]),
                 TwoPhaseLR(regression_data(), plateau_patience=1,
                            extra_epochs_fraction=0.0,
-                           estimator=ScriptedEstimator([1.0, 2.0, 3.0]))], 4)
+                           estimator=ScriptedEstimator([1.0, 2.0, 3.0]), **PAPER_RULES)], 4)
     assert float(model.optimizer.learning_rate) == float(F32(0.05))
     model.optimizer.learning_rate = 1e-4
     assert float(model.optimizer.learning_rate) == float(F32(1e-4))
@@ -170,7 +173,7 @@ def test_a_model_saved_after_fit_loads_without_the_package(tmp_path):
     fit(model, [GradualWarmup(1), ScriptedLoss([1.0, 1.0, 1.1]),
                 TwoPhaseLR(regression_data(), plateau_patience=1,
                            extra_epochs_fraction=0.0,
-                           estimator=ScriptedEstimator([1.0, 2.0]))], 3)
+                           estimator=ScriptedEstimator([1.0, 2.0]), **PAPER_RULES)], 3)
     path = tmp_path / "model.keras"
     model.save(path)
     assert _load_in_fresh_process([path], tmp_path) == [
@@ -270,7 +273,7 @@ def test_momentum_correction_rescales_the_velocity_at_a_decay():
         two_phase = TwoPhaseLR(
             (x, y), 4, plateau_patience=1, extra_epochs_fraction=0.0,
             estimator=ScriptedEstimator([1.0, 2.0, 3.0]),
-            momentum_correction=correct)
+            momentum_correction=correct, **PAPER_RULES)
         weights = []
         record = keras.callbacks.LambdaCallback(
             on_epoch_end=lambda e, l: weights.append(
@@ -298,10 +301,32 @@ def test_momentum_correction_rescales_the_velocity_at_a_decay():
 
 def test_momentum_correction_needs_a_velocity_holding_the_rate():
     model = tiny_model(keras.optimizers.Adam(0.1))
-    callback = TwoPhaseLR(regression_data(), 4, momentum_correction=True)
+    callback = TwoPhaseLR(regression_data(), 4, momentum_correction=True, **PAPER_RULES)
     with pytest.raises(ValueError, match="`momentum_correction` applies to keras.optimizers.SGD.*Adam"):
         fit(model, [callback], 1)
 
+
+
+@pytest.mark.parametrize("optimizer", [
+    lambda: keras.optimizers.SGD(0.1),
+    lambda: LARS(0.1, momentum=0.0),
+], ids=["sgd", "lars"])
+def test_momentum_correction_needs_momentum(optimizer):
+    # Without momentum there is no velocity to rescale: a silent no-op
+    # before (Adam was refused, SGD(momentum=0) accepted).
+    begun = []
+    record = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, l: begun.append(e))
+    for callback, argument in [
+        (MomentumCorrection(), "model"),
+        (TwoPhaseLR(regression_data(), 4, momentum_correction=True),
+         "momentum_correction"),
+    ]:
+        with pytest.raises(ValueError, match=rf"Argument `{argument}` needs an "
+                           r"optimizer with momentum (for MomentumCorrection )?"
+                           r"\(its (SGD|LARS) has momentum=0\.0, so it keeps no "
+                           r"velocity to rescale\)\. Received: "):
+            fit(tiny_model(optimizer()), [record, callback], 2)
+    assert begun == []
 
 def test_errors():
     controlled = ControlledLearningRate.install(keras.optimizers.SGD(0.1))

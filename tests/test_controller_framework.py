@@ -134,7 +134,7 @@ def test_a_non_finite_estimate_never_poisons_the_next_one():
     assert math.isnan(values[7]) and all(math.isfinite(v) for v in values[8:])
     assert calls[8] is None  # the NaN vector of epoch 7 was dropped
     assert all(c is not None for c in calls[1:8] + calls[9:])
-    assert sum("non-finite value at epoch 7" in str(w.message) for w in caught) == 1
+    assert sum("non-finite value at epoch 8" in str(w.message) for w in caught) == 1
 
 
 def test_mistakes_the_estimator_would_catch_fail_before_the_first_epoch():
@@ -163,7 +163,7 @@ def test_backup_and_restore_before_the_controller_warns_and_cannot_resume(tmp_pa
     with pytest.warns(UserWarning, match="written at the end of epoch 1 before TwoPhaseLR made its decision.*Place BackupAndRestore after TwoPhaseLR"):
         with pytest.raises(Interrupted):
             session(crash=3)
-    with pytest.raises(ValueError, match="the checkpoint restored into the model expects epoch 2.*BackupAndRestore comes before TwoPhaseLR"):
+    with pytest.raises(ValueError, match="the checkpoint restored into the model continues after 2 epochs.*BackupAndRestore comes before TwoPhaseLR"):
         session()
 
 

@@ -23,6 +23,7 @@ from keras_lrphase.callbacks import TwoPhaseLR
 from keras_lrphase.callbacks.freeze_layers import FreezeLayers
 from keras_lrphase.optimizers.lars import LARS
 from keras_lrphase.optimizers.lars_wrapper import LARSWrapper
+from scripted_training import PAPER_RULES
 from scripted_training import Crash
 from scripted_training import Interrupted
 from scripted_training import ScriptedEstimator
@@ -249,7 +250,7 @@ def test_composes_with_gradual_warmup_and_two_phase_lr():
             zip(values(model.get_layer("head").trainable_variables), head))))
     steps = StepLearningRates()
     two_phase = TwoPhaseLR(regression_data(), 8, warmup_epochs=2, plateau_patience=1,
-                           estimator=ScriptedEstimator([1.0, 2.0, 3.0, 4.0]))
+                           estimator=ScriptedEstimator([1.0, 2.0, 3.0, 4.0]), **PAPER_RULES)
     x, y = regression_data()
     callbacks = [GradualWarmup(2), ScriptedLoss([9.0, 9.0, 1.0, 1.1, 1.0, 1.1, 1.2, 1.3]),
                  FreezeLayers(3, "head"), two_phase, steps, record]
@@ -411,7 +412,8 @@ def test_default_selection_errors(build, message):
 
 def test_logs_verbose_and_a_later_fit_trains_everything(capsys):
     model = net(keras.optimizers.SGD(0.1, momentum=0.9))
-    history = fit(model, [FreezeLayers(5, "fc*", verbose=1)], 1)  # ends mid-freeze
+    with pytest.warns(UserWarning, match="not released in this `fit`"):
+        history = fit(model, [FreezeLayers(5, "fc*", verbose=1)], 1)  # ends mid-freeze
     assert history.history["frozen_layers"] == [2]
     assert "Epoch 1: FreezeLayers freezes 2 layers (fc1, fc2)." in capsys.readouterr().out
     assert "apply" not in vars(model.optimizer)
@@ -426,7 +428,7 @@ def test_logs_verbose_and_a_later_fit_trains_everything(capsys):
 def test_a_fit_stopped_during_the_freeze_does_not_leak_into_the_next():
     """Keras skips `on_train_end` after an exception; the next fit cleans up."""
     model = net(keras.optimizers.SGD(0.1, momentum=0.9))
-    with pytest.raises(Interrupted):
+    with pytest.raises(Interrupted), pytest.warns(UserWarning, match="not released"):
         fit(model, [FreezeLayers(5, "fc*"), Crash(1)], 3)
     fc2 = values(model.get_layer("fc2").trainable_variables)
     history = fit(model, [FreezeLayers(1, "fc1")], 3, initial_epoch=2)
@@ -449,3 +451,19 @@ def test_exactness_and_resume_on_jax():
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "2 passed" in result.stdout, result.stdout[-2000:]
+
+
+def test_a_freeze_as_long_as_the_fit_warns_at_the_start():
+    model = net(keras.optimizers.SGD(0.1, momentum=0.9))
+    with pytest.warns(UserWarning) as caught:
+        warned_at_epoch_0 = []
+        record = keras.callbacks.LambdaCallback(
+            on_epoch_begin=lambda e, l: warned_at_epoch_0.append(len(caught)) if e == 0 else None)
+        history = fit(model, [record, FreezeLayers(10, "fc*")], 3)
+    messages = [str(w.message) for w in caught]
+    assert messages == [
+        "FreezeLayers: the layers stay frozen for epochs=10 but `fit` runs "
+        "epochs=3: they are not released in this `fit` (a later `fit` with "
+        "initial_epoch=3 continues the freeze)."]
+    assert warned_at_epoch_0 == [1]
+    assert history.history["frozen_layers"] == [2, 2, 2]

@@ -481,7 +481,8 @@ def test_repeated_calls_reuse_the_compiled_products():
                                method="lanczos").value
         for size in (48, 48, 48, 48, 48, 48, 48, 32, 40, 48)
     ]
-    (entry,) = model.__dict__["_keras_lrphase_hessian_products"].values()
+    ((_, by_batch),) = model.__dict__["_keras_lrphase_hessian_products"].values()
+    (entry,) = by_batch.values()  # one kind of batch: one set of products
     compiled = [f for f in entry if hasattr(f, "experimental_get_tracing_count")]
     assert len(compiled) == 2  # the prefix pass and the product
     assert [f.experimental_get_tracing_count() for f in compiled] == [2, 2]

@@ -53,7 +53,8 @@ SCRIPT = textwrap.dedent(
             x, y, batch_size=16, epochs=8, verbose=0, shuffle=False,
             callbacks=[ScriptedLoss(), lrp.GradualWarmup(1),
                        lrp.TwoPhaseLR((x, y), 8, plateau_patience=1,
-                                      estimator=estimator)])
+                                      estimator=estimator,
+                                      plateau_rule="paper", decay_rule="paper")])
         return {"lr": history.history["learning_rate"],
                 "phase": history.history["lrphase_phase"],
                 "weights": [w.tolist() for w in model.get_weights()],
@@ -147,7 +148,8 @@ ESTIMATOR_SCRIPT = textwrap.dedent(
         history = model.fit(
             x, y, batch_size=16, epochs=8, verbose=0, shuffle=False,
             callbacks=[ScriptedLoss(), lrp.GradualWarmup(1),
-                       lrp.TwoPhaseLR((x, y), 8, plateau_patience=1),
+                       lrp.TwoPhaseLR((x, y), 8, plateau_patience=1,
+                                      plateau_rule="paper", decay_rule="paper"),
                        lrp.HessianMonitor((x, y), seed=0)])
         return {"lr": history.history["learning_rate"],
                 "phase": history.history["lrphase_phase"],

@@ -33,9 +33,10 @@ print(json.dumps({"backend": keras.backend.backend(), "imported": sorted(
 # of Keras and the backends it imported.
 _COMMAND_IMPORTS = """
 import json, sys
-import keras_lrphase_command
+sys.argv[0] = "keras-lrphase"  # as the console script, while it imports
+from keras_lrphase import cli_entry
 try:
-    status = keras_lrphase_command.main(sys.argv[1:])
+    status = cli_entry.main(sys.argv[1:])
 except SystemExit as stop:
     status = stop.code
 print(json.dumps({"status": status, "imported": sorted(
@@ -94,8 +95,9 @@ def test_a_command_that_runs_registers_the_serializable_classes(tmp_path):
     command runs, and the switch that defers them does not leak."""
     code = """
 import os, sys
-import keras_lrphase_command
-status = keras_lrphase_command.main(sys.argv[1:])
+sys.argv[0] = "keras-lrphase"  # as the console script, while it imports
+from keras_lrphase import cli_entry
+status = cli_entry.main(sys.argv[1:])
 import keras
 for name in ("LARS", "LARSWrapper", "ScaledLearningRate"):
     assert keras.saving.get_registered_object("keras_lrphase>" + name), name
@@ -103,11 +105,43 @@ assert not any("LRPHASE" in key for key in os.environ), os.environ
 print(status)
 """
     result = subprocess.run(
-        [sys.executable, "-c", code, "train", "--lr", "-1",
+        # Passes the checks without a backend; the data refuses the batch.
+        [sys.executable, "-c", code, "train", "--batch-size", "4096",
          "--out", str(tmp_path / "run")],
         capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split() == ["2"]
-    assert "Argument --lr must be a positive number" in result.stderr
+    assert "Argument --batch-size must be at most" in result.stderr
 
 
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "--dataset", "digts"], "Argument --dataset must be one of"),
+    (["train", "--epochs", "0"], "Argument --epochs must be an integer >= 1"),
+    (["train", "--dataset", "folder"], "Argument --data-dir is required"),
+    (["train", "--model", "resnet21"], "--model='resnet21'"),
+    (["train", "--out", "/proc/lrphase-out"], "a folder cannot be created"),
+    (["compare", "--preset", "cifar10-cpu"], "pass --data-dir"),
+    (["compare", "--preset", "landscape-cpu"], "pass --data-dir"),
+    (["compare", "--preset", "dmeo"], "did you mean 'demo'?"),
+    (["compare", "--preset", "demo", "--epochs", "0"], "--epochs=0"),
+])
+def test_option_values_are_checked_before_a_backend_is_loaded(argv, message):
+    """What needs no backend fails at once: no Keras, no TensorFlow."""
+    result, report = _run(_COMMAND_IMPORTS, *argv, backend="tensorflow")
+    assert report == {"status": 2, "imported": []}
+    assert message in result.stderr.strip().splitlines()[-1]
+
+
+def test_python_m_keras_lrphase_answers_help_without_keras():
+    """`python -m keras_lrphase`, the console script's twin, imports no
+    Keras for --help (`-X importtime` lists every module imported)."""
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "keras_lrphase", "--help"],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "usage: keras-lrphase" in result.stdout
+    imported = {line.rsplit("|", 1)[-1].strip()
+                for line in result.stderr.splitlines() if "|" in line}
+    assert "keras_lrphase.cli" in imported
+    assert not imported & {"keras", "tensorflow", "jax", "torch"}

@@ -120,3 +120,115 @@ def test_compare_notes_the_dotted_decay_lines_only_where_drawn(tmp_path, monkeyp
                  str(tmp_path / "budgets.png"),
                  budgets={"flat": 6, "measured": 8})
     assert texts == ["not computed"]
+
+
+def _drawn(monkeypatch):
+    """Records the text of every figure saved: title, legends, panel titles,
+    labels, notes and the accuracy panel's limits."""
+    import matplotlib.figure
+
+    seen = []
+    original = matplotlib.figure.Figure.savefig
+
+    def savefig(fig, *args, **kwargs):
+        axes = fig.axes
+        legends = [t.get_text() for lg in fig.legends for t in lg.get_texts()]
+        legends += [t.get_text() for ax in axes if ax.get_legend()
+                    for t in ax.get_legend().get_texts()]
+        seen.append({
+            "title": fig._suptitle.get_text() if fig._suptitle else None,
+            "legends": legends,
+            "titles": [ax.get_title() for ax in axes],
+            "ylabels": [ax.get_ylabel() for ax in axes],
+            "texts": [t.get_text() for ax in axes for t in ax.texts],
+            "ylim": [ax.get_ylim() for ax in axes],
+            "styles": [[line.get_linestyle() for line in ax.get_lines()
+                        if len(set(line.get_xdata())) > 1] for ax in axes],
+            "vlines": [sorted(line.get_xdata()[0] for line in ax.get_lines()
+                              if len(set(line.get_xdata())) == 1
+                              and len(line.get_xdata()) == 2)
+                       for ax in axes],
+        })
+        return original(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
+    return seen
+
+
+def _run_rows(phases, lrs, losses):
+    return [dict(epoch=i + 1, phase=p, loss=loss, val_accuracy=0.5 + 0.01 * i,
+                 learning_rate=lr, hessian_max_eigenvalue=1.0 + i)
+            for i, (p, lr, loss) in enumerate(zip(phases, lrs, losses))]
+
+
+def test_curves_name_the_warmup_the_plateau_the_extra_epochs_and_the_phase(
+        tmp_path, monkeypatch):
+    seen = _drawn(monkeypatch)
+    phases = ["warmup"] * 2 + ["exploration"] * 6 + ["convergence"] * 4
+    rows = _run_rows(phases, [0.05, 0.1] + [0.1] * 6 + [0.1, 0.05, 0.05, 0.025],
+                     [1.0 / (i + 1) for i in range(12)])
+    # summary.json's epochs: plateau after epoch 4, switch after epoch 8.
+    plot_curves(rows, str(tmp_path / "c.png"),
+                title="two-phase (seed 3): small-cnn on digits, batch 512",
+                marks={"plateau_epoch": 4, "switch_epoch": 8,
+                       "decay_epochs": [9, 11]},
+                schedule="two-phase")
+    (fig,) = seen
+    assert fig["title"] == "two-phase (seed 3): small-cnn on digits, batch 512"
+    assert fig["legends"] == ["warmup", "loss plateau (after epoch 4)",
+                              "extra exploration epochs (5-8)",
+                              "convergence phase"]
+    # The plateau line sits between the points of epochs 4 and 5.
+    assert all(v == [4.5] for v in fig["vlines"])
+    # A step decay's grey band is the epochs after its first decay.
+    seen.clear()
+    step = _run_rows(["warmup"] + ["exploration"] * 3 + ["convergence"] * 2,
+                     [0.05, 0.1, 0.1, 0.1, 0.01, 0.01], [1.0] * 6)
+    plot_curves(step, str(tmp_path / "s.png"), title="t",
+                marks={"plateau_epoch": None, "decay_epochs": [4]},
+                schedule="step")
+    assert seen[0]["legends"] == ["warmup", "after the first LR decay"]
+    # A plateau whose switch falls beyond the budget says so.
+    seen.clear()
+    plot_curves(rows[:8], str(tmp_path / "b.png"),
+                marks={"plateau_epoch": 6, "exploration_epochs": None},
+                schedule="two-phase")
+    assert seen[0]["legends"] == [
+        "warmup", "loss plateau (after epoch 6)",
+        "extra exploration epochs (switch beyond the budget)"]
+
+
+def test_compare_draws_seed_bands_every_decay_the_switch_and_a_zoomed_accuracy(
+        tmp_path, monkeypatch):
+    seen = _drawn(monkeypatch)
+    n = 20
+    base = [dict(epoch=e, phase="exploration", loss=2.0 / e,
+                 val_accuracy=min(0.95, 0.1 + 0.1 * e), learning_rate=0.1,
+                 hessian_max_eigenvalue=2.0) for e in range(1, n + 1)]
+    # Two-phase is large-batch's run until epoch 12 (identical rows).
+    other = [dict(r, loss=r["loss"] * (0.9 if r["epoch"] > 12 else 1.0),
+                  val_accuracy=r["val_accuracy"] - (0.01 if r["epoch"] > 12 else 0))
+             for r in base]
+    seeds = {"large-batch": [base, [dict(r, val_accuracy=r["val_accuracy"] - 0.02)
+                                    for r in base]],
+             "two-phase": [other, other]}
+    marks = {"large-batch": {"decay_epochs": [10, 15]},
+             "two-phase": {"decay_epochs": [14, 16, 18], "switch_epoch": 12}}
+    plot_compare({"large-batch": base, "two-phase": other},
+                 str(tmp_path / "c.png"), title="Offline demo: two-phase",
+                 seeds=seeds, marks=marks)
+    (fig,) = seen
+    assert fig["title"] == ("Offline demo: two-phase\n"
+                            "curves: mean over 2 seeds; band: their range")
+    assert fig["titles"][0] == "validation accuracy (axis: last half of training)"
+    assert fig["titles"][2] == "first seed"
+    # Different line styles, so the coinciding curves both show.
+    assert fig["styles"][0][:2] == ["-", "--"]
+    assert fig["texts"] == ["dotted: LR decays\ndash-dot: two-phase switch\n"
+                            "large-batch and two-phase coincide up to epoch 12\n"
+                            "(marks: first seed)"]
+    # Every decay and the switch, after their epochs (x = epoch + 0.5).
+    assert fig["vlines"][0] == [10.5, 12.5, 14.5, 15.5, 16.5, 18.5]
+    # The accuracy axis spans the last half: 0.93 (seed 2's low) to 0.95.
+    low, high = fig["ylim"][0]
+    assert 0.9 < low < 0.93 and 0.95 < high <= 0.96

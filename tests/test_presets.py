@@ -9,7 +9,8 @@ pytestmark = pytest.mark.backend_neutral
 
 
 def test_preset_names():
-    assert PRESET_NAMES == ("demo", "cifar10-cpu", "cifar10-table2",
+    assert PRESET_NAMES == ("demo", "cifar10-cpu", "cifar10-excursion-cpu",
+                            "cifar10-table2",
                             "cifar10-lr-search", "cifar10-autodecay-cpu",
                             "cifar10-momentum-cpu", "cifar10-table1",
                             "cifar100-table3", "svhn-table4", "imagenet-table5",
@@ -257,7 +258,7 @@ def test_paper_scale_presets_run_an_epoch_on_mock_data(name, tmp_path):
 
 def test_cpu_scale_studies_vary_one_setting_of_a_cifar10_cpu_row():
     cpu = _table("cifar10-cpu")
-    large, two_phase = cpu["large-batch"][1], cpu["two-phase"][1]
+    large, two_phase = cpu["large-batch"][1], cpu["two-phase (paper rules)"][1]
     shared = ("dataset", "model", "train_size", "test_size", "weight_decay",
               "momentum", "warmup_epochs", "hessian_every",
               "hessian_batch_size")

@@ -12,6 +12,7 @@ from keras_lrphase import GradualWarmup
 from keras_lrphase import MomentumCorrection
 from keras_lrphase import StageCheckpoint
 from keras_lrphase import TwoPhaseLR
+from scripted_training import PAPER_RULES
 from scripted_training import TRACE_A_EIGENVALUES
 from scripted_training import TRACE_A_LOSSES
 from scripted_training import Crash
@@ -71,7 +72,7 @@ def test_two_phase_decays_end_stages(tmp_path):
     stages = StageCheckpoint(str(tmp_path / "stage{stage}.weights.h5"),
                              save_weights_only=True)
     two_phase = TwoPhaseLR(regression_data(), 12, plateau_patience=2,
-                           estimator=ScriptedEstimator(TRACE_A_EIGENVALUES))
+                           estimator=ScriptedEstimator(TRACE_A_EIGENVALUES), **PAPER_RULES)
     fit(model, [ScriptedLoss(TRACE_A_LOSSES), two_phase, stages], 12)
     # Trace A decays at the ends of epochs 8 and 10 (1-based).
     assert [(s["first_epoch"], s["last_epoch"], s["ended_by"]) for s in stages.stages] == [
@@ -111,7 +112,7 @@ def test_a_stage_saved_during_warmup_loads_without_the_package(tmp_path):
     fit(model, [GradualWarmup(5), ScriptedLoss([1.0, 1.0, 1.1]),
                 TwoPhaseLR(regression_data(), plateau_patience=1,
                            extra_epochs_fraction=0.0,
-                           estimator=ScriptedEstimator([1.0, 2.0])), stages], 3)
+                           estimator=ScriptedEstimator([1.0, 2.0]), **PAPER_RULES), stages], 3)
     # Decay at the end of epoch 3 (1-based), the last: saved in the warmup.
     assert [(s["last_epoch"], s["ended_by"]) for s in stages.stages] == [
         (3, ["two_phase_lr:decay"])]
@@ -166,7 +167,7 @@ def test_argument_validation(kwargs, message):
 
 def test_a_log_key_missing_from_the_logs_names_the_filepath(tmp_path):
     model = tiny_model(keras.optimizers.SGD(0.1))
-    stages = StageCheckpoint(str(tmp_path / "m{val_loss}.keras"))
+    stages = StageCheckpoint(str(tmp_path / "m{stage}-{val_loss}.keras"))
     with pytest.raises(ValueError, match="`filepath` names 'val_loss'.*available: \\['loss'"):
         fit(model, [stages], 1)
 
@@ -176,7 +177,7 @@ def test_a_run_killed_after_its_last_epoch_ends_as_it_would_have(tmp_path):
     def session(stages_dir):
         model = tiny_model(keras.optimizers.SGD(0.1))
         two_phase = TwoPhaseLR(regression_data(), 12, plateau_patience=2,
-                               estimator=ScriptedEstimator(TRACE_A_EIGENVALUES))
+                               estimator=ScriptedEstimator(TRACE_A_EIGENVALUES), **PAPER_RULES)
         stages = StageCheckpoint(str(tmp_path / stages_dir / "stage{stage}.keras"))
         backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"),
                                                   delete_checkpoint=False)
@@ -196,7 +197,7 @@ def test_a_run_killed_after_its_last_epoch_ends_as_it_would_have(tmp_path):
     assert sorted(os.listdir(tmp_path / "second")) == ["stage3.json", "stage3.keras"]
 
 
-# == steps of a schedule anywhere in an epoch =================================
+# == steps of a schedule anywhere in an epoch ==========================
 STEPS_PER_EPOCH = 22
 EPOCHS = 8
 PLACEMENTS = {
@@ -302,3 +303,35 @@ def test_the_stage_model_holds_the_learning_rate_of_its_stage(tmp_path):
     # The optimizer goes on with its own, decayed learning rate.
     assert float(model.optimizer.learning_rate) == float(decayed)
 
+def test_a_field_missing_from_the_logs_stops_before_a_second_epoch(tmp_path):
+    # The first stage is saved at its end, here the end of training: the
+    # fields are checked against the logs of the first epoch instead.
+    begun = []
+    record = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, l: begun.append(e))
+    stages = StageCheckpoint(str(tmp_path / "s{stage}-{foo}.keras"))
+    with pytest.raises(ValueError, match=r"`filepath` names 'foo' which is not in "
+                       r"the epoch logs \(available: \['loss'\]\)"):
+        fit(tiny_model(keras.optimizers.SGD(0.1)), [record, stages], 4)
+    assert begun == [0]
+    assert not os.listdir(tmp_path)
+    # A format that no log value takes (they are floats) fails at once.
+    with pytest.raises(ValueError, match=r"`filepath` must be a valid format "
+                       r"string \(Unknown format code 'd'"):
+        StageCheckpoint(str(tmp_path / "s{stage}-{loss:d}.keras"))
+
+
+def test_a_filepath_below_a_regular_file_is_refused_at_construction(tmp_path):
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    for filepath in (tmp_path / "notes.txt" / "s{stage}.keras",
+                     tmp_path / "notes.txt" / "deeper" / "s{stage}.keras"):
+        with pytest.raises(ValueError, match=r"`filepath` must be in a folder: "
+                           r".*notes.txt' is a file.*Received: filepath="):
+            StageCheckpoint(str(filepath))
+
+
+def test_a_filepath_without_the_stage_is_refused(tmp_path):
+    # Every stage would overwrite the previous stage's file.
+    with pytest.raises(ValueError, match=r"`filepath` must contain `\{stage\}` or "
+                       r"`\{epoch\}`.*Received: filepath=.*model-\{loss:.2f\}.keras"):
+        StageCheckpoint(str(tmp_path / "model-{loss:.2f}.keras"))
+    StageCheckpoint(str(tmp_path / "model-{epoch:03d}.keras"))  # one file per stage

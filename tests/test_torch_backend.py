@@ -21,6 +21,8 @@ import keras
 import numpy as np
 import pytest
 
+from scripted_training import PAPER_RULES
+
 # `backend_neutral`: passes with any Keras backend in the test process and
 # without TensorFlow (the subprocesses cover the backends installed).
 pytestmark = [pytest.mark.torch, pytest.mark.backend_neutral]
@@ -185,7 +187,7 @@ def _fit(arrays):
                       from_logits=True))
     eigen = {"method": "lanczos", "max_iterations": 40, "tolerance": 1e-9}
     two_phase = TwoPhaseLR((x, labels), FIT_EPOCHS, warmup_epochs=2,
-                           plateau_patience=1, eigen_kwargs=eigen)
+                           plateau_patience=1, eigen_kwargs=eigen, **PAPER_RULES)
     steps = _StepRates()
     history = model.fit(
         x, labels, batch_size=FIT_BATCH, epochs=FIT_EPOCHS, shuffle=False,
@@ -472,7 +474,7 @@ def test_two_phase_fit_on_torch_follows_the_algorithm(runs, arrays):
     # The algorithm, replayed on the logged metrics: the factor decided at
     # an epoch's end applies from the next epoch on.
     controller = TwoPhaseController(FIT_EPOCHS, warmup_epochs=2,
-                                    plateau_patience=1)
+                                    plateau_patience=1, **PAPER_RULES)
     factors, factor = [], 1.0
     for epoch in range(FIT_EPOCHS):
         factors.append(factor)

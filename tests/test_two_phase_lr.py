@@ -14,6 +14,7 @@ from keras_lrphase.callbacks import TwoPhaseLR
 from keras_lrphase.distributed.reduction import LocalReducer
 from keras_lrphase.distributed.reduction import MetricReducer
 from keras_lrphase.schedules.controlled_learning_rate import ControlledLearningRate
+from scripted_training import PAPER_RULES
 from scripted_training import TRACE_A
 from scripted_training import TRACE_A_EIGENVALUES
 from scripted_training import TRACE_A_FACTORS
@@ -55,7 +56,7 @@ def trace_a_callback(**kwargs):
     callback = TwoPhaseLR(
         regression_data(), TRACE_A["epochs"],
         plateau_patience=TRACE_A["plateau_patience"], estimator=estimator,
-        **kwargs,
+        **kwargs, **PAPER_RULES
     )
     return callback, estimator
 
@@ -100,6 +101,25 @@ def test_exact_learning_rate_in_every_epoch(capsys):
     ]
 
 
+def test_every_printed_decision_is_in_the_summary_numbered_as_printed(capsys):
+    # Trace A cut at 10 epochs: the second decay is decided at the end of
+    # the last epoch (index 9, printed "Epoch 10").
+    model = tiny_model(keras.optimizers.SGD(0.1))
+    callback, _ = trace_a_callback(verbose=1)
+    fit(model, [ScriptedLoss(TRACE_A_LOSSES), callback], 10)
+    printed = [int(line.split(":")[0].split()[1])
+               for line in capsys.readouterr().out.splitlines()
+               if "TwoPhaseLR decaying" in line]
+    assert printed == [8, 10]
+    assert callback.decay_epochs == printed
+    assert callback.summary() == {"decay_epochs": [8, 10],
+                                  "plateau_epoch": 5,
+                                  "exploration_epochs": 7}
+    assert (callback.plateau_epoch, callback.switch_epoch) == (5, 7)
+    # The controller itself speaks Keras' 0-based epoch indices.
+    assert callback.controller.decay_epochs == [7, 9]
+
+
 def test_decay_changes_the_training_itself():
     """The decayed LR reaches the update: plain SGD, one batch per epoch."""
     x, y = regression_data()
@@ -128,7 +148,7 @@ def test_composes_with_gradual_warmup_exact_per_step():
     steps = StepLearningRates()
     callback = TwoPhaseLR(
         regression_data(), 8, warmup_epochs=2, plateau_patience=1,
-        estimator=ScriptedEstimator(COMPOSE_EIGENVALUES),
+        estimator=ScriptedEstimator(COMPOSE_EIGENVALUES), **PAPER_RULES
     )
     history = fit(
         model,
@@ -150,7 +170,7 @@ def test_composes_with_cosine_decay_restarts():
     steps = StepLearningRates()
     callback = TwoPhaseLR(
         regression_data(), 8, warmup_epochs=2, plateau_patience=1,
-        estimator=ScriptedEstimator(COMPOSE_EIGENVALUES),
+        estimator=ScriptedEstimator(COMPOSE_EIGENVALUES), **PAPER_RULES
     )
     history = fit(model, [ScriptedLoss(COMPOSE_LOSSES), callback, steps], 8)
     scales = np.repeat(COMPOSE_SCALES_PER_EPOCH, 2)
@@ -199,7 +219,7 @@ def test_resume_with_backup_and_restore_makes_identical_decisions(tmp_path):
         model = tiny_model(keras.optimizers.SGD(0.1, momentum=0.9))
         callback = TwoPhaseLR(
             (x, y), 12, plateau_patience=2, state_path=state_path,
-            estimator=ScriptedEstimator(TRACE_A_EIGENVALUES),
+            estimator=ScriptedEstimator(TRACE_A_EIGENVALUES), **PAPER_RULES
         )
         callbacks = [
             GradualWarmup(2), ScriptedLoss(TRACE_A_LOSSES), callback,
@@ -292,10 +312,10 @@ def test_resuming_at_an_epoch_no_state_expects_is_an_error(tmp_path):
     callback, _ = trace_a_callback(state_path=path)
     fit(tiny_model(keras.optimizers.SGD(0.1)), [ScriptedLoss(TRACE_A_LOSSES), callback], 3)
     other, _ = trace_a_callback(state_path=path)
-    with pytest.raises(ValueError, match=r"starts at epoch 5, but no saved state.*holds epochs \[2, 3\]"):
+    with pytest.raises(ValueError, match=r"starts after 5 completed epochs \(initial_epoch=5\), but no saved state of TwoPhaseLR continues from there: state_path=.* holds the states after epochs \[2, 3\]\.$"):
         fit(tiny_model(keras.optimizers.SGD(0.1)), [other], 6, initial_epoch=5)
     fresh, _ = trace_a_callback()
-    with pytest.raises(ValueError, match="nothing was restored: resume with keras.callbacks.BackupAndRestore"):
+    with pytest.raises(ValueError, match="continues from there: nothing was restored; resume with keras_lrphase.BackupAndRestore"):
         fit(tiny_model(keras.optimizers.SGD(0.1)), [fresh], 6, initial_epoch=5)
     path.write_text("{not json")
     damaged, _ = trace_a_callback(state_path=path)
@@ -347,7 +367,7 @@ def test_reducer_is_the_decision_input():
     # decay at 8 (2.15 > 2.1 and loss 0.76 > 0.74).
     callback = TwoPhaseLR(
         regression_data(), 12, plateau_patience=2, reducer=reducer,
-        estimator=ScriptedEstimator([1.0, 1.2, 1.3]),
+        estimator=ScriptedEstimator([1.0, 1.2, 1.3]), **PAPER_RULES
     )
     history = fit(model, [ScriptedLoss(TRACE_A_LOSSES), callback], 9)
     assert reducer.calls[0] == {"loss": 1.0}
@@ -361,7 +381,7 @@ def test_a_monitor_missing_from_the_first_epoch_logs_is_an_error():
     model = tiny_model(keras.optimizers.SGD(0.1))
     callback = TwoPhaseLR(
         regression_data(), 4, plateau_patience=1, monitor="val_loss",
-        estimator=ScriptedEstimator([1.0]),
+        estimator=ScriptedEstimator([1.0]), **PAPER_RULES
     )
     with pytest.raises(ValueError, match=r"`val_loss` is not in the epoch logs \(available: \['loss'\]\).*Received: monitor='val_loss'"):
         fit(model, [callback], 3)
@@ -377,14 +397,14 @@ def test_a_monitor_missing_later_warns_and_makes_no_decision():
     model = tiny_model(keras.optimizers.SGD(0.1))
     callback = TwoPhaseLR(
         regression_data(), 6, plateau_patience=1,
-        estimator=ScriptedEstimator([1.0] * 4),
+        estimator=ScriptedEstimator([1.0] * 4), **PAPER_RULES
     )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fit(model, [ScriptedLoss([1.0, 0.5, 0.4, 0.3]), DropLoss(), callback], 4)
     messages = [str(w.message) for w in caught if w.category is UserWarning]
     assert sum("`loss` is not in the epoch logs" in m for m in messages) == 1
-    assert sum("non-finite value at epoch 2" in m for m in messages) == 1
+    assert sum("non-finite value at epoch 3" in m for m in messages) == 1
     assert callback.controller.state.best == 0.3  # epoch 2 changed nothing
     assert callback.controller.state.wait == 0
 
@@ -396,7 +416,7 @@ def test_hessian_batch_is_the_first_batch_of_a_dataset():
     x, y = regression_data()
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(3)
     estimator = ScriptedEstimator([1.0, 1.0])
-    callback = TwoPhaseLR(dataset, 4, plateau_patience=1, estimator=estimator)
+    callback = TwoPhaseLR(dataset, 4, plateau_patience=1, estimator=estimator, **PAPER_RULES)
     fit(tiny_model(keras.optimizers.SGD(0.1)), [ScriptedLoss([1.0] * 4), callback], 4)
     # Plateau at epoch 1 -> switch at 2: two estimates, on the same batch.
     assert len(estimator.batches) == 2
@@ -411,7 +431,7 @@ def test_real_estimator_on_a_linear_model():
     model = tiny_model(keras.optimizers.SGD(0.01))
     callback = TwoPhaseLR(
         (x, y), 4, plateau_patience=1,
-        eigen_kwargs={"method": "lanczos", "tolerance": 1e-6},
+        eigen_kwargs={"method": "lanczos", "tolerance": 1e-6}, **PAPER_RULES
     )
     history = fit(model, [ScriptedLoss([1.0] * 4), callback], 4)
     a = np.concatenate([x, np.ones((8, 1), "float32")], axis=1).astype("float64")
@@ -490,7 +510,7 @@ def test_argument_validation(kwargs, error, message):
     data = kwargs.pop("hessian_data", regression_data())
     epochs = kwargs.pop("epochs", 10)
     with pytest.raises(error, match=message):
-        TwoPhaseLR(data, epochs, **kwargs)
+        TwoPhaseLR(data, epochs, **kwargs, **PAPER_RULES)
 
 
 def test_uncompiled_model_is_an_error():
@@ -506,13 +526,13 @@ JAX_SCRIPT = textwrap.dedent(
     import keras, numpy as np
     sys.path.insert(0, sys.argv[1])
     from keras_lrphase.callbacks import GradualWarmup, TwoPhaseLR
-    from scripted_training import (ScriptedEstimator, ScriptedLoss,
-        StepLearningRates, regression_data, tiny_model)
+    from scripted_training import (PAPER_RULES, ScriptedEstimator,
+        ScriptedLoss, StepLearningRates, regression_data, tiny_model)
     model = tiny_model(keras.optimizers.SGD(0.1))
     initial = [w.tolist() for w in model.get_weights()]
     steps = StepLearningRates()
     callback = TwoPhaseLR(regression_data(), 8, warmup_epochs=2,
-        plateau_patience=1, estimator=ScriptedEstimator(%r))
+        plateau_patience=1, estimator=ScriptedEstimator(%r), **PAPER_RULES)
     x, y = regression_data()
     history = model.fit(x, y, batch_size=4, epochs=8, shuffle=False,
         verbose=0, callbacks=[GradualWarmup(2), ScriptedLoss(%r), callback,
@@ -566,6 +586,6 @@ def test_bad_eigen_kwargs_fail_at_construction():
     x = np.zeros((4, 2), "float32")
     y = np.zeros((4,), "int32")
     with pytest.raises(ValueError, match="method='svd'"):
-        TwoPhaseLR((x, y), 10, eigen_kwargs={"method": "svd"})
+        TwoPhaseLR((x, y), 10, eigen_kwargs={"method": "svd"}, **PAPER_RULES)
     with pytest.raises(ValueError, match="max_iterations=0"):
-        TwoPhaseLR((x, y), 10, eigen_kwargs={"max_iterations": 0})
+        TwoPhaseLR((x, y), 10, eigen_kwargs={"max_iterations": 0}, **PAPER_RULES)

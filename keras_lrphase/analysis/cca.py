@@ -34,6 +34,7 @@ samples per neuron the correlations of unrelated data are visibly above 0
 
 import numpy as np
 
+from keras_lrphase import _warnings
 from keras_lrphase._validation import fail
 
 
@@ -228,7 +229,8 @@ def svcca(activations_a, activations_b, keep_variance=0.99, *, epsilon=None):
         epsilon: Float or None. Rank threshold, as in `cca`.
 
     Returns:
-        Float in [0, 1], or NaN when a matrix has no variance at all.
+        Float in [0, 1], or NaN, with a warning, when a matrix has
+        no variance at all.
 
     Raises:
         ValueError: As `cca`, or if `keep_variance` is not in (0, 1].
@@ -249,9 +251,21 @@ def svcca(activations_a, activations_b, keep_variance=0.99, *, epsilon=None):
         2019, Section 2.2.
     """
     keep_variance = check_keep_variance(keep_variance)
-    correlations = svcca_correlations(activations_a, activations_b,
-                                      keep_variance, epsilon=epsilon)
-    return float(np.mean(correlations)) if correlations.size else float("nan")
+    a, b = check_pair(activations_a, activations_b)
+    if epsilon is not None:
+        epsilon = _check_epsilon(epsilon)
+    bases = [reduced_basis(m, keep_variance, epsilon) for m in (a, b)]
+    correlations = basis_correlations(*bases)
+    if correlations.size:
+        return float(np.mean(correlations))
+    flat = [name for name, basis in zip(("activations_a", "activations_b"), bases)
+            if basis.shape[1] == 0]
+    _warnings.warn(
+        f"svcca: {' and '.join(f'`{name}`' for name in flat)} "
+        f"{'has' if len(flat) == 1 else 'have'} no variance (every neuron is "
+        "constant over the samples, such as a dead ReLU layer): the "
+        "similarity is undefined and NaN is returned.")
+    return float("nan")
 
 
 def svcca_correlations(activations_a, activations_b, keep_variance=0.99, *,

@@ -17,8 +17,6 @@ an arbitrary nest `data`, returning a scalar.
 import importlib
 import importlib.util
 
-import keras
-
 _MODULES = {
     "tensorflow": "keras_lrphase.backend.tensorflow_autodiff",
     "jax": "keras_lrphase.backend.jax_autodiff",
@@ -35,8 +33,34 @@ def tensorflow_installed():
         return False
 
 
+def configured_backend():
+    """The name of the backend Keras runs on, found without importing Keras.
+
+    Once Keras is imported, its own answer; before, what Keras will read:
+    `KERAS_BACKEND`, else the `"backend"` of `$KERAS_HOME/keras.json`
+    (`~/.keras/keras.json`), else `"tensorflow"`.
+    """
+    import json
+    import os
+    import sys
+
+    if "keras" in sys.modules:
+        return sys.modules["keras"].backend.backend()
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    home = os.environ.get("KERAS_HOME") or os.path.join(
+        os.path.expanduser("~"), ".keras")
+    try:
+        with open(os.path.join(home, "keras.json")) as f:
+            return json.load(f).get("backend", "tensorflow")
+    except (OSError, ValueError, AttributeError):
+        return "tensorflow"
+
+
 def autodiff():
     """The autodiff module of the active Keras backend."""
+    import keras
+
     name = keras.backend.backend()
     if name not in _MODULES:
         raise ValueError(

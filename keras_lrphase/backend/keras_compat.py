@@ -33,7 +33,8 @@ Keras changes one of these, this is the one module to update.
   computes it (label reshaping, the `"crossentropy"` shorthand).
 * `print_msg`: Keras' own printer (respects `keras.config.disable_interactive_logging`).
 * `set_initial_epoch`: the attribute `fit` reads after `on_train_begin`,
-  which `keras.callbacks.BackupAndRestore` sets the same way.
+  which `keras.callbacks.BackupAndRestore` sets the same way (and never
+  resets).
 * `filter_applied_variables`, `producing_call`, `trace_train_function_anew`:
   a filter in front of the
   `apply` of the optimizer that owns the slots (every route of a train step
@@ -48,6 +49,10 @@ Keras changes one of these, this is the one module to update.
   `train_on_batch` calls before the callbacks' `on_train_begin`.
 * `serialize_learning_rate_as`: the learning rate an optimizer's
   `get_config` records (so a saved model never needs the package).
+* `shuffle_random_state`, `set_shuffle_random_state`: the global random
+  generators Keras' data adapters draw each epoch's shuffle order from
+  (see `shuffle_random_state`), so that `BackupAndRestore` resumes the
+  order of an uninterrupted run.
 * `is_distiller`, `distiller_student_loss`, `distiller_teacher_features`:
   `keras.distillation.Distiller` (absent before Keras 3.12), the student
   loss as its `compile` converted it, and the teacher's outputs (and the
@@ -55,8 +60,10 @@ Keras changes one of these, this is the one module to update.
   (`keras_lrphase.hessian.distillation`).
 """
 
+import base64
 import functools
 import json
+import random
 
 import keras
 import numpy as np
@@ -204,8 +211,13 @@ def update_rule_wrapped(optimizer):
 
 
 def set_initial_epoch(model, epoch):
-    """The epoch the running `fit` starts at (what BackupAndRestore sets)."""
-    model._initial_epoch = int(epoch)
+    """The epoch the running `fit` starts at (what BackupAndRestore sets).
+
+    `None` lets `fit` start at its own `initial_epoch`. Keras never resets
+    the attribute: once a `BackupAndRestore` resumed a `fit`, every later
+    `fit` of the model started at that epoch, whatever its `initial_epoch`.
+    """
+    model._initial_epoch = None if epoch is None else int(epoch)
 
 
 def drop_train_function(model):
@@ -421,3 +433,47 @@ def distiller_teacher_features(distiller, x):
     `training=False`).
     """
     return distiller._extract_all_teacher_features(x)
+
+
+def shuffle_random_state():
+    """The state of the generators `fit(shuffle=True)` draws its order from.
+
+    Keras draws each epoch's shuffle order, when the epoch's first batch
+    is requested, from global generators: NumPy arrays from `np.random` on
+    JAX (`ArrayDataAdapter._get_iterator`), from torch's default generator
+    on torch (its `RandomSampler` and `DataLoader` seed), a
+    `keras.utils.PyDataset` from Python's `random` on every backend. None
+    of them is saved by `BackupAndRestore`, so a resumed run drew the order
+    of the uninterrupted run's first epochs again. (On TensorFlow, arrays
+    are shuffled by a tf.data op seeded by the global seed, in the same
+    order every epoch.) Returns a JSON-serialisable dict.
+    """
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state = {
+        "numpy": [name, np.asarray(keys).tolist(), int(position),
+                  int(has_gauss), float(cached)],
+        "python": [version, list(internal), gauss_next],
+    }
+    if keras.backend.backend() == "torch":
+        import torch
+
+        state["torch"] = base64.b64encode(
+            torch.get_rng_state().numpy().tobytes()).decode("ascii")
+    return state
+
+
+def set_shuffle_random_state(state):
+    """Restores `shuffle_random_state()`'s output (parts absent are kept)."""
+    if "numpy" in state:
+        name, keys, position, has_gauss, cached = state["numpy"]
+        np.random.set_state(
+            (name, np.asarray(keys, np.uint32), position, has_gauss, cached))
+    if "python" in state:
+        version, internal, gauss_next = state["python"]
+        random.setstate((version, tuple(internal), gauss_next))
+    if "torch" in state and keras.backend.backend() == "torch":
+        import torch
+
+        data = np.frombuffer(base64.b64decode(state["torch"]), np.uint8)
+        torch.set_rng_state(torch.from_numpy(data.copy()))

@@ -7,6 +7,7 @@ from keras_lrphase.controllers.auto_decay_controller import DEFAULT_DROP_THRESHO
 from keras_lrphase.controllers.auto_decay_controller import DEFAULT_TOLERANCE
 from keras_lrphase.controllers.auto_decay_controller import DEFAULT_WINDOW
 from keras_lrphase.controllers.auto_decay_controller import AutoDecayController
+from keras_lrphase.controllers import auto_decay_controller
 from keras_lrphase.controllers.controller import LOSS
 
 SMOOTHED_LOSS = "autodecay_smoothed_loss"
@@ -47,6 +48,11 @@ class AutoDecay(ControllerCallback):
         decay_factor: Float in (0, 1). Defaults to `0.1`.
         warmup_epochs: Int >= 0. Epochs ignored at the start (the ramp
             itself is `GradualWarmup`'s). Defaults to `0`.
+        stability: `"stage"` or `"paper"`. `"stage"` measures the window's
+            spread against the stage's first smoothed value, so a loss that
+            falls towards 0 still becomes stable; `"paper"` against the
+            window's minimum (the paper's criterion). Defaults to
+            `"stage"`.
         monitor: String. The epoch log used as the loss. Defaults to
             `"loss"`.
         min_lr: Float >= 0 or None. Floor on the learning rate for decays.
@@ -69,10 +75,10 @@ class AutoDecay(ControllerCallback):
     >>> callback = AutoDecay(window=3, tolerance=0.05, drop_threshold=0.5)
     >>> history = model.fit(x, y, batch_size=16, epochs=60, verbose=0,
     ...                     callbacks=[callback])
-    >>> callback.controller.decay_epochs, callback.controller.stop_epoch
-    ([17], 20)
-    >>> len(history.history["loss"])  # stopped: stage 1 brought no drop
-    21
+    >>> callback.decay_epochs, callback.stop_epoch  # epochs from 1
+    ([9], 12)
+    >>> len(history.history["loss"])  # stopped: stage 2 brought no drop
+    12
 
     References:
         You, Long, Jordan, Wang, "Learning Stages: Phenomenon, Root Cause,
@@ -89,6 +95,7 @@ class AutoDecay(ControllerCallback):
         epsilon=1e-8,
         decay_factor=0.1,
         warmup_epochs=0,
+        stability=auto_decay_controller.STAGE,
         monitor=LOSS,
         reducer=None,
         state_path=None,
@@ -100,6 +107,7 @@ class AutoDecay(ControllerCallback):
             beta=beta, window=window, tolerance=tolerance,
             drop_threshold=drop_threshold, epsilon=epsilon,
             decay_factor=decay_factor, warmup_epochs=warmup_epochs,
+            stability=stability,
         )
         super().__init__(
             controller, monitor=monitor, reducer=reducer,
@@ -111,6 +119,32 @@ class AutoDecay(ControllerCallback):
     def on_epoch_begin(self, epoch, logs=None):
         super().on_epoch_begin(epoch, logs)
         self._stage_trained = self.controller.stage
+
+    @property
+    def decay_epochs(self):
+        """The epochs (from 1, as Keras prints them) after which the learning
+        rate was decayed."""
+        return [e + 1 for e in self.controller.decay_epochs]
+
+    @property
+    def stop_epoch(self):
+        """The epoch (from 1) after which training was stopped, or None."""
+        stop = self.controller.stop_epoch
+        return None if stop is None else stop + 1
+
+    def summary(self):
+        """`decay_epochs` and `stop_epoch`, numbered from 1."""
+        return {"decay_epochs": self.decay_epochs, "stop_epoch": self.stop_epoch}
+
+    def _undecided_message(self):
+        c = self.controller
+        if c.decay_epochs or c.should_stop:
+            return None
+        return (
+            f"the first stage has not become stable: its smoothed loss still "
+            f"moved by {c.tolerance:g} or more (relative) within every "
+            f"{c.window} epochs. A larger `tolerance` or a smaller `window` "
+            "ends stages sooner.")
 
     def _controller_logs(self, epoch, before, metrics):
         c = self.controller
@@ -128,14 +162,14 @@ class AutoDecay(ControllerCallback):
         g = self.controller.smoothed_loss
         if "decay" in decision.events:
             return [
-                f"\nEpoch {epoch + 1}: AutoDecay: stage {before.stage} is stable "
+                f"Epoch {epoch + 1}: AutoDecay: stage {before.stage} is stable "
                 f"(smoothed loss {g:.4g}, {g / before.first:.3g} of its first "
                 f"value {before.first:.4g}); decaying the learning rate by "
                 f"{applied:g}."
             ]
         if "stop" in decision.events:
             return [
-                f"\nEpoch {epoch + 1}: AutoDecay: stage {before.stage} is stable "
+                f"Epoch {epoch + 1}: AutoDecay: stage {before.stage} is stable "
                 f"without a significant drop (smoothed loss {g:.4g}, "
                 f"{g / before.first:.3g} of its first value); stopping training."
             ]

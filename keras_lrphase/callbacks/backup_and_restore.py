@@ -5,6 +5,8 @@ import os
 
 import keras
 
+from keras_lrphase._validation import check_bool
+from keras_lrphase._validation import check_folder_usable
 from keras_lrphase._validation import fail
 from keras_lrphase.backend import keras_compat
 from keras_lrphase.callbacks.model_state import model_state
@@ -29,7 +31,16 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
     A run resumes at the start of the epoch after the last completed one;
     checkpoints are written at epoch ends only (Keras restarts an
     interrupted epoch from its first batch, so a mid-epoch checkpoint could
-    not resume exactly).
+    not resume exactly). The checkpoint also holds the state of the random
+    generators that `fit(shuffle=True)` draws each epoch's order of NumPy
+    arrays or of a `keras.utils.PyDataset` from, which Keras' own callback
+    does not restore: a resumed run trains on the batches of the
+    uninterrupted one (the order of a `tf.data.Dataset.shuffle` is the
+    dataset's own, and is not restored).
+
+    It also resumes a folder written by Keras' own callback; a
+    `training_metadata.json` missing or cut short by a kill is refused with
+    the repair.
 
     Args:
         backup_dir: String. Folder of the checkpoint (used by this run
@@ -68,6 +79,9 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
     def __init__(self, backup_dir, delete_checkpoint=True):
         if not isinstance(backup_dir, (str, os.PathLike)) or not os.fspath(backup_dir):
             fail("backup_dir", backup_dir, "must be a folder path")
+        check_folder_usable("backup_dir", backup_dir, os.fspath(backup_dir),
+                            requirement="must be a folder")
+        check_bool("delete_checkpoint", delete_checkpoint)
         super().__init__(os.fspath(backup_dir), save_freq="epoch",
                          double_checkpoint=False,
                          delete_checkpoint=delete_checkpoint)
@@ -81,7 +95,8 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         self._key = self._store.register(STATE_NAME, self, self._checkpoint_payload)
 
     def _checkpoint_payload(self):
-        return {"epoch": self._current_epoch}
+        return {"epoch": self._current_epoch,
+                "shuffle_random_state": keras_compat.shuffle_random_state()}
 
     def on_train_begin(self, logs=None):
         self._store.seal()
@@ -98,6 +113,9 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
                 "unbuilt: call it on a batch of data first."
             )
         if not os.path.exists(self._weights_path):
+            # Not the epoch a `fit` resumed by an earlier BackupAndRestore
+            # started at (Keras keeps it on the model): this fit's own.
+            keras_compat.set_initial_epoch(self.model, None)
             return
         optimizer = self.model.optimizer
         if optimizer is not None and not optimizer.built:
@@ -105,10 +123,59 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         self.model.load_weights(self._weights_path)
         saved = self._store.loaded.get(self._key)
         if saved is None:  # a checkpoint written by Keras' own callback
-            with open(self._training_metadata_path) as f:
-                saved = json.load(f)
+            saved = {"epoch": self._keras_metadata_epoch()}
         self._current_epoch = int(saved["epoch"])
         keras_compat.set_initial_epoch(self.model, self._current_epoch)
+        if "shuffle_random_state" in saved:
+            keras_compat.set_shuffle_random_state(saved["shuffle_random_state"])
+
+    def _keras_metadata_epoch(self):
+        """The epoch in `training_metadata.json`, or an error with the repair."""
+        path = self._training_metadata_path
+        try:
+            with open(path) as f:
+                epoch = json.load(f)["epoch"]
+            if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+                raise ValueError(f"epoch={epoch!r}")
+            return epoch
+        except FileNotFoundError:
+            cause = (
+                "it is missing: Keras' BackupAndRestore writes the weights and "
+                "then that file, and a run killed in between leaves the "
+                "weights without it."
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            cause = (
+                "a run killed while Keras' BackupAndRestore wrote that file "
+                "leaves it empty or cut short."
+            )
+        # The package's callbacks saved their next epoch with the weights.
+        epochs = {
+            state.get("next_epoch") for state in self._store.loaded.values()
+            if isinstance(state, dict) and isinstance(state.get("next_epoch"), int)
+        }
+        if len(epochs) == 1:
+            (epoch,) = epochs
+            repair = (
+                "The state of the package's callbacks in the checkpoint says "
+                f"it was written at the end of epoch {epoch}: write "
+                f'{{"epoch": {epoch}, "batch": 0}}'
+            )
+        else:
+            repair = (
+                'Write {"epoch": N, "batch": 0}, N the number of epochs the '
+                "weights were trained for,"
+            )
+        raise ValueError(
+            f"BackupAndRestore cannot read {path!r}, the epoch of the "
+            f"checkpoint in backup_dir={self.backup_dir!r}: {cause} {repair} "
+            "into that file to resume, or delete the folder to start a new run."
+        )
+
+    def on_train_end(self, logs=None):
+        super().on_train_end(logs)
+        # A later `fit` starts at its own `initial_epoch`, not at this one's.
+        keras_compat.set_initial_epoch(self.model, None)
 
     def _save_model(self):
         os.makedirs(self.backup_dir, exist_ok=True)

@@ -13,6 +13,7 @@ its state resumable (`ResumableCallback`). `TwoPhaseLR`, `AutoDecay` and
 """
 
 import math
+import sys
 
 from keras_lrphase import _warnings
 from keras_lrphase._validation import check_bool
@@ -21,6 +22,7 @@ from keras_lrphase._validation import check_number
 from keras_lrphase._validation import check_verbose
 from keras_lrphase._validation import fail
 from keras_lrphase.backend import keras_compat
+from keras_lrphase.callbacks.momentum_correction import check_momentum
 from keras_lrphase.callbacks.resumable_callback import ResumableCallback
 from keras_lrphase.controllers.controller import LOSS
 from keras_lrphase.distributed.reduction import MetricReducer
@@ -125,6 +127,7 @@ class ControllerCallback(ResumableCallback):
         self.state_name = controller.name
         self._control = None
         self._seen_monitor = False
+        self._warned_two_estimates = False
 
     @property
     def controls_learning_rate(self):
@@ -152,6 +155,8 @@ class ControllerCallback(ResumableCallback):
                 "(their velocity holds the learning rate); the optimizer is "
                 f"{type(model.optimizer).__name__}",
             )
+        if self.momentum_correction:
+            check_momentum("momentum_correction", True, model.optimizer)
         self._control = ControlledLearningRate.install(model.optimizer)
         self._control.acquire(model)
 
@@ -221,19 +226,44 @@ class ControllerCallback(ResumableCallback):
         for provider in self.providers:
             result = results.get(provider.metric)
             entries = provider.logs(result)
-            if result is not None:
-                entries[provider.metric] = metrics[provider.metric]
+            if result is None:
+                # Another callback of the same fit may have logged its
+                # estimate this epoch: never overwrite it with NaN.
+                for key, value in entries.items():
+                    logs.setdefault(key, value)
+                continue
+            entries[provider.metric] = metrics[provider.metric]
+            self._check_one_estimate(epoch, logs, provider.metric,
+                                     entries[provider.metric])
             logs.update(entries)
         logs.update(self._controller_logs(epoch, before, metrics))
         if self.verbose:
+            opening = "\n" if self._line_may_be_open() else ""
             for line in self._describe(epoch, before, decision, metrics, applied):
-                keras_compat.print_msg(line)
+                keras_compat.print_msg(opening + line)
+                opening = ""
+        self._note_half_budget(epoch)
         self._end_epoch(epoch)
 
     def on_train_end(self, logs=None):
         super().on_train_end(logs)
         if self._control is not None:
             self._control.release(self.model)
+
+    def summary(self):
+        """What the controller decided so far, for a run's summary.
+
+        Epochs are numbered as Keras prints them, from 1: "decay after
+        epoch 44" is the decision at the end of the 44th epoch (Keras'
+        `on_epoch_end(43, ...)`).
+
+        Returns:
+            A dict with `"decay_epochs"`, the epochs after which the
+            controller decayed the learning rate; subclasses add their own
+            fields.
+        """
+        return {"decay_epochs": [e + 1 for e in
+                                 getattr(self.controller, "decay_epochs", ())]}
 
     # -- helpers -------------------------------------------------------------------
     def _monitored(self, epoch, logs):
@@ -250,8 +280,40 @@ class ControllerCallback(ResumableCallback):
                 f"{message}. Argument `monitor` must name an epoch log. "
                 f"Received: monitor={self.monitor!r}"
             )
-        _warnings.warn(f"{message}; no decision at epoch {epoch}.")
+        _warnings.warn(f"{message}; no decision at epoch {epoch + 1}.")
         return math.nan
+
+    def _note_half_budget(self, epoch):
+        """Says once when half of fit's epochs passed without a decision."""
+        epochs = (self.params or {}).get("epochs")
+        if not epochs or epoch + 1 != (epochs + 1) // 2 or epochs < 4:
+            return
+        message = self._undecided_message()
+        if message is not None:
+            _warnings.warn(
+                f"{type(self).__name__}: half of the {epochs} epochs have run "
+                f"(epoch {epoch + 1}) and {message}")
+
+    def _undecided_message(self):
+        """The end of the half-budget note when nothing was decided yet, or
+        None when the controller has decided something."""
+        return None
+
+    def _check_one_estimate(self, epoch, logs, key, value):
+        """Warns once when this epoch's log already holds another estimate."""
+        logged = logs.get(key)
+        if (logged is None or not math.isfinite(float(logged))
+                or float(logged) == value):
+            return
+        if not self._warned_two_estimates:
+            self._warned_two_estimates = True
+            _warnings.warn(
+                f"{type(self).__name__}: at epoch {epoch + 1} another callback "
+                f"of this fit logged `{key}`={float(logged):.6g}, estimated on "
+                f"another batch or with other settings; this callback's "
+                f"estimate {value:.6g} replaces it in the logs. Give the "
+                "callbacks the same batch and estimator arguments to share "
+                "one estimate per epoch.")
 
     def _provider_for(self, metric):
         for provider in self.providers:
@@ -261,6 +323,18 @@ class ControllerCallback(ResumableCallback):
             f"{type(self).__name__}: the controller asks for `{metric}`, which "
             "no metric provider of this callback supplies."
         )
+
+    def _line_may_be_open(self):
+        """Whether an epoch's decisions may print in the middle of a line.
+
+        Keras' progress bar (`fit(verbose=1)`) leaves the epoch's line open
+        until after the callbacks, and so does a progress line rewritten in
+        place on a terminal (`keras-lrphase compare`, `fit(verbose=0)`):
+        the decisions then start on a new line. One line per epoch
+        (`verbose=2`) or output to a file needs no blank line before them.
+        """
+        verbose = (self.params or {}).get("verbose")
+        return verbose == 1 or (verbose == 0 and sys.stdout.isatty())
 
     def _controller_logs(self, epoch, before, metrics):
         """The controller's own log entries (every key at every epoch)."""
@@ -272,11 +346,11 @@ class ControllerCallback(ResumableCallback):
         lines = []
         if decision.factor != 1.0:
             lines.append(
-                f"\nEpoch {epoch + 1}: {name} decaying the learning rate by "
+                f"Epoch {epoch + 1}: {name} decaying the learning rate by "
                 f"{applied:g}."
             )
         if decision.stop:
-            lines.append(f"\nEpoch {epoch + 1}: {name} stopping training.")
+            lines.append(f"Epoch {epoch + 1}: {name} stopping training.")
         return lines
 
     # -- state -----------------------------------------------------------------------

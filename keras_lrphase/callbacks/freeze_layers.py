@@ -5,6 +5,7 @@ import weakref
 
 import keras
 
+from keras_lrphase import _warnings
 from keras_lrphase._validation import check_integer
 from keras_lrphase._validation import fail
 from keras_lrphase.backend import keras_compat
@@ -174,6 +175,13 @@ class FreezeLayers(keras.callbacks.Callback):
             self.model, self.frozen_layers
         )
         self._check_variables()
+        epochs = (self.params or {}).get("epochs")
+        if epochs is not None and 0 < epochs <= self.epochs and self.frozen_layers:
+            _warnings.warn(
+                f"FreezeLayers: the layers stay frozen for epochs={self.epochs} "
+                f"but `fit` runs epochs={epochs}: they are not released in "
+                f"this `fit` (a later `fit` with initial_epoch={epochs} "
+                "continues the freeze).")
         self._freezes = _Freezes.of(self.model.optimizer)
         self._freezes.join(self, self.model)
 
@@ -186,7 +194,7 @@ class FreezeLayers(keras.callbacks.Callback):
                 verb = "freezes" if frozen else "releases"
                 names = ", ".join(layer.name for layer in self.frozen_layers)
                 keras_compat.print_msg(
-                    f"\nEpoch {epoch + 1}: FreezeLayers {verb} "
+                    f"Epoch {epoch + 1}: FreezeLayers {verb} "
                     f"{len(self.frozen_layers)} layers ({names})."
                 )
 

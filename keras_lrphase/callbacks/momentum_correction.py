@@ -68,6 +68,7 @@ class MomentumCorrection(ResumableCallback):
                  "must be compiled with keras.optimizers.SGD or keras_lrphase.LARS "
                  "for MomentumCorrection (their velocity holds the learning "
                  f"rate); its optimizer is {type(optimizer).__name__}")
+        check_momentum("model", model, optimizer, "for MomentumCorrection ")
         self._control = ControlledLearningRate.install(optimizer)
         self._control.acquire(model)
 
@@ -97,3 +98,18 @@ class MomentumCorrection(ResumableCallback):
 
     def _start_new_run(self):
         self._next = 0
+
+
+def check_momentum(name, value, optimizer, purpose=""):
+    """Refuses an SGD or LARS without momentum: no velocity to rescale.
+
+    Such an optimizer has no velocity (Keras' SGD) or one that the next
+    step overwrites (LARS), so the correction would silently do nothing.
+    """
+    owner = keras_compat.learning_rate_owner(optimizer)
+    momentum = getattr(owner, "momentum", None)
+    if isinstance(momentum, (int, float)) and float(momentum) == 0.0:
+        fail(name, value,
+             f"needs an optimizer with momentum {purpose}(its "
+             f"{type(owner).__name__} has momentum={float(momentum)}, so it "
+             "keeps no velocity to rescale)")

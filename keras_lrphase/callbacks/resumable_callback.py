@@ -78,6 +78,7 @@ class ResumableCallback(keras.callbacks.Callback, abc.ABC):
         self._state_key = None
         self._started = False
         self._seen_loads = 0
+        self._loads_before_fit = 0
         self._epoch_open = None
         self._saved_during_epoch_at = None
         self._warned_order = False
@@ -114,6 +115,9 @@ class ResumableCallback(keras.callbacks.Callback, abc.ABC):
         self._state_key = self._store.register(
             self.state_name, self, self._checkpoint_payload
         )
+        # Keras calls `set_model` as a `fit` starts: a checkpoint loaded after
+        # this was restored by that `fit` (BackupAndRestore).
+        self._loads_before_fit = self._store.load_count
 
     def on_train_begin(self, logs=None):
         self._store.seal()
@@ -186,7 +190,9 @@ class ResumableCallback(keras.callbacks.Callback, abc.ABC):
     def _resume(self, epoch):
         name = type(self).__name__
         found = []
+        restored_by_fit = False
         if self._store.load_count != self._seen_loads:
+            restored_by_fit = self._store.load_count > self._loads_before_fit
             self._seen_loads = self._store.load_count
             saved = self._store.loaded.get(self._state_key)
             if saved is not None:
@@ -197,11 +203,17 @@ class ResumableCallback(keras.callbacks.Callback, abc.ABC):
             if payload.get("next_epoch") == epoch:
                 self._check_world_size(source, payload)
                 self._restore(payload)
-                self._file_states = [p for p in file_states if p["next_epoch"] < epoch]
+                # The state resumed from is the previous one of the copy.
+                self._file_states = [
+                    p for p in file_states if p["next_epoch"] < epoch
+                ] + [payload]
                 return
-            if epoch > 0:
+            if epoch > 0 or restored_by_fit:
                 # The weights just restored belong with this state: another
-                # state would not match them.
+                # state would not match them. At epoch 0 too when this `fit`
+                # restored them (Keras' BackupAndRestore killed between its
+                # two writes at the end of the first epoch); weights loaded
+                # before `fit` may start a new run.
                 raise ValueError(self._mismatch_message(epoch, found, 0, []))
         if memory == epoch and epoch > 0:
             return
@@ -237,41 +249,46 @@ class ResumableCallback(keras.callbacks.Callback, abc.ABC):
 
     def _mismatch_message(self, epoch, found, memory, file_states):
         name = type(self).__name__
-        lines = [
-            f"{name}: training starts at epoch {epoch}, but no saved state of "
-            f"{name} expects that epoch."
-        ]
+        details = []
         for source, payload in found:
-            lines.append(f"{source} expects epoch {payload.get('next_epoch')}")
-            if payload.get("next_epoch") == epoch + 1:
-                lines.append(
-                    f"(its weights are from the end of epoch {epoch + 1}, but "
-                    "BackupAndRestore's training_metadata.json says "
-                    f"{epoch}: Keras writes the two files one after the other "
-                    "and the run was killed in between; set \"epoch\" to "
-                    f"{epoch + 1} in that file to resume)"
+            saved = payload.get("next_epoch")
+            detail = f"{source} continues after {_epochs(saved)}"
+            if saved == epoch + 1:
+                written = "is missing" if epoch == 0 else f"says {epoch}"
+                detail += (
+                    f" (its weights are from the end of epoch {saved}, but "
+                    f"BackupAndRestore's training_metadata.json {written}: "
+                    "Keras writes the weights and that file one after the "
+                    "other, and the run was killed in between; write "
+                    f'{{"epoch": {saved}, "batch": 0}} into that file to '
+                    "resume, or delete the backup folder to start a new run)"
                 )
-            if payload.get("next_epoch") == epoch - 1:
-                lines.append(
-                    f"(that checkpoint was written at the end of epoch {epoch} "
+            elif saved == epoch - 1:
+                detail += (
+                    f" (that checkpoint was written at the end of epoch {epoch} "
                     f"before {name} decided, because BackupAndRestore comes "
                     f"before {name} in `callbacks`: place it after {name}; "
                     "this checkpoint cannot be resumed exactly)"
                 )
+            details.append(detail)
         if memory:
-            lines.append(f"this callback has seen {memory} epochs")
+            details.append(f"this callback has seen {_epochs(memory)}")
         if file_states:
-            lines.append(
-                f"state_path={self.state_path!r} holds epochs "
+            details.append(
+                f"state_path={self.state_path!r} holds the states after epochs "
                 f"{[p['next_epoch'] for p in file_states]}"
             )
-        if not found and not memory and not file_states:
-            lines.append(
-                "nothing was restored: resume with keras.callbacks."
+        if not details:
+            details.append(
+                "nothing was restored; resume with keras_lrphase."
                 "BackupAndRestore (placed after the package's callbacks), or "
                 "pass the `state_path` of the interrupted run"
             )
-        return "; ".join(lines) + "."
+        return (
+            f"{name}: this `fit` starts after {epoch} completed epochs "
+            f"(initial_epoch={epoch}), but no saved state of {name} continues "
+            f"from there: {'; '.join(details)}."
+        )
 
     def _read_state_file(self):
         if self.state_path is None or not os.path.exists(self.state_path):
@@ -292,6 +309,10 @@ class ResumableCallback(keras.callbacks.Callback, abc.ABC):
                 f"state_path={self.state_path!r}, which cannot be read: {error}"
             ) from None
         return states
+
+
+def _epochs(count):
+    return f"{count} epoch" if count == 1 else f"{count} epochs"
 
 
 def _temp_path(path):

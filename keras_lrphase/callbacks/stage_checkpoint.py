@@ -1,10 +1,11 @@
 """Saves the model at the end of every learning stage (the Learning Stages paper, Section 5)."""
 
-import json
 import math
 import os
+import string
 
 from keras_lrphase._validation import check_bool
+from keras_lrphase._validation import check_folder_usable
 from keras_lrphase._validation import fail
 from keras_lrphase.backend import keras_compat
 from keras_lrphase.callbacks.resumable_callback import ResumableCallback
@@ -64,7 +65,10 @@ class StageCheckpoint(ResumableCallback):
 
     Args:
         filepath: String. Where to save each stage, ending in `.keras`, or
-            `.weights.h5` with `save_weights_only=True`.
+            `.weights.h5` with `save_weights_only=True`, with `{stage}` or
+            `{epoch}` in it (one file per stage). Checked when it is
+            created (the format, a folder that can be written) and against
+            the logs of the first epoch (the log keys it names).
         save_weights_only: Bool. Save only the weights. Defaults to
             `False`.
         state_path: Path or None. See `ResumableCallback`.
@@ -104,12 +108,26 @@ class StageCheckpoint(ResumableCallback):
             fail("filepath", filepath,
                  f"must end in {suffix!r} (save_weights_only={self.save_weights_only})")
         try:
-            filepath.format(stage=1, epoch=1)
-        except KeyError:
-            pass  # a log key, checked when the stage is saved
-        except (IndexError, ValueError) as error:
+            fields = {
+                _field_base(field)
+                for _, field, _, _ in string.Formatter().parse(filepath)
+                if field is not None
+            }
+            filepath.format(stage=1, epoch=1, **{
+                field: 0.0 for field in fields - {"stage", "epoch"}})
+        except (IndexError, KeyError, ValueError, AttributeError, TypeError) as error:
+            # Log values are floats: what fails on 0.0 fails on every epoch.
             fail("filepath", filepath, f"must be a valid format string ({error})")
+        if not fields & {"stage", "epoch"}:
+            fail("filepath", filepath,
+                 "must contain `{stage}` or `{epoch}`, so that each stage is "
+                 "saved to its own file (without them every stage overwrites "
+                 "the previous one's)")
+        # The part of the folder that no field changes.
+        check_folder_usable("filepath", filepath,
+                            os.path.dirname(filepath.split("{", 1)[0]))
         self.filepath = filepath
+        self._fields_checked = False
         self.stages = []
         self._control = None
         self._reset()
@@ -129,6 +147,10 @@ class StageCheckpoint(ResumableCallback):
         self._control = ControlledLearningRate.install(model.optimizer)
         self._control.acquire(model)
 
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self._fields_checked = False
+
     def on_epoch_begin(self, epoch, logs=None):
         super().on_epoch_begin(epoch, logs)
         step = keras_compat.raw_step(self.model.optimizer)
@@ -147,6 +169,11 @@ class StageCheckpoint(ResumableCallback):
                      if isinstance(v, (int, float)) and not isinstance(v, bool)},
         }
         self._next = epoch + 1
+        if not self._fields_checked:
+            # The first stage may end many epochs later: a field that the
+            # logs lack is found now, before a second epoch.
+            self._format(self._last)
+            self._fields_checked = True
         self._end_epoch(epoch)
 
     def on_train_end(self, logs=None):
@@ -172,15 +199,7 @@ class StageCheckpoint(ResumableCallback):
 
     def _save(self, ended_by, step, final=False):
         last = self._last
-        values = dict(last["logs"], stage=self._stage, epoch=last["epoch"] + 1)
-        try:
-            path = self.filepath.format(**values)
-        except KeyError as error:
-            raise ValueError(
-                f"Argument `filepath` names {error} which is not in the epoch "
-                f"logs (available: {sorted(last['logs'])}). Received: "
-                f"filepath={self.filepath!r}"
-            ) from None
+        path = self._format(last)
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
         stage_rate = self._control.stage_learning_rate(step)
@@ -203,6 +222,23 @@ class StageCheckpoint(ResumableCallback):
         if not final:
             self._stage += 1
             self._first_epoch = last["epoch"] + 1
+
+    def _format(self, last):
+        """`filepath` formatted with the stage, the epoch and its logs."""
+        values = dict(last["logs"], stage=self._stage, epoch=last["epoch"] + 1)
+        try:
+            return self.filepath.format(**values)
+        except KeyError as error:
+            raise ValueError(
+                f"Argument `filepath` names {error} which is not in the epoch "
+                f"logs (available: {sorted(last['logs'])}). Received: "
+                f"filepath={self.filepath!r}"
+            ) from None
+        except (ValueError, IndexError, AttributeError, TypeError) as error:
+            raise ValueError(
+                "Argument `filepath` cannot be formatted with the epoch logs "
+                f"({error}). Received: filepath={self.filepath!r}"
+            ) from None
 
     # -- state ---------------------------------------------------------------------------
     def _next_epoch(self):
@@ -227,6 +263,11 @@ class StageCheckpoint(ResumableCallback):
 
     def _start_new_run(self):
         self._reset()
+
+
+def _field_base(field):
+    """The name of a format field: `loss` of `{loss}`, `{loss[0]}`, `{loss.real}`."""
+    return field.split(".", 1)[0].split("[", 1)[0]
 
 
 def _sidecar_path(path, weights_only):

@@ -6,6 +6,7 @@ import numbers
 from keras_lrphase.callbacks.controller_callback import ControllerCallback
 from keras_lrphase.controllers.controller import HESSIAN_EIGENVALUE
 from keras_lrphase.controllers.controller import LOSS
+from keras_lrphase.controllers import two_phase_controller
 from keras_lrphase.controllers.two_phase_controller import TwoPhaseController
 from keras_lrphase.providers.hessian_eigenvalue import HessianEigenvalueProvider
 
@@ -65,6 +66,22 @@ class TwoPhaseLR(ControllerCallback):
         extra_epochs_fraction: Float >= 0. alpha / n: extra epochs after a
             plateau detected with n epochs completed. Defaults to `1/3`.
         decay_factor: Float in (0, 1). The paper's beta. Defaults to `0.5`.
+        plateau_rule: `"flat"` or `"paper"`. `"flat"` does not count an
+            epoch whose loss is more than `excursion_threshold` above its
+            best towards a plateau (an unstable start is not a plateau);
+            `"paper"` is Algorithm 1 as printed. Defaults to `"flat"`.
+        excursion_threshold: Float > 0. Rule `"flat"`: the relative rise
+            above the best loss that makes an excursion. Defaults to `0.1`.
+        decay_rule: `"significant"` or `"paper"`. `"significant"` decays
+            only when the loss and the eigenvalue rose by more than
+            `decay_threshold` times their typical epoch-to-epoch change at
+            the learning rate in force; `"paper"` on any rise. Defaults to
+            `"significant"`.
+        decay_threshold: Float >= 0. Rule `"significant"`. Defaults to
+            `1.0`.
+        noise_window: Int >= 2. Rule `"significant"`: the epoch-to-epoch
+            changes the typical change is the median of. Defaults to `5`.
+            (`TwoPhaseController` states the rules exactly.)
         monitor: Str. The epoch-level log entry used as the training loss.
             Defaults to `"loss"`.
         layer: Layer, layer name or None: the layer whose Hessian block is
@@ -127,6 +144,11 @@ class TwoPhaseLR(ControllerCallback):
         min_delta=0.0,
         extra_epochs_fraction=1 / 3,
         decay_factor=0.5,
+        plateau_rule=two_phase_controller.FLAT,
+        excursion_threshold=two_phase_controller.DEFAULT_EXCURSION_THRESHOLD,
+        decay_rule=two_phase_controller.SIGNIFICANT,
+        decay_threshold=two_phase_controller.DEFAULT_DECAY_THRESHOLD,
+        noise_window=two_phase_controller.DEFAULT_NOISE_WINDOW,
         monitor=LOSS,
         layer=None,
         eigen_kwargs=None,
@@ -144,6 +166,11 @@ class TwoPhaseLR(ControllerCallback):
             min_delta=min_delta,
             extra_epochs_fraction=extra_epochs_fraction,
             decay_factor=decay_factor,
+            plateau_rule=plateau_rule,
+            excursion_threshold=excursion_threshold,
+            decay_rule=decay_rule,
+            decay_threshold=decay_threshold,
+            noise_window=noise_window,
         )
         provider = HessianEigenvalueProvider(
             hessian_data, layer=layer, eigen_kwargs=eigen_kwargs,
@@ -155,6 +182,46 @@ class TwoPhaseLR(ControllerCallback):
             min_lr=min_lr, momentum_correction=momentum_correction,
         )
 
+    @property
+    def plateau_epoch(self):
+        """The epoch (from 1, as Keras prints it) at whose end the loss
+        plateau was detected, or None."""
+        return _number(self.controller.plateau_epoch)
+
+    @property
+    def switch_epoch(self):
+        """The epoch (from 1) at whose end the phase switches (known from the
+        plateau on; the convergence phase starts with the next epoch), or
+        None."""
+        return _number(self.controller.switch_epoch)
+
+    @property
+    def decay_epochs(self):
+        """The epochs (from 1) after which the learning rate was decayed."""
+        return [e + 1 for e in self.controller.decay_epochs]
+
+    def summary(self):
+        """`decay_epochs`, `plateau_epoch` and `exploration_epochs` (the
+        switch epoch, when training reached it), numbered from 1."""
+        state = self.controller.state
+        switched = (state.switch_epoch is not None
+                    and state.switch_epoch < state.next_epoch)
+        return {"decay_epochs": self.decay_epochs,
+                "plateau_epoch": self.plateau_epoch,
+                "exploration_epochs": self.switch_epoch if switched else None}
+
+    def _undecided_message(self):
+        c = self.controller
+        if c.plateau_epoch is not None:
+            return None
+        return (
+            "no loss plateau has been detected: the loss still fell by more "
+            f"than min_delta={c.min_delta:g} within every "
+            f"{c.plateau_patience} epochs (or rose well above its best, "
+            "plateau_rule='flat'). The convergence phase, where the learning "
+            "rate decays, may not start within the budget; a larger "
+            "`min_delta` detects an earlier plateau.")
+
     def _controller_logs(self, epoch, before, metrics):
         return {PHASE: self.controller.phase_during(epoch)}
 
@@ -163,7 +230,7 @@ class TwoPhaseLR(ControllerCallback):
         lines = []
         if "switch" in decision.events:
             lines.append(
-                f"\nEpoch {epoch + 1}: TwoPhaseLR switching to the convergence "
+                f"Epoch {epoch + 1}: TwoPhaseLR switching to the convergence "
                 f"phase (loss plateau at epoch {after.plateau_epoch + 1}, "
                 f"{after.switch_epoch - after.plateau_epoch} extra epochs); "
                 f"h0={_fmt(after.h0)}, f0={_fmt(after.f0)}."
@@ -174,13 +241,18 @@ class TwoPhaseLR(ControllerCallback):
                 if applied != decision.factor else ""
             )
             lines.append(
-                f"\nEpoch {epoch + 1}: TwoPhaseLR decaying the learning rate "
+                f"Epoch {epoch + 1}: TwoPhaseLR decaying the learning rate "
                 f"by {decision.factor:g} (total factor {after.lr_factor:g}"
                 f"{clamped}) (h={_fmt(metrics[HESSIAN_EIGENVALUE])} > "
                 f"h0={_fmt(before.h0)}, f={_fmt(metrics[LOSS])} > "
                 f"f0={_fmt(before.f0)})."
             )
         return lines
+
+
+def _number(index):
+    """Keras' 0-based epoch index as the 1-based epoch number users read."""
+    return None if index is None else index + 1
 
 
 def _fmt(value):

@@ -11,6 +11,7 @@ is not worth it, and training stops.
 import dataclasses
 import math
 
+from keras_lrphase._validation import check_choice
 from keras_lrphase._validation import check_fraction
 from keras_lrphase._validation import check_integer
 from keras_lrphase._validation import check_number
@@ -24,6 +25,12 @@ from keras_lrphase.controllers.controller import Decision
 DEFAULT_WINDOW = 5
 DEFAULT_TOLERANCE = 0.05
 DEFAULT_DROP_THRESHOLD = 0.85
+# The stability rules: "stage" (the default) measures the window's spread
+# against the stage's first smoothed value, "paper" against the window's
+# minimum (the paper's criterion).
+STAGE = "stage"
+PAPER = "paper"
+STABILITY_RULES = (STAGE, PAPER)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +80,12 @@ class AutoDecayController(Controller):
        stage's first value, is the loss of its first observed epoch.
     2. Stability: once t >= `window`, the stage is stable when the last
        `window` values of g satisfy
-       (max - min) / (min + epsilon) < `tolerance`.
+       (max - min) / (g(1) + epsilon) < `tolerance` (`stability="stage"`,
+       the default: the smoothed loss moves within the window by less than
+       `tolerance` of the level the stage started at), or
+       (max - min) / (min + epsilon) < `tolerance` (`stability="paper"`,
+       the paper's criterion: relative to the window's own minimum, which
+       a loss falling towards 0 never meets).
     3. When stable: if (g(t) + epsilon) / (g(1) + epsilon) <= `drop_threshold`
        the stage brought a significant drop, so the learning rate is
        multiplied by `decay_factor` and a new stage starts (t = 0, f = 0);
@@ -105,17 +117,25 @@ class AutoDecayController(Controller):
             `0.1`.
         warmup_epochs: Int >= 0. Epochs ignored at the start. Defaults to
             `0`.
+        stability: `"stage"` or `"paper"`. The stability criterion (2.).
+            Defaults to `"stage"`.
 
     Example:
 
     >>> from keras_lrphase import AutoDecayController
-    >>> c = AutoDecayController(window=2, tolerance=0.1, drop_threshold=0.8,
-    ...                         beta=0.5)
     >>> losses = [2.0, 1.0, 1.0, 1.0, 1.0, 0.95, 0.95]
-    >>> [c.step(epoch, loss) for epoch, loss in enumerate(losses)]
-    [1.0, 1.0, 1.0, 0.1, 1.0, 1.0, 1.0]
-    >>> c.decay_epochs, c.should_stop, c.stop_epoch, c.stage
-    ([3], True, 5, 1)
+    >>> for stability in ("stage", "paper"):
+    ...     c = AutoDecayController(window=2, tolerance=0.1,
+    ...                             drop_threshold=0.8, beta=0.5,
+    ...                             stability=stability)
+    ...     factors = [c.step(epoch, loss) for epoch, loss in enumerate(losses)]
+    ...     print(stability, factors, c.decay_epochs, c.stop_epoch)
+    stage [1.0, 1.0, 0.1, 1.0, 1.0, 1.0, 1.0] [2] 4
+    paper [1.0, 1.0, 1.0, 0.1, 1.0, 1.0, 1.0] [3] 5
+
+    g is 2, 4/3, 8/7 in the first stage: the window (4/3, 8/7) spreads 0.19,
+    less than 10% of g(1) = 2 (stable at epoch index 2) but not of its
+    minimum 8/7 (stable one epoch later).
 
     References:
         You, Long, Jordan, Wang, "Learning Stages: Phenomenon, Root Cause,
@@ -125,6 +145,7 @@ class AutoDecayController(Controller):
 
     name = "autodecay"
     state_class = AutoDecayState
+    state_version = 2
     FIELDS = {
         "next_epoch": "count",
         "stage": "count",
@@ -148,6 +169,7 @@ class AutoDecayController(Controller):
         epsilon=1e-8,
         decay_factor=0.1,
         warmup_epochs=0,
+        stability=STAGE,
     ):
         super().__init__()
         self.beta = check_fraction("beta", beta)
@@ -157,6 +179,7 @@ class AutoDecayController(Controller):
         self.epsilon = check_positive("epsilon", epsilon)
         self.decay_factor = check_fraction("decay_factor", decay_factor)
         self.warmup_epochs = check_integer("warmup_epochs", warmup_epochs, 0)
+        self.stability = check_choice("stability", stability, STABILITY_RULES)
 
     # -- read-only views ----------------------------------------------------------
     @property
@@ -208,7 +231,7 @@ class AutoDecayController(Controller):
         if not math.isfinite(loss):
             self.warn_once(
                 "nonfinite",
-                f"AutoDecayController: non-finite loss at epoch {epoch} "
+                f"AutoDecayController: non-finite loss at epoch {epoch + 1} "
                 f"(loss={loss}); the epoch is skipped (no update, no "
                 "decision). Further non-finite losses are skipped silently.",
             )
@@ -222,7 +245,8 @@ class AutoDecayController(Controller):
         if t < self.window:
             return s, Decision()
         low, high = min(recent), max(recent)
-        if not (high - low) / (low + self.epsilon) < self.tolerance:
+        scale = first if self.stability == STAGE else low
+        if not (high - low) / (scale + self.epsilon) < self.tolerance:
             return s, Decision()
         if (g + self.epsilon) / (first + self.epsilon) <= self.drop_threshold:
             s = dataclasses.replace(
@@ -249,4 +273,19 @@ class AutoDecayController(Controller):
             "epsilon": self.epsilon,
             "decay_factor": self.decay_factor,
             "warmup_epochs": self.warmup_epochs,
+            "stability": self.stability,
         }
+
+    def _upgrade_state(self, state):
+        """Reads a version-1 state: the paper's stability criterion."""
+        if state["version"] != 1:
+            return super()._upgrade_state(state)
+        self.warn_once(
+            "upgrade",
+            "AutoDecayController: reading a state saved by version 1 of "
+            "keras_lrphase, which had only the paper's stability criterion: "
+            "it is read as stability='paper' and loads into a controller "
+            "with that criterion only.",
+        )
+        return dict(state, version=self.state_version,
+                    config=dict(state["config"], stability=PAPER))

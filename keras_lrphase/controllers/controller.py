@@ -23,6 +23,8 @@ import numbers
 from keras_lrphase import _warnings
 from keras_lrphase._validation import fail
 
+# The version of the envelope `get_state()` writes when a controller class
+# does not set its own `state_version`.
 STATE_VERSION = 1
 
 # The metric names controllers use. `ControllerCallback` maps `LOSS` to the
@@ -87,6 +89,10 @@ class Controller(abc.ABC):
     name = None
     state_class = None
     FIELDS = {}
+    # The version of this controller's saved state. A subclass that adds
+    # state fields or configuration keys raises it and reads the older
+    # versions in `_upgrade_state`.
+    state_version = STATE_VERSION
 
     def __init__(self):
         self._state = self.state_class()
@@ -143,7 +149,7 @@ class Controller(abc.ABC):
 
     def _missing_message(self, epoch, missing):
         return (
-            f"{type(self).__name__} needs {missing} at epoch {epoch}; call "
+            f"{type(self).__name__} needs {missing} at epoch={epoch} (an index from 0); call "
             "`required_metrics(epoch)` before `decide`."
         )
 
@@ -186,14 +192,30 @@ class Controller(abc.ABC):
             value = getattr(self._state, field.name)
             state[field.name] = list(value) if isinstance(value, tuple) else value
         return {
-            "version": STATE_VERSION,
+            "version": self.state_version,
             "controller": type(self).__name__,
             "config": self.get_config(),
             "state": state,
         }
 
+    def _upgrade_state(self, state):
+        """Reads a state saved by an older version of this controller.
+
+        Returns the same dict in the current version's form, or raises
+        `ValueError` saying why it cannot be read. Subclasses that raise
+        `state_version` override it (and warn what they assume).
+        """
+        raise ValueError(
+            f"Unsupported {type(self).__name__} state version "
+            f"{state['version']!r}; this version of keras_lrphase reads "
+            f"version {self.state_version}."
+        )
+
     def set_state(self, state):
         """Restores a state saved by `get_state()` (same configuration).
+
+        A state saved by an older version of the controller is upgraded
+        first (`_upgrade_state`), which warns what it assumes.
 
         Raises:
             ValueError: naming what does not match, if `state` is not such a
@@ -205,16 +227,21 @@ class Controller(abc.ABC):
             "version", "controller", "config", "state",
         }:
             fail("state", state, f"must be a dict from `{cls}.get_state()`")
-        if state["version"] != STATE_VERSION:
-            raise ValueError(
-                f"Unsupported {cls} state version {state['version']!r}; this "
-                f"version of keras_lrphase reads version {STATE_VERSION}."
-            )
         if state["controller"] != cls:
             raise ValueError(
                 f"The saved state was made by a {state['controller']}, not a "
                 f"{cls}."
             )
+        version = state["version"]
+        if version != self.state_version:
+            if (isinstance(version, bool) or not isinstance(version, int)
+                    or not 1 <= version < self.state_version):
+                raise ValueError(
+                    f"Unsupported {cls} state version {version!r}; this "
+                    "version of keras_lrphase reads versions 1 to "
+                    f"{self.state_version}."
+                )
+            state = self._upgrade_state(state)
         if state["config"] != self.get_config():
             raise ValueError(
                 "The saved state was made by a controller with another "

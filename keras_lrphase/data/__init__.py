@@ -10,14 +10,15 @@
 * `imagenet`: ImageNet streamed from an image folder (`train/` and `val/`)
   or prepared TFDS `imagenet2012` (`keras_lrphase.data.imagenet`): an
   `ImageNetData`, not held in memory.
+
+The Keras input pipelines (`TrainBatches`, `DeviceTrainBatches`) are
+imported on first use (PEP 562): the names and checks the command line
+needs (`DATASET_NAMES`, `check_dataset`) load without Keras.
 """
 
+import importlib
 import os
 
-from keras_lrphase.data.array_pipeline import TrainBatches
-from keras_lrphase.data.array_pipeline import crop_flip_draws
-from keras_lrphase.data.array_pipeline import random_crop_flip_array
-from keras_lrphase.data.device_pipeline import DeviceTrainBatches
 from keras_lrphase.data.digits import load_digits_data
 from keras_lrphase.data.class_subset import select_classes
 from keras_lrphase.data.image_data import ImageData
@@ -39,6 +40,24 @@ from keras_lrphase.data.pipeline import train_dataset
 from keras_lrphase.data.tfds_loader import TFDS_DATASETS
 from keras_lrphase.data.tfds_loader import check_tfds_dir
 from keras_lrphase.data.tfds_loader import load_tfds
+
+# Imported on first use: these import Keras.
+_KERAS_NAMES = {
+    "TrainBatches": "keras_lrphase.data.array_pipeline",
+    "crop_flip_draws": "keras_lrphase.data.array_pipeline",
+    "random_crop_flip_array": "keras_lrphase.data.array_pipeline",
+    "DeviceTrainBatches": "keras_lrphase.data.device_pipeline",
+}
+
+
+def __getattr__(name):
+    if name not in _KERAS_NAMES:
+        raise AttributeError(
+            f"module 'keras_lrphase.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_KERAS_NAMES[name]), name)
+    globals()[name] = value
+    return value
+
 
 DATASET_NAMES = ("digits", "cifar10", "cifar100", "svhn", "folder", "imagenet")
 _NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "svhn": 10}

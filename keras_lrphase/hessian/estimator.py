@@ -118,9 +118,11 @@ class HessianEigenvalueEstimator:
         self.layer = layer
         self.loss = loss
         self._model = None
+        self._signature = None
 
-    def _prepare(self, model):
-        if model is self._model:
+    def _prepare(self, model, x, y):
+        signature = _batch_signature(x, y)
+        if model is self._model and signature == self._signature:
             return
         key = (
             _identity_key(self.layer),
@@ -133,16 +135,25 @@ class HessianEigenvalueEstimator:
         )
         cache = _compiled_products(model)
         if key not in cache:
-            cache[key] = self._compile(model)
-            while len(cache) > _CACHED_CONFIGURATIONS:
-                cache.pop(next(iter(cache)))
-        self._restricted, self._prefix, self._loss_fn, self._product = cache[key]
-        self._model = model
+            restricted = RestrictedLoss(
+                model, layer=self.layer, loss=self.loss, training=self.training
+            )
+            cache[key] = (restricted, {})
+            _evict_oldest(cache)
+        restricted, compiled = cache[key]
+        # One trace per kind of batch: another rank, dtype or non-batch
+        # shape of the inputs or targets traces anew (TensorFlow's
+        # `reduce_retracing` would generalise `(N, 1)` and `(N,)` targets to
+        # a shape of unknown rank, which Keras' losses cannot handle); a new
+        # batch size reuses the trace, generalised.
+        if signature not in compiled:
+            compiled[signature] = self._compile(model, restricted)
+            _evict_oldest(compiled)
+        self._restricted = restricted
+        self._prefix, self._loss_fn, self._product = compiled[signature]
+        self._model, self._signature = model, signature
 
-    def _compile(self, model):
-        restricted = RestrictedLoss(
-            model, layer=self.layer, loss=self.loss, training=self.training
-        )
+    def _compile(self, model, restricted):
         backend = autodiff()
         # The prefix forward pass is the bulk of the cost: compile it with
         # XLA whenever Keras does so for the model's own fit/predict.
@@ -163,7 +174,7 @@ class HessianEigenvalueEstimator:
             product = backend.gradient(loss_fn)
         else:
             product = backend.hessian_vector_product(loss_fn, self.hvp)
-        return restricted, prefix, loss_fn, product
+        return prefix, loss_fn, product
 
     def check(self, model, x, y, argument="data"):
         """Evaluates the restricted loss once on `(x, y)`, or raises.
@@ -177,7 +188,7 @@ class HessianEigenvalueEstimator:
         """
         x, y = as_arrays(x), as_arrays(y)
         validate_batch(x, y)
-        self._prepare(model)
+        self._prepare(model, x, y)
         try:
             inputs, data, params = self._inputs(x, y)
             value = float(ops.convert_to_numpy(self._loss_fn(params, data)))
@@ -215,7 +226,7 @@ class HessianEigenvalueEstimator:
         """
         x, y = as_arrays(x), as_arrays(y)
         validate_batch(x, y)
-        self._prepare(model)
+        self._prepare(model, x, y)
         restricted = self._restricted
         shapes = [tuple(v.shape) for v in restricted.targets]
         dtypes = [v.dtype for v in restricted.targets]
@@ -280,12 +291,31 @@ class HessianEigenvalueEstimator:
 
 
 # Compiled products kept per model, for the most recent configurations
-# (layer, loss, product mode, training flag): repeated estimates on one
-# model, by one estimator or by `top_hessian_eigenvalue` in a loop, trace
-# their functions once (then once more for a new batch shape, which
+# (layer, loss, product mode, training flag) and, in each, the most recent
+# kinds of batch (see `_batch_signature`): repeated estimates on one model,
+# by one estimator or by `top_hessian_eigenvalue` in a loop, trace their
+# functions once (then once more for a new batch size, which
 # `reduce_retracing` generalises).
 _CACHED_CONFIGURATIONS = 8
 _CACHE_ATTRIBUTE = "_keras_lrphase_hessian_products"
+
+
+def _evict_oldest(cache):
+    while len(cache) > _CACHED_CONFIGURATIONS:
+        cache.pop(next(iter(cache)))
+
+
+def _batch_signature(x, y):
+    """What of a batch `(x, y)` changes a trace of the products.
+
+    The nesting, and each array's dtype and shape past the batch dimension
+    (its rank included); not the batch size.
+    """
+    leaves = keras.tree.flatten((x, y))
+    structure = keras.tree.map_structure(lambda _: None, (x, y))
+    return repr(structure), tuple(
+        (np.shape(a)[1:], np.asarray(a).dtype.str) for a in leaves
+    )
 
 
 def _compiled_products(model):

@@ -14,17 +14,35 @@ Names understood by `get_model`:
 * `imagenet-resnet50`: the bottleneck ResNet-50 for ImageNet, with the
   two-phase paper's zero-initialised last gamma of each block and
   regularised head bias (`resnet50` is the CIFAR ResNet of depth 50).
+
+The builders are imported on first use (PEP 562): `MODEL_NAMES` and
+`is_model_name`, which the command line checks its options with, load
+without Keras.
 """
 
+import importlib
 import re
 
-from keras_lrphase.models.imagenet_resnet import imagenet_resnet50
-from keras_lrphase.models.resnet import cifar_resnet
-from keras_lrphase.models.resnet import resnet20
-from keras_lrphase.models.shallow_cnn import shallow_cnn
-from keras_lrphase.models.small import small_cnn
-from keras_lrphase.models.vgg import small_vgg
-from keras_lrphase.models.wide_resnet import wide_resnet
+# Imported on first use: these import Keras.
+_BUILDERS = {
+    "imagenet_resnet50": "keras_lrphase.models.imagenet_resnet",
+    "cifar_resnet": "keras_lrphase.models.resnet",
+    "resnet20": "keras_lrphase.models.resnet",
+    "shallow_cnn": "keras_lrphase.models.shallow_cnn",
+    "small_cnn": "keras_lrphase.models.small",
+    "small_vgg": "keras_lrphase.models.vgg",
+    "wide_resnet": "keras_lrphase.models.wide_resnet",
+}
+
+
+def __getattr__(name):
+    if name not in _BUILDERS:
+        raise AttributeError(
+            f"module 'keras_lrphase.models' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_BUILDERS[name]), name)
+    globals()[name] = value
+    return value
+
 
 MODEL_NAMES = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
                "wrn-16-8", "wrn-28-10", "small-cnn", "vgg-small", "shallow-cnn",
@@ -63,25 +81,29 @@ def get_model(name, input_shape, num_classes, weight_decay=0.0, **kwargs):
             f"resnet{{6n+2}} / wrn-{{6n+4}}-{{k}}). Received: name={name!r}"
         )
     if name == "imagenet-resnet50":
-        return imagenet_resnet50(input_shape, num_classes, weight_decay,
-                                 **kwargs)
+        return __getattr__("imagenet_resnet50")(input_shape, num_classes,
+                                                weight_decay, **kwargs)
     match = _RESNET.match(name)
     if match:
-        return cifar_resnet(int(match.group(1)), input_shape, num_classes,
-                            weight_decay, **kwargs)
+        return __getattr__("cifar_resnet")(
+            int(match.group(1)), input_shape, num_classes, weight_decay,
+            **kwargs)
     match = _WRN.match(name)
     if match:
         depth, width = int(match.group(1)), int(match.group(2))
         if name == "wrn-16-8":
             kwargs.setdefault("dropout", 0.5)
-        return wide_resnet(depth, width, input_shape=input_shape,
-                           num_classes=num_classes, weight_decay=weight_decay,
-                           **kwargs)
+        return __getattr__("wide_resnet")(
+            depth, width, input_shape=input_shape, num_classes=num_classes,
+            weight_decay=weight_decay, **kwargs)
     if name == "vgg-small":
-        return small_vgg(input_shape, num_classes, weight_decay, **kwargs)
+        return __getattr__("small_vgg")(input_shape, num_classes,
+                                        weight_decay, **kwargs)
     if name == "shallow-cnn":
-        return shallow_cnn(input_shape, num_classes, weight_decay, **kwargs)
-    return small_cnn(input_shape, num_classes, weight_decay, **kwargs)
+        return __getattr__("shallow_cnn")(input_shape, num_classes,
+                                          weight_decay, **kwargs)
+    return __getattr__("small_cnn")(input_shape, num_classes, weight_decay,
+                                    **kwargs)
 
 
 def is_model_name(name):

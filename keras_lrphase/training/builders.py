@@ -54,11 +54,29 @@ def build_learning_rate(config, micro_steps_per_epoch):
                   for i in range(len(boundaries) + 1)]
         return keras.optimizers.schedules.PiecewiseConstantDecay(
             boundaries, values)
+    if config.schedule == "cosine":
+        # Keras' own warmup: from lr / warmup_steps to lr, linearly, the
+        # ramp of GradualWarmup (which is not added for this schedule).
+        warmup_steps = config.warmup_epochs * micro_steps_per_epoch
+        decay_steps = (config.epochs - config.warmup_epochs) * micro_steps_per_epoch
+        if warmup_steps == 0:
+            return keras.optimizers.schedules.CosineDecay(config.lr, decay_steps)
+        return keras.optimizers.schedules.CosineDecay(
+            config.lr / warmup_steps, decay_steps, warmup_target=config.lr,
+            warmup_steps=warmup_steps)
     if config.schedule == "cosine-restarts":
         return keras.optimizers.schedules.CosineDecayRestarts(
             config.lr, config.restart_epochs * micro_steps_per_epoch,
             t_mul=config.restart_mult, m_mul=1.0, alpha=0.0)
     return float(config.lr)
+
+
+def _two_phase_rules(config):
+    """The rule arguments of `TwoPhaseLR` that `config` sets."""
+    names = ("plateau_rule", "excursion_threshold", "decay_rule",
+             "decay_threshold")
+    return {name: getattr(config, name) for name in names
+            if getattr(config, name) is not None}
 
 
 def build_optimizer(config, learning_rate):
@@ -91,7 +109,7 @@ def build_callbacks(config, micro_steps_per_epoch, hessian_data, verbose=0):
         `AutoDecay` in it (None for the fixed schedules).
     """
     callbacks, controller = [], None
-    if config.warmup_epochs > 0:
+    if config.warmup_epochs > 0 and config.schedule != "cosine":
         callbacks.append(GradualWarmup(config.warmup_epochs,
                                        steps_per_epoch=micro_steps_per_epoch))
     eigen_kwargs = {"seed": config.seed}
@@ -103,7 +121,7 @@ def build_callbacks(config, micro_steps_per_epoch, hessian_data, verbose=0):
             extra_epochs_fraction=config.extra_epochs_fraction,
             min_delta=config.min_delta,
             decay_factor=config.decay_factor, eigen_kwargs=eigen_kwargs,
-            verbose=verbose)
+            verbose=verbose, **_two_phase_rules(config))
     elif config.schedule == "autodecay":
         options = {k: v for k, v in (
             ("window", config.autodecay_window),

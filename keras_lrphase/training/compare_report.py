@@ -15,6 +15,7 @@ import math
 import os
 
 from keras_lrphase.training.epoch_recorder import EpochRecorder
+from keras_lrphase.training.plots import matplotlib_installed
 from keras_lrphase.training.plots import plot_compare
 from keras_lrphase.training.runner import HISTORY_FILE
 
@@ -66,7 +67,7 @@ def write_compare_outputs(preset, results, out, seconds, epochs_override=None):
     header += ["epochs", "time"]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
-    histories, losses = {}, {}
+    histories, losses, seeds_rows, marks = {}, {}, {}, {}
     for run, config, summaries, folders in results:
         first = summaries[0]
         if config.schedule == "step" and not config.decay_epochs:
@@ -103,6 +104,8 @@ def write_compare_outputs(preset, results, out, seconds, epochs_override=None):
         seed_histories = [EpochRecorder.read(os.path.join(f, HISTORY_FILE))
                           for f in folders]
         histories[run.label] = _mean_history(seed_histories)
+        seeds_rows[run.label] = seed_histories
+        marks[run.label] = first
         losses[run.label] = [[row["loss"] for row in rows]
                              for rows in seed_histories]
     lines.append("")
@@ -132,10 +135,12 @@ def write_compare_outputs(preset, results, out, seconds, epochs_override=None):
                  + (" (means over seeds)." if seeds > 1 else "."))
     with open(os.path.join(out, "table.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
-    plot_compare(histories, os.path.join(out, "compare.png"),
-                 title=preset.description.split(":")[0],
-                 budgets={run.label: config.epochs
-                          for run, config, _, _ in results})
+    if matplotlib_installed():
+        plot_compare(histories, os.path.join(out, "compare.png"),
+                     title=preset.description,
+                     budgets={run.label: config.epochs
+                              for run, config, _, _ in results},
+                     seeds=seeds_rows, marks=marks)
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump({run.label: {"paper": run.paper,
                                "runs": [dict(s, folder=folder)
@@ -143,6 +148,76 @@ def write_compare_outputs(preset, results, out, seconds, epochs_override=None):
                    for run, _, summaries, folders in results}, f, indent=2)
         f.write("\n")
     return verdicts, answer
+
+
+def mechanics_lines(results):
+    """What each two-phase row's first seed did, read off its summary.
+
+    One sentence per two-phase configuration, with the epochs of
+    `summary.json` as they are (1-based, counting completed epochs): the
+    loss plateau, the switch to the convergence phase and the
+    Hessian-aware decays, and where its curves are; or why there were
+    none within the budget.
+
+    Args:
+        results: List of `(PresetRun, RunConfig, summaries, folders)`, as
+            `write_compare_outputs` takes.
+
+    Returns:
+        A list of strings.
+
+    Example:
+
+    >>> from types import SimpleNamespace as S
+    >>> summary = {"plateau_epoch": 38, "switch_epoch": 51,
+    ...            "decay_epochs": [53, 56], "epochs_completed": 100}
+    >>> config = S(schedule="two-phase", epochs=100, seed=0,
+    ...            extra_epochs_fraction=1 / 3)
+    >>> mechanics_lines([(S(label="two-phase"), config, [summary],
+    ...                   ["runs/demo/two-phase"])])[0]
+    'two-phase (seed 0): loss plateau after epoch 38, switch to the convergence phase after epoch 51, Hessian-aware learning-rate decays after epochs 53 and 56; curves: runs/demo/two-phase/curves.png'
+    """
+    lines = []
+    for run, config, summaries, folders in results:
+        if config.schedule != "two-phase" or not summaries:
+            continue
+        summary, folder = summaries[0], folders[0]
+        seed = getattr(config, "seed", 0)
+        head = f"{run.label} (seed {seed}): "
+        curves = os.path.join(folder, "curves.png")
+        plateau = summary.get("plateau_epoch")
+        switch = summary.get("switch_epoch", summary.get("exploration_epochs"))
+        decays = summary.get("decay_epochs") or []
+        budget = config.epochs
+        if plateau is None:
+            lines.append(
+                f"{head}no loss plateau within the {budget}-epoch budget, so "
+                "no switch and no Hessian-aware decay (the loss was still "
+                f"falling); curves: {curves}")
+        elif switch is None:
+            extra = round(config.extra_epochs_fraction * plateau)
+            lines.append(
+                f"{head}loss plateau after epoch {plateau}; the switch to the "
+                f"convergence phase comes {extra} epochs later (after epoch "
+                f"{plateau + extra}), past the {budget}-epoch budget, so no "
+                "Hessian-aware decay: a longer --epochs shows them; curves: "
+                f"{curves}")
+        else:
+            decayed = (f"Hessian-aware learning-rate decays after epochs "
+                       f"{_and(decays)}" if decays else
+                       "no Hessian-aware decay (the eigenvalue and the loss "
+                       "did not both rise)")
+            lines.append(
+                f"{head}loss plateau after epoch {plateau}, switch to the "
+                f"convergence phase after epoch {switch}, {decayed}; curves: "
+                f"{curves}")
+    return lines
+
+
+def _and(numbers):
+    """`"53"`, `"53 and 56"`, `"53, 56 and 58"`."""
+    words = [str(n) for n in numbers]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
 def _total_minutes(results, seconds):

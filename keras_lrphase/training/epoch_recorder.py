@@ -52,6 +52,9 @@ class EpochRecorder(keras.callbacks.Callback):
             `fit` trains (a run resumed by `BackupAndRestore`) instead of
             starting a new file; rows of later epochs, left by a run
             stopped before its checkpoint, are dropped. Defaults to `False`.
+        on_resume: Callable or None. With `resume`, called once with the
+            number of epochs kept when a run resumes after them (not for a
+            run that starts at its first epoch). Defaults to `None`.
 
     Example:
 
@@ -68,11 +71,12 @@ class EpochRecorder(keras.callbacks.Callback):
         `keras.callbacks.CSVLogger`, which it extends with fixed columns.
     """
 
-    def __init__(self, path, phase_fn=None, resume=False):
+    def __init__(self, path, phase_fn=None, resume=False, on_resume=None):
         super().__init__()
         self.path = path
         self.phase_fn = phase_fn
         self.resume = resume
+        self.on_resume = on_resume
         self.rows = []
         self.resumed_epochs = 0
 
@@ -105,6 +109,8 @@ class EpochRecorder(keras.callbacks.Callback):
             self.rows = kept
             self.resumed_epochs = len(kept)
             self._write(kept)
+            if kept and self.on_resume is not None:
+                self.on_resume(len(kept))
         self._first_epoch = False
         self._start = time.perf_counter()
         self._train_end = None

@@ -7,6 +7,16 @@ from keras_lrphase.training.epoch_recorder import CONVERGENCE
 from keras_lrphase.training.epoch_recorder import WARMUP
 
 
+def matplotlib_installed():
+    """Whether matplotlib can be imported (the plots are an extra)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("matplotlib") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def _pyplot():
     try:
         import matplotlib
@@ -49,24 +59,62 @@ def first_decay_epoch(rows):
 
 def _title(fig, title):
     if title:
-        fig.suptitle("\n".join(textwrap.wrap(title, 110)))
+        fig.suptitle("\n".join(wrapped for line in title.splitlines()
+                               for wrapped in textwrap.wrap(line, 110)))
 
 
-def plot_curves(rows, path, title=None):
+def _after(epoch):
+    """The x of "after epoch N": between the points of epochs N and N + 1
+    (epoch N's point is at x = N, its band from N - 0.5 to N + 0.5)."""
+    return epoch + 0.5
+
+
+def plot_curves(rows, path, title=None, marks=None, schedule=None):
     """Writes a 2x2 figure of one run: loss, val. accuracy, LR, eigenvalue.
 
-    Every panel is against the epoch; the convergence phase is shaded
-    (grey) and the warmup lightly (yellow).
+    Every panel is against the epoch. Bands: the warmup (yellow); for a
+    two-phase run, the extra exploration epochs between the loss plateau
+    and the switch (blue) and the convergence phase (grey); for a step
+    decay, the epochs after the first decay (grey). A dashed line marks the
+    loss plateau. A legend under the title names each.
 
     Args:
         rows: List of dicts, the rows of `history.csv`
             (`EpochRecorder.read`).
         path: String. The PNG file to write.
         title: String or None. Figure title. Defaults to `None`.
+        marks: Dict or None. The run's `summary.json` (or the keys of it
+            used here): `plateau_epoch` and `switch_epoch` (or
+            `exploration_epochs`), 1-based epoch counts as written there.
+            Defaults to `None` (no plateau mark).
+        schedule: String or None. The run's `schedule`, which names the
+            grey band: `"two-phase"` (convergence phase) or another (after
+            the first LR decay). Defaults to `None` (the phase column's
+            name, convergence phase).
+
+    Example:
+
+    >>> import os, tempfile
+    >>> rows = [dict(epoch=e, loss=1 / e, val_accuracy=0.1 * e,
+    ...              learning_rate=0.1 if e < 7 else 0.05,
+    ...              hessian_max_eigenvalue=2.0,
+    ...              phase="warmup" if e < 2 else "exploration" if e < 7
+    ...              else "convergence") for e in range(1, 9)]
+    >>> path = os.path.join(tempfile.mkdtemp(), "curves.png")
+    >>> plot_curves(rows, path, marks={"plateau_epoch": 4, "switch_epoch": 6},
+    ...             schedule="two-phase")
+    >>> os.path.exists(path)
+    True
     """
     plt = _pyplot()
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    marks = marks or {}
+    plateau = marks.get("plateau_epoch")
+    switch = marks.get("switch_epoch", marks.get("exploration_epochs"))
     epochs = [r["epoch"] for r in rows]
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7.5), sharex=True)
     panels = [
         (axes[0, 0], "loss", "training loss", "log"),
         (axes[0, 1], "val_accuracy", "validation accuracy", "linear"),
@@ -74,6 +122,8 @@ def plot_curves(rows, path, title=None):
         (axes[1, 1], "hessian_max_eigenvalue",
          "largest Hessian eigenvalue (output layer)", "log"),
     ]
+    converged = phase_spans(rows, CONVERGENCE)
+    warmup = phase_spans(rows, WARMUP)
     for ax, key, label, scale in panels:
         points = [(e, r[key]) for e, r in zip(epochs, rows)
                   if not math.isnan(r[key])]
@@ -85,22 +135,49 @@ def plot_curves(rows, path, title=None):
         else:
             ax.text(0.5, 0.5, "not computed", ha="center", va="center",
                     transform=ax.transAxes, color="grey")
-        for first, last in phase_spans(rows, CONVERGENCE):
+        for first, last in converged:
             ax.axvspan(first - 0.5, last + 0.5, color="grey", alpha=0.15,
                        lw=0)
-        for first, last in phase_spans(rows, WARMUP):
-            ax.axvspan(first - 0.5, last + 0.5, color="gold", alpha=0.15,
+        for first, last in warmup:
+            ax.axvspan(first - 0.5, last + 0.5, color="gold", alpha=0.2,
                        lw=0)
+        if plateau is not None:
+            ax.axvline(_after(plateau), color="C3", ls="--", lw=1)
+            end = switch if switch is not None else (epochs[-1] if epochs else plateau)
+            if end > plateau:
+                ax.axvspan(_after(plateau), _after(end), color="C9",
+                           alpha=0.12, lw=0)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     for ax in axes[1]:
         ax.set_xlabel("epoch")
-    if rows and any(r["phase"] == CONVERGENCE for r in rows):
-        axes[0, 1].text(0.99, 0.02, "shaded: convergence phase",
-                        ha="right", va="bottom", fontsize=8, color="grey",
-                        transform=axes[0, 1].transAxes)
+    legend = []
+    if warmup:
+        legend.append(Patch(color="gold", alpha=0.35, label="warmup"))
+    if plateau is not None:
+        legend.append(Line2D([], [], color="C3", ls="--", lw=1,
+                             label=f"loss plateau (after epoch {plateau})"))
+        if switch is not None and switch > plateau:
+            legend.append(Patch(color="C9", alpha=0.25,
+                                label=f"extra exploration epochs "
+                                      f"({plateau + 1}-{switch})"))
+        elif switch is None:
+            legend.append(Patch(color="C9", alpha=0.25,
+                                label="extra exploration epochs (switch "
+                                      "beyond the budget)"))
+    if converged:
+        name = ("after the first LR decay"
+                if schedule not in (None, "two-phase")
+                else "convergence phase")
+        legend.append(Patch(color="grey", alpha=0.3, label=name))
     _title(fig, title)
-    fig.tight_layout()
+    top = 0.955 if title else 0.995
+    if legend:
+        fig.legend(handles=legend, loc="upper center", ncol=len(legend),
+                   fontsize=8, frameon=False,
+                   bbox_to_anchor=(0.5, top))
+        top -= 0.035
+    fig.tight_layout(rect=(0, 0, 1, top))
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
@@ -136,7 +213,8 @@ def budget_groups(histories, budgets=None):
             for budget in distinct]
 
 
-def plot_compare(histories, path, title=None, budgets=None):
+def plot_compare(histories, path, title=None, budgets=None, seeds=None,
+                 marks=None):
     """Writes validation accuracy and training loss overlaid, and eigenvalues.
 
     A third panel, the largest Hessian eigenvalue of each run against the
@@ -145,12 +223,27 @@ def plot_compare(histories, path, title=None, budgets=None):
     for 80 epochs against full-batch GD for 400 steps) are not drawn on one
     epoch axis: each budget gets its own row of panels, titled with it.
 
+    Each run has its own colour and line style, so runs that coincide (two
+    configurations that are the same run until one decays) stay visible,
+    and a note names the epochs where they do. With `seeds`, the curves are
+    the means over seeds and a band shows their range. The accuracy axis
+    spans the values of the last half of training (where the rows differ),
+    not the early epochs. With `marks`, every LR decay of a run is a dotted
+    line in its colour and a two-phase switch a dash-dot line.
+
     Args:
-        histories: Dict of run label to its `history.csv` rows.
+        histories: Dict of run label to its `history.csv` rows (with
+            `seeds`: the mean over seeds).
         path: String. The PNG file to write.
         title: String or None. Figure title. Defaults to `None`.
         budgets: Dict of run label to its epoch budget, or None (one row).
             Defaults to `None`.
+        seeds: Dict of run label to the list of its seeds' rows, or None.
+            Defaults to `None`.
+        marks: Dict of run label to a `summary.json` (its `decay_epochs`
+            and `switch_epoch` or `exploration_epochs`, as written there),
+            or None: the first decay read off the learning rate. Defaults
+            to `None`.
 
     Example:
 
@@ -174,45 +267,115 @@ def plot_compare(histories, path, title=None, budgets=None):
                              figsize=(6 * panels, 4.5 * len(groups)),
                              squeeze=False)
     colors = {label: f"C{i}" for i, label in enumerate(histories)}
+    styles = {label: _STYLES[i % len(_STYLES)]
+              for i, label in enumerate(histories)}
     for axes, (budget, labels) in zip(grid, groups):
         _compare_row(axes, {label: histories[label] for label in labels},
-                     colors, with_eigenvalues)
+                     colors, styles, with_eigenvalues, seeds or {},
+                     marks)
         if budget is not None:
             axes[0].set_title(f"{budget} epochs", fontsize=10)
+    counts = {len(v) for v in (seeds or {}).values()}
+    if seeds and counts != {1}:
+        n = max(counts)
+        note = (f"curves: mean over {n} seeds; band: their range"
+                if len(counts) == 1 else
+                "curves: mean over each run's seeds; band: their range")
+        title = f"{title}\n{note}" if title else note
     _title(fig, title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def _compare_row(axes, histories, colors, with_eigenvalues):
+# Line styles cycled with the colours: coinciding curves stay visible.
+_STYLES = ("-", "--", "-.", ":")
+
+
+def _first_difference(a, b):
+    """The first epoch (1-based) where two runs' rows differ, or None."""
+    for row_a, row_b in zip(a, b):
+        for key in ("loss", "val_accuracy"):
+            if not math.isclose(row_a[key], row_b[key], rel_tol=1e-9,
+                                abs_tol=1e-12):
+                return row_a["epoch"]
+    return None
+
+
+def _accuracy_limits(histories, seeds):
+    """The accuracy axis: the values of the last half of training."""
+    values = []
+    for label, rows in histories.items():
+        runs = seeds.get(label) or [rows]
+        for run in runs:
+            half = run[len(run) // 2:]
+            values += [r["val_accuracy"] for r in half
+                       if math.isfinite(r["val_accuracy"])]
+    if not values:
+        return None
+    low, high = min(values), max(values)
+    pad = max(0.1 * (high - low), 0.005)
+    return max(0.0, low - pad), min(1.0, high + pad)
+
+
+def _compare_row(axes, histories, colors, styles, with_eigenvalues, seeds,
+                 marks):
     """Draws one row of `plot_compare`'s panels for the runs of one budget."""
     acc_ax, loss_ax = axes[0], axes[1]
-    decays = eigenvalue_curves = 0
+    decays = switches = eigenvalue_curves = 0
     for label, rows in histories.items():
-        color = colors[label]
+        color, style = colors[label], styles[label]
         epochs = [r["epoch"] for r in rows]
         acc_ax.plot(epochs, [r["val_accuracy"] for r in rows], label=label,
-                    color=color)
+                    color=color, ls=style)
         loss_ax.plot(epochs, [r["loss"] for r in rows], label=label,
-                     color=color)
+                     color=color, ls=style)
+        runs = seeds.get(label) or []
+        if len(runs) > 1:
+            length = min(len(run) for run in runs)
+            for ax, key in ((acc_ax, "val_accuracy"), (loss_ax, "loss")):
+                columns = [[run[i][key] for run in runs] for i in range(length)]
+                ax.fill_between(epochs[:length], [min(c) for c in columns],
+                                [max(c) for c in columns], color=color,
+                                alpha=0.15, lw=0)
         if with_eigenvalues:
             points = [(r["epoch"], r["hessian_max_eigenvalue"]) for r in rows
                       if math.isfinite(r.get("hessian_max_eigenvalue",
                                              math.nan))]
             if points:
-                axes[2].plot(*zip(*points), label=label, color=color)
+                axes[2].plot(*zip(*points), label=label, color=color,
+                             ls=style)
                 eigenvalue_curves += 1
-        decay = first_decay_epoch(rows)
-        if decay is not None:
-            acc_ax.axvline(decay - 0.5, color=color, ls=":", lw=1)
-            decays += 1
+        if marks is None:
+            decay = first_decay_epoch(rows)
+            after = [] if decay is None else [decay - 1]
+            switch = None
+        else:
+            summary = marks.get(label) or {}
+            after = list(summary.get("decay_epochs") or [])
+            switch = summary.get("switch_epoch",
+                                 summary.get("exploration_epochs"))
+        for epoch in after:
+            for ax in (acc_ax, loss_ax):
+                ax.axvline(_after(epoch), color=color, ls=":", lw=1)
+        decays += bool(after)
+        if switch is not None:
+            for ax in (acc_ax, loss_ax):
+                ax.axvline(_after(switch), color=color, ls="-.", lw=1.2)
+            switches += 1
     acc_ax.set_ylabel("validation accuracy")
+    limits = _accuracy_limits(histories, seeds)
+    if limits is not None:
+        acc_ax.set_ylim(*limits)
+        acc_ax.set_title("validation accuracy (axis: last half of training)",
+                         fontsize=9)
     loss_ax.set_ylabel("training loss")
     loss_ax.set_yscale("log")
     if with_eigenvalues:
         axes[2].set_ylabel("largest Hessian eigenvalue (output layer)")
         axes[2].set_yscale("log")
+        if any(len(seeds.get(label) or []) > 1 for label in histories):
+            axes[2].set_title("first seed", fontsize=9)
         if not eigenvalue_curves:
             axes[2].text(0.5, 0.5, "not computed", ha="center", va="center",
                          transform=axes[2].transAxes, color="grey")
@@ -220,7 +383,21 @@ def _compare_row(axes, histories, colors, with_eigenvalues):
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     acc_ax.legend(fontsize=8, loc="lower right")
+    notes = []
     if decays:
-        acc_ax.text(0.01, 0.98, "dotted: first LR decay",
-                    ha="left", va="top", fontsize=8, color="grey",
-                    transform=acc_ax.transAxes)
+        notes.append("dotted: LR decays" if marks is not None
+                     else "dotted: first LR decay")
+    if switches:
+        notes.append("dash-dot: two-phase switch")
+    labels = list(histories)
+    for i, a in enumerate(labels):
+        for b in labels[i + 1:]:
+            differ = _first_difference(histories[a], histories[b])
+            if differ is not None and differ > 2:
+                notes.append(f"{a} and {b} coincide up to epoch {differ - 1}")
+    if marks is not None and (decays or switches):
+        notes.append("(marks: first seed)")
+    if notes:
+        loss_ax.text(0.01, 0.02, "\n".join(notes), ha="left",
+                     va="bottom", fontsize=8, color="dimgrey",
+                     transform=loss_ax.transAxes)

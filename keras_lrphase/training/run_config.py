@@ -1,14 +1,15 @@
 """`RunConfig`: everything one training run of the CLI is made of.
 
 Importing this module imports no Keras (the command line builds its options
-from it); `validate()` and `resolved()` do.
+from it), and neither do `validate()` and `resolved()`: the command line
+checks its options before it loads a backend.
 """
 
 import dataclasses
 import math
 import os
 
-SCHEDULES = ("step", "two-phase", "autodecay", "cosine-restarts")
+SCHEDULES = ("step", "two-phase", "autodecay", "cosine", "cosine-restarts")
 AUGMENTATIONS = ("auto", "none", "crop", "crop-flip")
 PIPELINES = ("auto", "tf.data", "numpy", "device")
 PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16"}
@@ -46,8 +47,9 @@ class RunConfig:
         momentum: Float in [0, 1). SGD/LARS momentum.
         weight_decay: Float >= 0. L2 coefficient on kernels (see
             `keras_lrphase.models.resnet.cifar_resnet`).
-        schedule: `"step"`, `"two-phase"`, `"autodecay"` or
-            `"cosine-restarts"`.
+        schedule: `"step"`, `"two-phase"`, `"autodecay"`, `"cosine"` (Keras'
+            `CosineDecay` to 0 over the epochs after the warmup, with the
+            warmup as its `warmup_steps`) or `"cosine-restarts"`.
         decay_epochs: Tuple of ints or None. Step schedule: epochs after
             which the LR is multiplied by `decay_factor`; `None`: 50% and
             75% of `epochs` (the paper's 150/225 of 300).
@@ -65,6 +67,16 @@ class RunConfig:
         extra_epochs_fraction: Float >= 0. Two-phase alpha / n.
         min_delta: Float >= 0. Two-phase: least decrease of the epoch loss
             that counts as an improvement.
+        plateau_rule: `"flat"`, `"paper"` or None. Two-phase plateau rule
+            (see `TwoPhaseController`); `None`: `"flat"`.
+        excursion_threshold: Float > 0 or None. Two-phase, plateau rule
+            `"flat"`: relative rise above the best loss that makes an
+            excursion; `None`: the controller's default.
+        decay_rule: `"significant"`, `"paper"` or None. Two-phase decay
+            rule; `None`: `"significant"`.
+        decay_threshold: Float >= 0 or None. Two-phase, decay rule
+            `"significant"`: rises must exceed this many typical
+            epoch-to-epoch changes; `None`: the controller's default.
         restart_epochs: Int or None. Cosine restarts: first period in
             epochs; `None`: 10.
         restart_mult: Float >= 1. Cosine restarts: period multiplier.
@@ -149,6 +161,10 @@ class RunConfig:
     plateau_patience: int = None
     extra_epochs_fraction: float = 1 / 3
     min_delta: float = 0.0
+    plateau_rule: str = None
+    excursion_threshold: float = None
+    decay_rule: str = None
+    decay_threshold: float = None
     restart_epochs: int = None
     restart_mult: float = 2.0
     autodecay_window: int = None
@@ -230,9 +246,9 @@ class RunConfig:
             _fail("schedule", self.schedule,
                   f"must be one of {', '.join(SCHEDULES)}")
         if self.decay_factor is not None:
-            if self.schedule == "cosine-restarts":
+            if self.schedule.startswith("cosine"):
                 _fail("decay_factor", self.decay_factor,
-                      "is not used by schedule='cosine-restarts'")
+                      f"is not used by schedule={self.schedule!r}")
             if not 0.0 < self.decay_factor < 1.0:
                 _fail("decay_factor", self.decay_factor, "must be in (0, 1)")
         if self.decay_epochs is not None:
@@ -250,10 +266,14 @@ class RunConfig:
         if self.schedule != "two-phase":
             for name, default in (("plateau_patience", None),
                                   ("extra_epochs_fraction", 1 / 3),
-                                  ("min_delta", 0.0)):
+                                  ("min_delta", 0.0), ("plateau_rule", None),
+                                  ("excursion_threshold", None),
+                                  ("decay_rule", None),
+                                  ("decay_threshold", None)):
                 if getattr(self, name) != default:
                     _fail(name, getattr(self, name),
                           "is only used by schedule='two-phase'")
+        self._validate_two_phase_rules()
         if not self.min_delta >= 0.0:
             _fail("min_delta", self.min_delta, "must be >= 0")
         if not self.extra_epochs_fraction >= 0.0:
@@ -338,6 +358,32 @@ class RunConfig:
         if self.temperature is not None:
             _positive("temperature", self.temperature)
 
+    def _validate_two_phase_rules(self):
+        from keras_lrphase.controllers.two_phase_controller import DECAY_RULES
+        from keras_lrphase.controllers.two_phase_controller import FLAT
+        from keras_lrphase.controllers.two_phase_controller import PLATEAU_RULES
+        from keras_lrphase.controllers.two_phase_controller import SIGNIFICANT
+
+        if self.plateau_rule is not None and self.plateau_rule not in PLATEAU_RULES:
+            _fail("plateau_rule", self.plateau_rule,
+                  f"must be one of {', '.join(PLATEAU_RULES)}")
+        if self.decay_rule is not None and self.decay_rule not in DECAY_RULES:
+            _fail("decay_rule", self.decay_rule,
+                  f"must be one of {', '.join(DECAY_RULES)}")
+        if self.excursion_threshold is not None:
+            if self.plateau_rule not in (None, FLAT):
+                _fail("excursion_threshold", self.excursion_threshold,
+                      f"is only used by plateau_rule='{FLAT}'")
+            _positive("excursion_threshold", self.excursion_threshold)
+        if self.decay_threshold is not None:
+            if self.decay_rule not in (None, SIGNIFICANT):
+                _fail("decay_threshold", self.decay_threshold,
+                      f"is only used by decay_rule='{SIGNIFICANT}'")
+            if not (isinstance(self.decay_threshold, (int, float))
+                    and math.isfinite(self.decay_threshold)
+                    and self.decay_threshold >= 0):
+                _fail("decay_threshold", self.decay_threshold, "must be >= 0")
+
     def _validate_outputs(self):
         _int("freeze_epochs", self.freeze_epochs, 0)
         if self.freeze_epochs > self.epochs:
@@ -367,7 +413,7 @@ class RunConfig:
         values = dataclasses.asdict(self)
         if values["model"] is None:
             values["model"] = DEFAULT_MODELS[self.dataset]
-        if values["decay_factor"] is None and self.schedule != "cosine-restarts":
+        if values["decay_factor"] is None and not self.schedule.startswith("cosine"):
             values["decay_factor"] = 0.5 if self.schedule == "two-phase" else 0.1
         if values["decay_epochs"] is None and self.schedule == "step":
             values["decay_epochs"] = default_decay_epochs(self.epochs)
@@ -377,6 +423,19 @@ class RunConfig:
             values["snapshot_epochs"] = tuple(values["snapshot_epochs"])
         if values["pipeline"] == "auto":
             values["pipeline"] = "tf.data" if tensorflow_installed() else "numpy"
+        if self.schedule == "two-phase":
+            from keras_lrphase.controllers import two_phase_controller as tp
+
+            if values["plateau_rule"] is None:
+                values["plateau_rule"] = tp.FLAT
+            if values["decay_rule"] is None:
+                values["decay_rule"] = tp.SIGNIFICANT
+            if (values["excursion_threshold"] is None
+                    and values["plateau_rule"] == tp.FLAT):
+                values["excursion_threshold"] = tp.DEFAULT_EXCURSION_THRESHOLD
+            if (values["decay_threshold"] is None
+                    and values["decay_rule"] == tp.SIGNIFICANT):
+                values["decay_threshold"] = tp.DEFAULT_DECAY_THRESHOLD
         if values["restart_epochs"] is None and self.schedule == "cosine-restarts":
             values["restart_epochs"] = 10
         if self.teacher is not None:
@@ -498,6 +557,6 @@ def _positive(name, value):
 
 
 def _backend():
-    import keras
+    from keras_lrphase.backend import configured_backend
 
-    return keras.backend.backend()
+    return configured_backend()

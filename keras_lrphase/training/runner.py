@@ -48,10 +48,8 @@ import time
 import keras
 import numpy as np
 
-from keras_lrphase.callbacks.auto_decay import AutoDecay
 from keras_lrphase.callbacks.backup_and_restore import BackupAndRestore
 from keras_lrphase.callbacks.stage_checkpoint import StageCheckpoint
-from keras_lrphase.callbacks.two_phase_lr import TwoPhaseLR
 from keras_lrphase.callbacks.weight_snapshots import WeightSnapshots
 from keras_lrphase.data import ImageNetData
 from keras_lrphase.data import DeviceTrainBatches
@@ -69,6 +67,7 @@ from keras_lrphase.training.builders import build_learning_rate
 from keras_lrphase.training.builders import build_optimizer
 from keras_lrphase.training.builders import phase_function
 from keras_lrphase.training.epoch_recorder import EpochRecorder
+from keras_lrphase.training.plots import matplotlib_installed
 from keras_lrphase.training.plots import plot_curves
 from keras_lrphase.training.progress_line import ProgressLine
 from keras_lrphase.training.run_config import PRECISIONS
@@ -293,8 +292,16 @@ def run_training(config, out_dir, verbose=1, log=print, data=None,
     callbacks, controller = build_callbacks(
         config, micro_steps, hessian_data, verbose=1 if verbose else 0)
     callbacks = workers.callbacks() + callbacks
+    announce = None
+    if log is not None:
+        def announce(kept):
+            log(f"continuing {config.name or 'run'} from epoch {kept + 1} of "
+                f"{config.epochs} ({kept} trained before, checkpoint in "
+                f"{backup_dir})")
+    backup_dir = os.path.join(out_dir, BACKUP_DIR)
     recorder = EpochRecorder(os.path.join(out_dir, HISTORY_FILE),
-                             phase_fn=phase_function(config), resume=resume)
+                             phase_fn=phase_function(config), resume=resume,
+                             on_resume=announce)
     callbacks += pipeline_callbacks
     callbacks += [keras.callbacks.TerminateOnNaN(), recorder]
     snapshots = None
@@ -304,7 +311,6 @@ def run_training(config, out_dir, verbose=1, log=print, data=None,
         snapshots = WeightSnapshots(os.path.join(out_dir, SNAPSHOT_DIR),
                                     config.snapshot_epochs, model=student)
         callbacks.append(snapshots)
-    backup_dir = os.path.join(out_dir, BACKUP_DIR)
     if resume:
         _claim_backup(backup_dir, config, steps * config.batch_size,
                       teacher_info)
@@ -343,10 +349,10 @@ def run_training(config, out_dir, verbose=1, log=print, data=None,
     train_seconds = time.perf_counter() - fit_start
 
     rows = recorder.rows
-    if recorder.resumed_epochs:
-        # This invocation trained only the later epochs: count the earlier
-        # ones from their history rows.
-        train_seconds += sum(r["epoch_time"] for r in rows[:recorder.resumed_epochs])
+    # A resumed run: this invocation trained only the later epochs; the
+    # earlier ones count with their history rows' time, in both totals.
+    earlier = sum(r["epoch_time"] for r in rows[:recorder.resumed_epochs])
+    train_seconds += earlier
     summary = _summary(config, data, student, rows, steps, augment,
                        hessian_size if needs_hessian else None, controller)
     if workers.distributed:
@@ -368,20 +374,59 @@ def run_training(config, out_dir, verbose=1, log=print, data=None,
         # Before summary.json, which marks the run as finished.
         _save_model(student, os.path.join(out_dir, MODEL_FILE))
         summary["model_file"] = MODEL_FILE
+    # train_wall_time_s: fit's seconds over every epoch; wall_time_s: those
+    # of the epochs trained before a resume plus the whole of this
+    # invocation (loading, building, training, writing), so wall_time_s >=
+    # train_wall_time_s and both count every epoch once.
     summary["train_wall_time_s"] = round(train_seconds, 2)
-    summary["wall_time_s"] = round(time.perf_counter() - started, 2)
+    summary["wall_time_s"] = round(earlier + time.perf_counter() - started, 2)
     summary = _finite(summary)
     with open(os.path.join(out_dir, SUMMARY_FILE), "w") as f:
         json.dump(summary, f, indent=2, allow_nan=False,
                   default=_json_default)
         f.write("\n")
-    title = (f"{config.name or config.model}: {data.name}, batch "
-             f"{config.batch_size}, {config.schedule}"
-             + (f", LARS {config.lars:g}" if config.lars else ""))
-    plot_curves(rows, os.path.join(out_dir, CURVES_FILE), title=title)
+    title = curves_title(config, data.name)
+    if matplotlib_installed():
+        plot_curves(rows, os.path.join(out_dir, CURVES_FILE), title=title,
+                    marks=summary, schedule=config.schedule)
+    elif log is not None:
+        log(f"{CURVES_FILE} not drawn: matplotlib is not installed (pip "
+            f"install matplotlib); history.csv holds its curves")
     if resume:
         shutil.rmtree(backup_dir, ignore_errors=True)
     return summary
+
+
+def curves_title(config, dataset):
+    """The title of a run's `curves.png`: its name, seed and setting, each
+    said once.
+
+    Example:
+
+    >>> curves_title(RunConfig(name="two-phase", schedule="two-phase",
+    ...                        batch_size=512, lr=0.8, seed=1).resolved(),
+    ...              "digits")
+    'two-phase (seed 1): small-cnn on digits, batch 512, lr 0.8'
+    >>> curves_title(RunConfig(schedule="step", epochs=8).resolved(), "digits")
+    'small-cnn on digits, batch 128, lr 0.1, step decay after epochs 4, 6 (seed 0)'
+    """
+    schedule = {
+        "step": ("step decay after epochs "
+                 + ", ".join(map(str, config.decay_epochs or ())))
+                if config.decay_epochs else "constant learning rate",
+        "two-phase": "two-phase",
+        "autodecay": "AutoDecay",
+        "cosine-restarts": "cosine restarts",
+    }[config.schedule]
+    setting = (f"{config.model} on {dataset}, batch {config.batch_size}, "
+               f"lr {config.lr:g}"
+               + (f", LARS {config.lars:g}" if config.lars else ""))
+    if config.name:
+        said = config.name.lower()
+        words = schedule.split()[0].lower()
+        extra = "" if words in said else f", {schedule}"
+        return f"{config.name} (seed {config.seed}): {setting}{extra}"
+    return f"{setting}, {schedule} (seed {config.seed})"
 
 
 def check_workers(config, data, workers):
@@ -474,24 +519,12 @@ def _summary(config, data, model, rows, steps, augment, hessian_size,
     train_times = [r["train_time"] for r in rows]
     steady = train_times[1:] if len(train_times) > 1 else train_times
     images = steps * config.batch_size
-    plateau = switch = stop = None
-    # A decay decided at the end of the last epoch never took effect.
-    if isinstance(controller, TwoPhaseLR):
-        state = controller.controller
-        decay_epochs = [e + 1 for e in state.decay_epochs if e + 1 < len(rows)]
-        if state.plateau_epoch is not None:
-            plateau = state.plateau_epoch + 1
-        if state.switch_epoch is not None and (
-                state.switch_epoch < state.next_epoch):
-            switch = state.switch_epoch + 1
-    elif isinstance(controller, AutoDecay):
-        state = controller.controller
-        decay_epochs = [e + 1 for e in state.decay_epochs if e + 1 < len(rows)]
-        stop = None if state.stop_epoch is None else state.stop_epoch + 1
-    elif config.schedule == "step":
-        decay_epochs = [e for e in config.decay_epochs if e < len(rows)]
-    else:
-        decay_epochs = []
+    # The controller's decisions, numbered from 1 as Keras prints epochs.
+    decided = controller.summary() if controller is not None else {}
+    if controller is None and config.schedule == "step":
+        decided["decay_epochs"] = [e for e in config.decay_epochs
+                                   if e <= len(rows)]
+    stop = decided.get("stop_epoch")
     return {
         "config": config.to_dict(),
         "backend": keras.backend.backend(),
@@ -515,9 +548,9 @@ def _summary(config, data, model, rows, steps, augment, hessian_size,
         "final_val_accuracy": val[-1] if val else math.nan,
         "final_loss": rows[-1]["loss"] if rows else math.nan,
         "final_learning_rate": rows[-1]["learning_rate"] if rows else math.nan,
-        "decay_epochs": decay_epochs,
-        "plateau_epoch": plateau,
-        "exploration_epochs": switch,
+        "decay_epochs": decided.get("decay_epochs", []),
+        "plateau_epoch": decided.get("plateau_epoch"),
+        "exploration_epochs": decided.get("exploration_epochs"),
         "images_per_second": (round(images * len(steady) / sum(steady), 1)
                               if steady and sum(steady) > 0 else None),
     }

@@ -1,26 +1,24 @@
-"""The `keras-lrphase` command: parses without Keras, loads it quietly, runs.
+"""The `keras-lrphase` command: checks without Keras, loads it quietly, runs.
 
-A top-level module, so that it runs before `keras_lrphase` is imported:
+The console script `keras-lrphase` and `python -m keras_lrphase` run
+`main`. While either imports the package, `keras_lrphase/__init__.py`
+leaves Keras unimported (`keras_lrphase._started_by_the_command`), so:
 
-* it imports the package without Keras, so `--help` and usage errors
-  answer at once, without loading a backend (TensorFlow alone takes
-  seconds);
+* `--help`, usage errors and every option value that needs no backend
+  (a dataset name, an epoch budget, a missing `--data-dir`, a preset, an
+  `--out` that cannot be written) answer at once, before a backend is
+  loaded (TensorFlow alone takes seconds);
 * a command that runs then loads Keras with the backend's start-up logging
   (TensorFlow's banner, CUDA probes on a CPU machine) silenced, unless
   `TF_CPP_MIN_LOG_LEVEL` is set by the user; errors still surface as
   errors, and a backend that is not installed is one line naming what to
   install.
-
-`python -m keras_lrphase` runs the same command with neither.
 """
 
 import contextlib
 import os
 import sys
 
-# The extra of each backend (`pip install "keras-lrphase[jax]"`).
-_EXTRAS = ("jax", "tensorflow", "torch")
-_DEFER_KERAS = "_KERAS_LRPHASE_DEFER_KERAS"
 
 
 @contextlib.contextmanager
@@ -51,19 +49,18 @@ def _load_backend():
         keras_lrphase._register_serializables()
     except ImportError as error:
         backend = os.environ.get("KERAS_BACKEND", "tensorflow")
-        install = (f'pip install "keras-lrphase[{backend}]"'
-                   if backend in _EXTRAS else f"pip install {backend}")
         sys.stderr.write(
             f"keras-lrphase: error: Keras cannot load its backend "
             f"(KERAS_BACKEND={backend}): {error}. Install it with "
-            f"`{install}`, or set KERAS_BACKEND to an installed backend.\n"
+            f"`pip install {backend}`, or set KERAS_BACKEND to an installed "
+            "backend.\n"
         )
         return 1
     return None
 
 
 def main(argv=None):
-    """Entry point: parses the arguments, loads Keras, runs the command.
+    """Entry point: parses and checks the arguments, loads Keras, runs.
 
     Args:
         argv: List of strings or None (`sys.argv[1:]`).
@@ -71,15 +68,12 @@ def main(argv=None):
     Returns:
         The exit status.
     """
-    if "keras_lrphase" not in sys.modules:
-        # `keras_lrphase._DEFER_KERAS`: the package is imported without
-        # Keras; `_load_backend` registers its classes.
-        os.environ[_DEFER_KERAS] = "1"
-    try:
-        from keras_lrphase import cli
-    finally:
-        os.environ.pop(_DEFER_KERAS, None)
+    from keras_lrphase import cli
+
     args = cli.parse_args(argv)  # --help and usage errors exit here
+    status = cli.check_args(args)  # what needs no backend
+    if status is not None:
+        return status
     status = _load_backend()
     if status is not None:
         return status
