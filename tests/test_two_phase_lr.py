@@ -164,6 +164,47 @@ def test_composes_with_gradual_warmup_exact_per_step():
     assert float(model.optimizer.learning_rate) == float(F32(0.1) * F32(0.25))
 
 
+@pytest.mark.parametrize("warmup_first", [True, False])
+def test_takes_the_warmup_length_of_the_gradual_warmup_in_the_same_fit(warmup_first):
+    """`warmup_epochs` unset: GradualWarmup's 2 epochs, wherever it is listed."""
+    model = tiny_model(keras.optimizers.SGD(0.1))
+    steps = StepLearningRates()
+    callback = TwoPhaseLR(
+        regression_data(), 8, plateau_patience=1,
+        estimator=ScriptedEstimator(COMPOSE_EIGENVALUES), **PAPER_RULES
+    )
+    warmup = [GradualWarmup(2)]
+    others = [ScriptedLoss(COMPOSE_LOSSES), callback, steps]
+    fit(model, warmup + others if warmup_first else others + warmup, 8)
+    # The trace of the test above, which passes warmup_epochs=2: with 0 the
+    # loss 9.0 of epoch 1 would be a plateau at epoch 1.
+    assert callback.controller.warmup_epochs == 2
+    assert callback.controller.decay_epochs == [5, 7]
+    assert steps.rates == warmup_ramp(0.1, 16, 4, 0.25,
+                                      np.repeat(COMPOSE_SCALES_PER_EPOCH, 2))
+
+
+@pytest.mark.parametrize("given", [0, 3])
+def test_a_warmup_length_that_contradicts_gradual_warmup_is_refused(given):
+    begun = []
+    record = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, l: begun.append(e))
+    callback = TwoPhaseLR(regression_data(), warmup_epochs=given,
+                          plateau_patience=1, estimator=ScriptedEstimator([1.0]))
+    with pytest.raises(ValueError, match=(
+            rf"Argument `warmup_epochs` of TwoPhaseLR must equal the "
+            rf"`warmup_epochs` of the GradualWarmup in the same `fit` \(2\), or "
+            rf"be left unset to take it. Received: warmup_epochs={given}")):
+        fit(tiny_model(keras.optimizers.SGD(0.1)),
+            [record, callback, GradualWarmup(2)], 8)
+    assert begun == []
+    # The same value is accepted.
+    callback = TwoPhaseLR(regression_data(), warmup_epochs=2,
+                          plateau_patience=1, estimator=ScriptedEstimator([1.0] * 8))
+    fit(tiny_model(keras.optimizers.SGD(0.1)),
+        [ScriptedLoss([1.0] * 3), GradualWarmup(2), callback], 3)
+    assert callback.controller.warmup_epochs == 2
+
+
 def test_composes_with_cosine_decay_restarts():
     schedule = keras.optimizers.schedules.CosineDecayRestarts(0.1, 6)
     model = tiny_model(keras.optimizers.SGD(schedule))

@@ -49,6 +49,8 @@ Keras changes one of these, this is the one module to update.
   `train_on_batch` calls before the callbacks' `on_train_begin`.
 * `serialize_learning_rate_as`: the learning rate an optimizer's
   `get_config` records (so a saved model never needs the package).
+* `same_fit`: whether two callbacks are in the same `fit` call (Keras
+  hands every callback of one call the same `params` dict).
 * `shuffle_random_state`, `set_shuffle_random_state`: the global random
   generators Keras' data adapters draw each epoch's shuffle order from
   (see `shuffle_random_state`), so that `BackupAndRestore` resumes the
@@ -256,6 +258,17 @@ def intercept_make_train_function(model, before):
             type(model).make_train_function(model, force=force)
 
     object.__setattr__(model, "make_train_function", make_train_function)
+
+
+def same_fit(callback, other):
+    """Whether `callback` and `other` are callbacks of the same `fit` call.
+
+    Keras' `CallbackList` hands one `params` dict, made anew for each
+    `fit` call, to every callback of that call (`set_params`, before any
+    `on_train_begin`).
+    """
+    params = getattr(callback, "params", None)
+    return params is not None and params is getattr(other, "params", None)
 
 
 def serialize_learning_rate_as(optimizer, plain):

@@ -127,6 +127,7 @@ class GradualWarmup(keras.callbacks.Callback):
                 "to warm up to the schedule."
             )
         self._controlled.acquire(model)
+        self._controlled.note_warmup(self)
 
     def on_train_begin(self, logs=None):
         steps = self.steps_per_epoch

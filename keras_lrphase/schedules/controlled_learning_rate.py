@@ -145,6 +145,7 @@ class ControlledLearningRate:
         self._steps = weakref.WeakKeyDictionary()
         self._records = []
         self._corrected_step = None
+        self._warmups = weakref.WeakSet()
 
     # -- one object per optimizer --------------------------------------------
     @classmethod
@@ -192,6 +193,21 @@ class ControlledLearningRate:
         train step.
         """
         self._end_fit()
+
+    def note_warmup(self, warmup):
+        """Registers a `GradualWarmup` of a `fit` (its `set_model`)."""
+        self._warmups.add(warmup)
+
+    def warmup_epochs_in_fit(self, callback):
+        """The `warmup_epochs` of the `GradualWarmup` in `callback`'s `fit`.
+
+        None when no `GradualWarmup` of this optimizer is in the same `fit`
+        call as `callback` (see `keras_compat.same_fit`).
+        """
+        for warmup in list(self._warmups):
+            if keras_compat.same_fit(callback, warmup):
+                return warmup.warmup_epochs
+        return None
 
     def release(self, model):
         """Ends the `fit` (any package callback's `on_train_end`).
