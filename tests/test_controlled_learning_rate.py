@@ -106,21 +106,22 @@ def test_reduce_lr_on_plateau_composes_with_two_phase_and_warmup():
                            extra_epochs_fraction=0.0,
                            estimator=ScriptedEstimator([1.0, 2.0, 3.0, 4.0, 5.0]), **PAPER_RULES)
     # Rising losses: RLROP (patience 0, min_delta 1) halves at every epoch
-    # end after the first; two-phase switches at epoch 1 (alpha = 0) and
-    # decays at 2 and 4 (eigenvalue and loss rise, every other epoch).
+    # end after the first; two-phase ignores epoch 0 (GradualWarmup's epoch),
+    # switches at epoch 2 (alpha = 0) and decays at 3 and 5 (eigenvalue and
+    # loss rise, every other epoch).
     plateau = keras.callbacks.ReduceLROnPlateau(
         "loss", factor=0.5, patience=0, min_delta=1.0, min_lr=0.0)
     losses = [1.0, 1.0, 1.1, 1.2, 1.3, 1.4]
     fit(model, [GradualWarmup(1), ScriptedLoss(losses), two_phase, plateau,
                 steps], 6)
-    assert two_phase.controller.decay_epochs == [2, 4]
+    assert two_phase.controller.decay_epochs == [3, 5]
     ramp = [0.5, 0.75]  # 2 steps per epoch, 1 warmup epoch from 1/2
     lr, expected = F32(0.1), []
     for epoch in range(6):
         for step in range(2):
             factor = F32(ramp[step]) if epoch == 0 else F32(1.0)
             expected.append(float(lr * factor))
-        if epoch in (2, 4):
+        if epoch in (3, 5):
             lr = F32(lr * F32(0.5))
         if epoch >= 1:
             lr = F32(lr * F32(0.5))
@@ -170,10 +171,11 @@ def _load_in_fresh_process(paths, tmp_path, preamble=""):
 
 def test_a_model_saved_after_fit_loads_without_the_package(tmp_path):
     model = tiny_model(keras.optimizers.SGD(0.1, momentum=0.9))
-    fit(model, [GradualWarmup(1), ScriptedLoss([1.0, 1.0, 1.1]),
+    # Epoch 0 is warmup; plateau and switch at epoch 2, a decay at 3.
+    fit(model, [GradualWarmup(1), ScriptedLoss([1.0, 1.0, 1.1, 1.2]),
                 TwoPhaseLR(regression_data(), plateau_patience=1,
                            extra_epochs_fraction=0.0,
-                           estimator=ScriptedEstimator([1.0, 2.0]), **PAPER_RULES)], 3)
+                           estimator=ScriptedEstimator([1.0, 2.0]), **PAPER_RULES)], 4)
     path = tmp_path / "model.keras"
     model.save(path)
     assert _load_in_fresh_process([path], tmp_path) == [

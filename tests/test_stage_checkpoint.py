@@ -109,13 +109,17 @@ def test_warmup_and_smooth_schedules_are_not_stage_ends(tmp_path):
 def test_a_stage_saved_during_warmup_loads_without_the_package(tmp_path):
     model = tiny_model(keras.optimizers.SGD(0.1))
     stages = StageCheckpoint(str(tmp_path / "stage{stage}.keras"))
-    fit(model, [GradualWarmup(5), ScriptedLoss([1.0, 1.0, 1.1]),
-                TwoPhaseLR(regression_data(), plateau_patience=1,
-                           extra_epochs_fraction=0.0,
-                           estimator=ScriptedEstimator([1.0, 2.0]), **PAPER_RULES), stages], 3)
-    # Decay at the end of epoch 3 (1-based), the last: saved in the warmup.
+    # TwoPhaseLR takes GradualWarmup's 5 epochs, more than the fit's 3.
+    with pytest.warns(UserWarning, match=r"`warmup_epochs=5` is not below the "
+                      r"budget `epochs=3`"):
+        fit(model, [GradualWarmup(5), ScriptedLoss([1.0, 1.0, 1.1]),
+                    TwoPhaseLR(regression_data(), plateau_patience=1,
+                               extra_epochs_fraction=0.0,
+                               estimator=ScriptedEstimator([1.0, 2.0]), **PAPER_RULES),
+                    stages], 3)
+    # The end of training, epoch 3 (1-based), is in the ramp: saved in it.
     assert [(s["last_epoch"], s["ended_by"]) for s in stages.stages] == [
-        (3, ["two_phase_lr:decay"])]
+        (3, ["end of training"])]
     script = tmp_path / "load.py"
     script.write_text(
         "import sys, keras\n"
