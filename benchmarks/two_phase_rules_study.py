@@ -34,6 +34,7 @@ import json
 import math
 import os
 import sys
+import warnings
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
@@ -200,14 +201,61 @@ def decay_table(runs, window, thresholds):
     print()
 
 
+def write_smoke_run(folder):
+    """A recorded run to replay, without training: 40 epochs of a scripted
+    loss (warmup, an excursion, a descent, a noisy tail) and eigenvalue,
+    with the learning rates and decays the paper's rules give them."""
+    import csv
+    import random
+
+    rng = random.Random(0)
+    losses = ([2.6, 2.45, 2.33, 2.30, 2.6, 2.9, 2.8, 2.7, 2.5, 2.4, 2.35]
+              + [2.25 - 0.05 * i for i in range(12)]
+              + [1.7 + rng.uniform(-0.02, 0.02) for _ in range(17)])
+    eigenvalues = [1.0 + rng.uniform(-0.2, 0.2) for _ in losses]
+    config = dict(schedule="two-phase", epochs=len(losses), warmup_epochs=3,
+                  plateau_patience=3, min_delta=0.01,
+                  extra_epochs_fraction=1 / 3, decay_factor=0.5,
+                  plateau_rule="paper", decay_rule="paper")
+    controller = TwoPhaseController(
+        config["epochs"], warmup_epochs=3, plateau_patience=3, min_delta=0.01,
+        plateau_rule="paper", decay_rule="paper")
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "history.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["epoch", "loss", "learning_rate",
+                         "hessian_max_eigenvalue"])
+        for epoch, (loss, h) in enumerate(zip(losses, eigenvalues)):
+            rate = 0.4 * controller.state.lr_factor
+            writer.writerow([epoch + 1, loss, rate, h])
+            controller.step(epoch, loss, h)
+    summary = dict(config=config,
+                   decay_epochs=[e + 1 for e in controller.decay_epochs],
+                   exploration_epochs=controller.switch_epoch + 1)
+    with open(os.path.join(folder, "summary.json"), "w") as f:
+        json.dump(summary, f)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("folders", nargs="+")
+    parser.add_argument("folders", nargs="*")
+    parser.add_argument("--smoke", action="store_true",
+                        help="replay a scripted 40-epoch run written to a "
+                             "temporary folder (no training)")
     parser.add_argument("--thresholds", default="0.05,0.1,0.2",
                         help="excursion thresholds of rule 'flat' to replay")
     parser.add_argument("--decay-thresholds", default="0.5,1,2")
     parser.add_argument("--window", type=int, default=5)
     args = parser.parse_args()
+    # Replays of runs that learned nothing at first repeat the controller's
+    # warning about it; the tables say what the replays found.
+    warnings.filterwarnings("ignore", message=".*nothing seems to have been learned")
+    if args.smoke:
+        import tempfile
+        args.folders = [tempfile.mkdtemp()]
+        write_smoke_run(os.path.join(args.folders[0], "scripted"))
+    elif not args.folders:
+        parser.error("give run folders, or --smoke")
     runs = {folder: read_run(folder) for folder in run_folders(args.folders)}
     if not runs:
         parser.error(f"no run folders (history.csv + summary.json) in "

@@ -60,7 +60,10 @@ def main(workdir, backup="package"):
                               keras.layers.Dense(3)])
     model.compile(keras.optimizers.SGD(0.2, momentum=0.9),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    # decay_threshold=0: the noise-aware rule (and its state) with any rise
+    # counting, so that the 12 epochs see decays.
     two_phase = lrp.TwoPhaseLR((x[:128], y[:128]), plateau_patience=1,
+                               decay_threshold=0.0,
                                momentum_correction=True,
                                state_path=os.path.join(workdir, "state", "two_phase.json"),
                                eigen_kwargs={"method": "lanczos", "max_iterations": 30})

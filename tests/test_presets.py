@@ -328,3 +328,34 @@ def test_stages_preset_compares_sgd_and_full_batch_gd_decays():
         config.validate(check_data=False)
         # Full batch: one optimizer step per epoch on the 5,000 images.
         assert config.train_size == 5000 and config.schedule == "step"
+
+
+# Presets that reproduce the paper's tables, or that measured Algorithm 1 as
+# printed, run it with the paper's rules; the rows that run the package's
+# robust defaults say so in their label or in their preset's purpose.
+_PAPER_RULE_PRESETS = (
+    "cifar10-table2", "cifar100-table3", "svhn-table4",
+    "imagenet-table5", "cifar10-table6", "cifar10-table7", "cifar10-table6-cpu", "cifar10-table7-cpu",
+    "cifar10-lr-search", "cifar10-momentum-cpu", "landscape-cpu")
+
+
+@pytest.mark.parametrize("name", _PAPER_RULE_PRESETS)
+def test_paper_table_presets_run_two_phase_with_the_paper_rules(name):
+    two_phase = {label: config for label, (_, config) in _table(name).items()
+                 if config.schedule == "two-phase"}
+    assert two_phase, name
+    for label, config in two_phase.items():
+        rules = (config.plateau_rule, config.decay_rule)
+        if "defaults" in label:
+            assert rules == ("flat", "significant"), label
+        else:
+            assert rules == ("paper", "paper"), label
+
+
+def test_cpu_rows_name_the_rules_they_run():
+    for name in ("cifar10-cpu", "cifar10-excursion-cpu"):
+        rules = {label: (config.plateau_rule, config.decay_rule)
+                 for label, (_, config) in _table(name).items()
+                 if config.schedule == "two-phase"}
+        assert rules == {"two-phase": ("flat", "significant"),
+                         "two-phase (paper rules)": ("paper", "paper")}, name

@@ -354,6 +354,13 @@ def test_argument_validation(kwargs, message):
 
 # -- the robust rules (plateau_rule="flat", decay_rule="significant") ----------
 
+NEAR_ZERO_TRACE = [
+    0.7866, 0.6678, 0.5638, 0.4289, 0.2929, 0.1916, 0.1281, 0.0956, 0.0711,
+    0.0592, 0.0496, 0.0406, 0.0331, 0.0288, 0.0260, 0.0230, 0.0203, 0.0191,
+    0.0184, 0.0168, 0.0144, 0.0163, 0.0145, 0.0114, 0.0105, 0.0110, 0.0084,
+    0.0103, 0.0097, 0.0068, 0.0076, 0.0079, 0.0055, 0.0099, 0.0080, 0.0099,
+    0.0046, 0.0054, 0.0041, 0.0068]
+
 MONOTONE_AND_FLAT_TRACES = [
     # (losses, epochs, plateau_patience, min_delta, warmup_epochs)
     (TRACE_A_LOSSES[:6], 12, 2, 0.0, 0),
@@ -363,6 +370,11 @@ MONOTONE_AND_FLAT_TRACES = [
     ([2.0, 1.5, 1.2, 1.1, 1.05, 1.03, 1.02, 1.015, 1.012], 20, 3, 0.02, 0),
     ([3.0, 2.0, 1.0, 0.9, 0.91, 0.89, 0.9, 0.905, 0.895, 0.9], 20, 3, 0.0, 1),
     ([0.5 + 0.01 * ((-1) ** i) for i in range(12)], 40, 4, 0.0, 2),
+    # A loss falling towards 0 (the README's first example, TensorFlow):
+    # near 0 its epoch-to-epoch noise is tens of percent of the best loss,
+    # yet small against the 0.66 the loss has already shed, so it is no
+    # excursion.
+    (NEAR_ZERO_TRACE, 40, 2, 0.0, 2),
 ]
 
 

@@ -139,8 +139,11 @@ class TwoPhaseController(Controller):
        grows (it resets on improvement). A plateau is detected when the
        counter reaches `plateau_patience`.
        With `plateau_rule="flat"` (the default), an epoch whose loss is
-       more than `excursion_threshold * |best|` above `best` is an
-       excursion, not a plateau: it resets the wait counter instead of
+       more than `excursion_threshold * max(|best|, early - best)` above
+       `best` is an excursion, not a plateau (`early`: the lowest loss of
+       the first `max(1, warmup_epochs)` epochs; so a loss near 0, whose
+       noise is large against its value but small against what it has
+       shed, is judged on the second scale): it resets the wait counter instead of
        growing it. While the loss comes back from an excursion (until the
        next new best), an epoch whose loss is lower than every loss since
        the excursion began (by more than `min_delta`) is progress and
@@ -216,7 +219,8 @@ class TwoPhaseController(Controller):
             paper's beta). Defaults to `0.5`.
         plateau_rule: `"flat"` or `"paper"`. See 2. Defaults to `"flat"`.
         excursion_threshold: Float > 0. Rule `"flat"`: the rise of the
-            loss above its best, relative to |best|, beyond which an epoch
+            loss above its best, relative to the larger of |best| and the
+            drop from the first epochs' loss to best, beyond which an epoch
             is an excursion. Defaults to `0.1`.
         decay_rule: `"significant"` or `"paper"`. See 4. Defaults to
             `"significant"`.
@@ -507,7 +511,7 @@ class TwoPhaseController(Controller):
             return dict(best=loss, wait=0, excursion=0, excursion_low=None)
         if self.plateau_rule == PAPER:
             return self._count(s, epoch, dict(wait=s.wait + 1), events)
-        if loss > s.best + self.excursion_threshold * abs(s.best):
+        if loss > s.best + self.excursion_threshold * self._loss_scale(s):
             low = loss if s.excursion_low is None else min(s.excursion_low, loss)
             if s.excursion + 1 >= self.excursion_patience:
                 # The loss has settled at a new level: count from its lowest.
@@ -517,6 +521,15 @@ class TwoPhaseController(Controller):
             # Coming back from an excursion: a new low is progress.
             return dict(wait=0, excursion=0, excursion_low=loss)
         return self._count(s, epoch, dict(wait=s.wait + 1, excursion=0), events)
+
+    @staticmethod
+    def _loss_scale(s):
+        """What a rise of the loss is measured against (rule "flat"): the
+        larger of |best| and the drop from the first epochs' loss to best.
+        Near 0 a loss's epoch-to-epoch noise is a large fraction of it, but
+        a small one of what it has already shed."""
+        drop = 0.0 if s.early_loss is None else s.early_loss - s.best
+        return max(abs(s.best), drop)
 
     def _count(self, s, epoch, update, events):
         """`update` with the plateau detected if the wait reached patience."""
