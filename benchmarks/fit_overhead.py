@@ -29,7 +29,9 @@ Configurations (each also trains the same epochs without callbacks as
 Target: every ratio but `hessian-every-epoch` within 1.10.
 
     python benchmarks/fit_overhead.py [--backends tensorflow,jax,torch]
-        [--rounds 8] [--smoke]
+        [--configs warmup,two-phase,...] [--smoke]
+
+(8 timed rounds after 2 warm ones; `--smoke`: 2 and 2, on tiny images.)
 """
 
 import argparse
