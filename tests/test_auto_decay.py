@@ -102,6 +102,26 @@ def test_composes_with_warmup_and_a_schedule():
     assert keras_compat.current_learning_rate_object(model.optimizer) is schedule
 
 
+def test_takes_the_warmup_length_of_the_gradual_warmup_in_the_same_fit():
+    trace = {k: v for k, v in TRACE_B.items() if k != "warmup_epochs"}  # 1
+    callback = AutoDecay(**trace)
+    model = tiny_model(keras.optimizers.SGD(0.1))
+    fit(model, [ScriptedLoss(TRACE_B_LOSSES), callback, GradualWarmup(1)], 20)
+    assert callback.controller.warmup_epochs == 1
+    # TRACE_B's decisions (with 0 warmup epochs the loss 9.0 of epoch 0
+    # would enter the smoothed loss).
+    assert callback.controller.decay_epochs == [5]
+    assert callback.controller.stop_epoch == 7
+    # A new run without a GradualWarmup has none.
+    fit(model, [ScriptedLoss([1.0] * 2), callback], 2)
+    assert callback.controller.warmup_epochs == 0
+    with pytest.raises(ValueError, match=(
+            r"Argument `warmup_epochs` of AutoDecay must equal the `warmup_epochs` "
+            r"of the GradualWarmup in the same `fit` \(1\), or be left unset "
+            r"to take it. Received: warmup_epochs=2")):
+        fit(model, [GradualWarmup(1), AutoDecay(**trace, warmup_epochs=2)], 2)
+
+
 @pytest.mark.parametrize("crash_at", [2, 4, 6, 7])
 def test_resume_with_backup_and_restore_is_exact(tmp_path, crash_at):
     """No state_path: the state rides in BackupAndRestore's checkpoint."""

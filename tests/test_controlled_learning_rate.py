@@ -12,7 +12,9 @@ from keras_lrphase import GradualWarmup
 from keras_lrphase import LARS
 from keras_lrphase import MomentumCorrection
 from keras_lrphase import TwoPhaseLR
+from keras_lrphase.backend import keras_compat
 from keras_lrphase.schedules.controlled_learning_rate import last_step_learning_rate
+from keras_lrphase.schedules.scaled_learning_rate import ScaledLearningRate
 from scripted_training import PAPER_RULES
 from scripted_training import ScriptedEstimator
 from scripted_training import ScriptedLoss
@@ -20,6 +22,7 @@ from scripted_training import StepLearningRates
 from scripted_training import regression_data
 from scripted_training import tiny_model
 from keras_lrphase.backend import keras_compat
+from scripted_training import warmup_ramp
 
 pytestmark = pytest.mark.backend_neutral
 
@@ -74,7 +77,7 @@ def test_factors_scale_a_schedule_inside_the_train_step():
     for step in (0, 7, 30):
         expected = 0.1 * 0.5 ** (step / 10) * 0.5 * 0.2
         assert controlled.value_at(step) == pytest.approx(expected, rel=1e-6)
-    assert controlled.version == 2  # installed with the first, one change
+    assert controlled.version == 2  # one change of the in-graph scale each
 
 
 def test_warmup_ramp_values():
@@ -89,10 +92,11 @@ def test_version_counts_in_graph_constant_changes_only():
     controlled = ControlledLearningRate.install(keras.optimizers.SGD(0.1))
     controlled.set_factor("a", 0.5)  # the optimizer variable: no version
     assert controlled.version == 0
-    controlled.set_warmup(10, 0.1)  # installs the ramp: two changes
+    controlled.set_warmup(10, 0.1)  # the ramp's constants: one change
     controlled.set_warmup(10, 0.1)
     controlled.set_base(0.2)
-    assert controlled.version == 2
+    assert controlled.version == 1
+    assert not controlled.installed  # installed by a fit that needs it
 
 
 def test_reduce_lr_on_plateau_composes_with_two_phase_and_warmup():
@@ -103,21 +107,22 @@ def test_reduce_lr_on_plateau_composes_with_two_phase_and_warmup():
                            extra_epochs_fraction=0.0,
                            estimator=ScriptedEstimator([1.0, 2.0, 3.0, 4.0, 5.0]), **PAPER_RULES)
     # Rising losses: RLROP (patience 0, min_delta 1) halves at every epoch
-    # end after the first; two-phase switches at epoch 1 (alpha = 0) and
-    # decays at 2 and 4 (eigenvalue and loss rise, every other epoch).
+    # end after the first; two-phase ignores epoch 0 (GradualWarmup's epoch),
+    # switches at epoch 2 (alpha = 0) and decays at 3 and 5 (eigenvalue and
+    # loss rise, every other epoch).
     plateau = keras.callbacks.ReduceLROnPlateau(
         "loss", factor=0.5, patience=0, min_delta=1.0, min_lr=0.0)
     losses = [1.0, 1.0, 1.1, 1.2, 1.3, 1.4]
     fit(model, [GradualWarmup(1), ScriptedLoss(losses), two_phase, plateau,
                 steps], 6)
-    assert two_phase.controller.decay_epochs == [2, 4]
+    assert two_phase.controller.decay_epochs == [3, 5]
     ramp = [0.5, 0.75]  # 2 steps per epoch, 1 warmup epoch from 1/2
     lr, expected = F32(0.1), []
     for epoch in range(6):
         for step in range(2):
             factor = F32(ramp[step]) if epoch == 0 else F32(1.0)
             expected.append(float(lr * factor))
-        if epoch in (2, 4):
+        if epoch in (3, 5):
             lr = F32(lr * F32(0.5))
         if epoch >= 1:
             lr = F32(lr * F32(0.5))
@@ -146,49 +151,103 @@ def test_the_optimizer_is_as_the_user_left_it_after_fit():
 SAVED_MODEL = textwrap.dedent(
     """
     import sys, keras, numpy as np
-    model = keras.models.load_model(sys.argv[1])
-    print("LOADED", float(model.optimizer.learning_rate),
-          type(model.optimizer.learning_rate).__name__,
-          "keras_lrphase" in sys.modules)
+    for path in sys.argv[1:]:
+        model = keras.models.load_model(path)
+        print("LOADED", float(model.optimizer.learning_rate),
+              type(model.optimizer.learning_rate).__name__,
+              "keras_lrphase" in sys.modules)
     """
 )
 
 
-def _load_in_fresh_process(path, tmp_path, preamble=""):
+def _load_in_fresh_process(paths, tmp_path, preamble=""):
+    """Loads `paths` in a new Python; returns the (rate, type, package) rows."""
     script = tmp_path / "load.py"
     script.write_text(preamble + SAVED_MODEL)
-    return subprocess.run([sys.executable, str(script), str(path)],
-                          capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, str(script)] + [str(p) for p in paths],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return [l.split()[1:] for l in out.stdout.splitlines() if l.startswith("LOADED")]
 
 
 def test_a_model_saved_after_fit_loads_without_the_package(tmp_path):
     model = tiny_model(keras.optimizers.SGD(0.1, momentum=0.9))
-    fit(model, [GradualWarmup(1), ScriptedLoss([1.0, 1.0, 1.1]),
+    # Epoch 0 is warmup; plateau and switch at epoch 2, a decay at 3.
+    fit(model, [GradualWarmup(1), ScriptedLoss([1.0, 1.0, 1.1, 1.2]),
                 TwoPhaseLR(regression_data(), plateau_patience=1,
                            extra_epochs_fraction=0.0,
-                           estimator=ScriptedEstimator([1.0, 2.0]), **PAPER_RULES)], 3)
+                           estimator=ScriptedEstimator([1.0, 2.0]), **PAPER_RULES)], 4)
     path = tmp_path / "model.keras"
     model.save(path)
-    out = _load_in_fresh_process(path, tmp_path)
-    assert out.returncode == 0, out.stderr[-2000:]
-    line = [l for l in out.stdout.splitlines() if l.startswith("LOADED")][0]
-    assert line.split()[1:] == [str(float(F32(0.05))), "Variable", "False"]
+    assert _load_in_fresh_process([path], tmp_path) == [
+        [str(float(F32(0.05))), "Variable", "False"]]
 
 
-def test_a_checkpoint_written_during_warmup_names_the_package(tmp_path):
+class RaiseAtEpochEnd(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise RuntimeError(f"raised at the end of epoch {epoch}")
+
+
+def test_a_fit_that_raises_leaves_the_optimizer_as_it_was(tmp_path):
+    """Keras calls no on_train_end when fit raises: the ramp goes anyway."""
     model = tiny_model(keras.optimizers.SGD(0.1))
-    path = tmp_path / "during.keras"
-    checkpoint = keras.callbacks.ModelCheckpoint(str(path))
-    fit(model, [GradualWarmup(2), checkpoint], 1)
-    out = _load_in_fresh_process(path, tmp_path)
-    assert out.returncode != 0
-    assert "ScaledLearningRate" in out.stderr
-    assert "keras_lrphase" in out.stderr  # the module to import
-    # With the package imported it loads as the plain learning rate.
-    out = _load_in_fresh_process(path, tmp_path, "import keras_lrphase\n")
-    assert out.returncode == 0, out.stderr[-2000:]
-    line = [l for l in out.stdout.splitlines() if l.startswith("LOADED")][0]
-    assert line.split()[1:] == [str(float(F32(0.1))), "Variable", "True"]
+    with pytest.raises(RuntimeError, match="end of epoch 0"):
+        fit(model, [GradualWarmup(3), RaiseAtEpochEnd(0)], 3)  # 6 ramp steps
+    model.save(tmp_path / "after_the_raise.keras")
+    # A plain fit trains with the optimizer's own learning rate: no ramp.
+    steps = StepLearningRates()
+    fit(model, [steps], 1)
+    assert steps.rates == [float(F32(0.1))] * 2
+    assert isinstance(model.optimizer._learning_rate, keras.Variable)
+    model.save(tmp_path / "after_a_plain_fit.keras")
+    assert _load_in_fresh_process(
+        [tmp_path / "after_the_raise.keras", tmp_path / "after_a_plain_fit.keras"],
+        tmp_path,
+    ) == [[str(float(F32(0.1))), "Variable", "False"]] * 2
+    # A fit with the package's callbacks after the raise: the ramp goes on
+    # from the optimizer's step (4 steps done), and ends with that fit.
+    steps = StepLearningRates()
+    fit(model, [GradualWarmup(3), steps], 1)
+    assert steps.rates == warmup_ramp(0.1, 6, 6, 1 / 6, [1.0] * 6)[4:]
+    assert isinstance(model.optimizer._learning_rate, keras.Variable)
+
+
+def test_model_checkpoint_files_load_without_the_package(tmp_path):
+    """During the ramp (epoch 1) and after it (epochs 3 and 5)."""
+    model = tiny_model(keras.optimizers.SGD(0.1))
+    checkpoint = keras.callbacks.ModelCheckpoint(str(tmp_path / "m{epoch}.keras"))
+    fit(model, [GradualWarmup(1), checkpoint], 5)
+    rows = _load_in_fresh_process(
+        [tmp_path / f"m{epoch}.keras" for epoch in (1, 3, 5)], tmp_path)
+    assert rows == [[str(float(F32(0.1))), "Variable", "False"]] * 3
+
+
+def test_files_that_hold_the_scaled_learning_rate_load_with_the_package(tmp_path):
+    """Files written by earlier versions, which recorded ScaledLearningRate."""
+    model = tiny_model(keras.optimizers.SGD(
+        keras.optimizers.schedules.ExponentialDecay(0.1, 4, 0.5)))
+    fit(model, [], 1)
+    optimizer = model.optimizer
+
+    def variable(value):
+        return keras.Variable(value, dtype="float32", trainable=False)
+
+    keras_compat.replace_learning_rate_object(optimizer, ScaledLearningRate(
+        keras_compat.current_learning_rate_object(optimizer),
+        keras_compat.raw_step_variable(optimizer), variable(0.5), variable(4.0),
+        variable(0.25)))
+    model.save(tmp_path / "scaled.keras")
+    rows = _load_in_fresh_process([tmp_path / "scaled.keras"], tmp_path,
+                                  "import keras_lrphase\n")
+    # The schedule as given, at the saved step 2: 0.1 * 0.5 ** (2 / 4).
+    [(rate, kind, imported)] = rows
+    assert (kind, imported) == ("ExponentialDecay", "True")
+    assert float(rate) == pytest.approx(0.1 * 0.5 ** 0.5, rel=1e-6)
 
 
 def test_installs_through_loss_scale_optimizer():
@@ -355,3 +414,116 @@ def test_a_learning_rate_replaced_by_the_user_is_the_new_base():
     controlled = ControlledLearningRate.install(optimizer)
     assert controlled.base is schedule and controlled.factors == {}
     assert controlled.value_at(0) == pytest.approx(0.3)
+
+
+def test_steps_of_a_schedule_are_found_anywhere_between_epoch_starts():
+    schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
+        [66, 132], [0.1, 0.01, 0.001])  # lower rates from steps 67 and 133
+    controlled = ControlledLearningRate.install(keras.optimizers.SGD(schedule))
+    assert controlled.schedule_step_in(0, 66) is None
+    assert controlled.schedule_step_in(0, 67) == 67
+    assert controlled.schedule_step_in(67, 67) == 67
+    assert controlled.schedule_step_in(68, 200) == 133
+    assert controlled.schedule_step_in(134, 300) is None
+    controlled.enter_epoch(44)
+    controlled.enter_epoch(66)
+    # Epochs of 22 steps: the step at 67 is inside the epoch starting at 66.
+    assert controlled.drops_at_epoch_start(66, 22)
+    assert not controlled.drops_at_epoch_start(66, None)  # not in (44, 66]
+    controlled.enter_epoch(88)
+    assert not controlled.drops_at_epoch_start(88, 22)
+    assert controlled.drops_at_epoch_start(88, None)  # unknown epoch length
+
+
+@pytest.mark.parametrize("schedule", [
+    keras.optimizers.schedules.CosineDecay(0.1, 1000),
+    # Decays so slowly at first that float32 holds its value for some steps
+    # and then drops by one unit in the last place: not a step.
+    keras.optimizers.schedules.CosineDecay(0.1, 1_000_000),
+    keras.optimizers.schedules.ExponentialDecay(0.1, 100, 0.5),
+    keras.optimizers.schedules.PolynomialDecay(0.1, 300, 0.001),
+])
+def test_smooth_schedules_have_no_steps(schedule):
+    controlled = ControlledLearningRate.install(keras.optimizers.SGD(schedule))
+    values = [float(keras.ops.convert_to_numpy(schedule(s))) for s in range(400)]
+    assert values[399] < values[0]
+    for first in (1, 2, 50, 200):
+        assert controlled.schedule_step_in(first, 399) is None
+
+
+def test_a_staircase_schedule_steps():
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, 40, 0.5, staircase=True)
+    controlled = ControlledLearningRate.install(keras.optimizers.SGD(schedule))
+    assert controlled.schedule_step_in(1, 100) == 40
+    assert controlled.schedule_step_in(41, 100) == 80
+
+
+def test_fit_calls_reuse_the_train_steps_with_and_without_the_ramp():
+    """A program that calls fit once per round traces each step once."""
+    model = tiny_model(keras.optimizers.SGD(0.1))
+    warmup, steps = GradualWarmup(2), StepLearningRates()  # 4 ramp steps
+    functions = []
+    seen = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda e, l: functions.append(keras_compat.train_function(model)))
+    for r in range(4):  # 2 steps per round
+        fit(model, [warmup, steps, seen], r + 1, initial_epoch=r)
+    assert steps.rates == warmup_ramp(0.1, 8, 4, 1 / 4, [1.0] * 8)
+    assert functions[0] is functions[1]  # the step with the ramp
+    assert functions[2] is functions[3]  # Keras' own, after the ramp
+    assert functions[1] is not functions[2]
+    assert isinstance(model.optimizer._learning_rate, keras.Variable)
+
+
+ROUNDS = textwrap.dedent(
+    """
+    import numpy as np, keras
+    from keras_lrphase import GradualWarmup
+
+    unrelated = None
+    if keras.backend.backend() == "jax":
+        import jax
+        unrelated = jax.jit(lambda v: v * 2.0)  # compiled by the user
+        unrelated(np.ones(3, "float32"))
+    x = np.ones((4, 1), "float32"); y = np.zeros((4, 1), "float32")
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(
+        1, use_bias=False, kernel_initializer="ones")])
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    functions = []
+    seen = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda e, l: functions.append(model.train_function))
+    warmup = GradualWarmup(2)
+    for r in range(4):
+        model.fit(x, y, batch_size=2, initial_epoch=r, epochs=r + 1,
+                  verbose=0, shuffle=False, callbacks=[warmup, seen])
+    print(keras.backend.backend(), float(model.layers[0].kernel.numpy()[0, 0]),
+          len({id(f) for f in functions}),
+          unrelated._cache_size() if unrelated is not None else 1)
+    """
+)
+
+
+@pytest.mark.jax
+@pytest.mark.torch
+@pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
+def test_fit_calls_with_warmup_on_each_backend(tmp_path, backend):
+    """The ramp reaches the compiled step; no fit traces it again; JAX's
+    caches of the user's own functions are kept."""
+    pytest.importorskip(backend)
+    script = tmp_path / "rounds.py"
+    script.write_text(ROUNDS)
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True,
+        env=dict(os.environ, KERAS_BACKEND=backend), timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    name, weight, functions, unrelated_traces = out.stdout.split()[-4:]
+    # w <- w (1 - 2 lr) at each of the 8 steps: 2 per round, the first 4
+    # on the ramp 0.1 * (1/4 + 3/4 * s / 4).
+    expected = 1.0
+    for s in range(8):
+        lr = 0.1 * (0.25 + 0.75 * s / 4) if s < 4 else 0.1
+        expected *= 1 - 2 * lr
+    assert name == backend
+    assert float(weight) == pytest.approx(expected, rel=1e-5)
+    assert int(functions) == 2  # with the ramp (rounds 1-2), Keras' own (3-4)
+    assert int(unrelated_traces) == 1

@@ -9,6 +9,7 @@ import pytest
 
 from keras_lrphase import AutoDecay
 from keras_lrphase import GradualWarmup
+from keras_lrphase import MomentumCorrection
 from keras_lrphase import StageCheckpoint
 from keras_lrphase import TwoPhaseLR
 from scripted_training import PAPER_RULES
@@ -108,13 +109,17 @@ def test_warmup_and_smooth_schedules_are_not_stage_ends(tmp_path):
 def test_a_stage_saved_during_warmup_loads_without_the_package(tmp_path):
     model = tiny_model(keras.optimizers.SGD(0.1))
     stages = StageCheckpoint(str(tmp_path / "stage{stage}.keras"))
-    fit(model, [GradualWarmup(5), ScriptedLoss([1.0, 1.0, 1.1]),
-                TwoPhaseLR(regression_data(), plateau_patience=1,
-                           extra_epochs_fraction=0.0,
-                           estimator=ScriptedEstimator([1.0, 2.0]), **PAPER_RULES), stages], 3)
-    # Decay at the end of epoch 3 (1-based), the last: saved in the warmup.
+    # TwoPhaseLR takes GradualWarmup's 5 epochs, more than the fit's 3.
+    with pytest.warns(UserWarning, match=r"`warmup_epochs=5` is not below the "
+                      r"budget `epochs=3`"):
+        fit(model, [GradualWarmup(5), ScriptedLoss([1.0, 1.0, 1.1]),
+                    TwoPhaseLR(regression_data(), plateau_patience=1,
+                               extra_epochs_fraction=0.0,
+                               estimator=ScriptedEstimator([1.0, 2.0]), **PAPER_RULES),
+                    stages], 3)
+    # The end of training, epoch 3 (1-based), is in the ramp: saved in it.
     assert [(s["last_epoch"], s["ended_by"]) for s in stages.stages] == [
-        (3, ["two_phase_lr:decay"])]
+        (3, ["end of training"])]
     script = tmp_path / "load.py"
     script.write_text(
         "import sys, keras\n"
@@ -195,6 +200,112 @@ def test_a_run_killed_after_its_last_epoch_ends_as_it_would_have(tmp_path):
     # Only the last stage is saved again (the others were saved before).
     assert sorted(os.listdir(tmp_path / "second")) == ["stage3.json", "stage3.keras"]
 
+
+# == steps of a schedule anywhere in an epoch ==========================
+STEPS_PER_EPOCH = 22
+EPOCHS = 8
+PLACEMENTS = {
+    # boundaries of PiecewiseConstantDecay, whose lower value starts one
+    # step after the boundary: at the epoch start (66, 132), one step
+    # into the epoch (67, 133), two steps into it, and 11 steps into it.
+    "one before": [3 * 22 - 1, 6 * 22 - 1],
+    "at": [3 * 22, 6 * 22],
+    "one after": [3 * 22 + 1, 6 * 22 + 1],
+    "inside": [3 * 22 + 10, 6 * 22 + 10],
+}
+VALUES = [0.1, 0.01, 0.001]
+
+
+def schedule_rate(boundaries, step):
+    """PiecewiseConstantDecay's value at raw step `step`, as float32."""
+    index = sum(step > b for b in boundaries)
+    return F32(VALUES[index])
+
+
+def velocity_reference(boundaries, momentum=0.9):
+    """SGD's velocity for a gradient of 1 at every step, with the correction.
+
+    At each epoch start s after the first, the velocity is multiplied by
+    lr(s) / lr(s - 1) and, for a step of the schedule by r at step k inside
+    the epoch before, by r / (r + m**(s - k) * (1 - r)). Returns the
+    velocity at each epoch start (after the correction) and end.
+    """
+    v, starts, ends = F32(0.0), [], []
+    for epoch in range(EPOCHS):
+        s = epoch * STEPS_PER_EPOCH
+        if epoch:
+            lr = [float(schedule_rate(boundaries, j)) for j in range(s + 1)]
+            ratio = lr[s] / lr[s - 1]
+            inside = [k for k in range(s - STEPS_PER_EPOCH + 1, s)
+                      if lr[k] < lr[k - 1]]
+            if inside:
+                k = inside[0]
+                r = lr[k] / lr[k - 1]
+                ratio *= r / (r + momentum ** (s - k) * (1.0 - r))
+            v = F32(v * F32(ratio))
+        starts.append(v)
+        for j in range(s, s + STEPS_PER_EPOCH):
+            v = F32(-F32(1.0) * schedule_rate(boundaries, j) + v * F32(momentum))
+        ends.append(v)
+    return starts, ends
+
+
+@pytest.mark.parametrize("placement", sorted(PLACEMENTS))
+def test_a_schedule_step_anywhere_in_an_epoch_ends_a_stage_and_rescales_the_velocity(
+        tmp_path, placement):
+    """22 steps per epoch; the lower rates start in epochs 4 and 7 (from 1)."""
+    boundaries = PLACEMENTS[placement]
+    schedule = keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, VALUES)
+    keras.utils.set_random_seed(0)
+    # A loss whose gradient is 1 at every step: mean |w x - y| with
+    # x = 1 and y far below w.
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(
+        1, use_bias=False, kernel_initializer="ones")])
+    model.compile(keras.optimizers.SGD(schedule, momentum=0.9), "mae")
+    x = np.ones((STEPS_PER_EPOCH, 1), "float32")
+    y = np.full((STEPS_PER_EPOCH, 1), -1e4, "float32")
+
+    def velocity():
+        return F32(keras.ops.convert_to_numpy(model.optimizer.momentums[0])[0, 0])
+
+    starts, ends = [], []
+    record = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda e, l: starts.append(velocity() if e else F32(0.0)),
+        on_epoch_end=lambda e, l: ends.append(velocity()))
+    stages = StageCheckpoint(str(tmp_path / "stage{stage}.keras"))
+    model.fit(x, y, batch_size=1, epochs=EPOCHS, shuffle=False, verbose=0,
+              callbacks=[MomentumCorrection(), stages, record])
+    assert [(s["first_epoch"], s["last_epoch"], s["ended_by"], s["learning_rate"])
+            for s in stages.stages] == [
+        (1, 3, ["learning rate drop"], float(F32(0.1))),
+        (4, 6, ["learning rate drop"], float(F32(0.01))),
+        (7, 8, ["end of training"], float(F32(0.001)))]
+    want_starts, want_ends = velocity_reference(boundaries)
+    np.testing.assert_allclose(starts[1:], want_starts[1:], rtol=2e-6)
+    np.testing.assert_allclose(ends, want_ends, rtol=2e-6)
+    # The correction at the start of epoch 5 (from 1) for a step at step k
+    # of epoch 4 is the one Goyal et al.'s correction at step k would have
+    # made: the velocity is then close to the new steady state -0.01 / 0.1
+    # (the velocity before k was within 0.9**66 of -0.1 / 0.1).
+    if placement != "one before":
+        assert starts[4] == pytest.approx(-0.1, rel=2e-3)
+        assert abs(ends[3] - -0.1) > 0.01  # not yet corrected at the end
+
+
+def test_the_stage_model_holds_the_learning_rate_of_its_stage(tmp_path):
+    """A decay at the end of a stage is not in the model saved for it."""
+    model = tiny_model(keras.optimizers.SGD(0.05))
+    stages = StageCheckpoint(str(tmp_path / "stage{stage}.keras"))
+    fit(model, [ScriptedLoss(TRACE_B_LOSSES), AutoDecay(**TRACE_B), stages], 20)
+    # AutoDecay decays by 0.1 at the end of epoch 6 and stops after epoch 8.
+    decayed = F32(float(F32(0.05)) * 0.1)
+    assert [s["learning_rate"] for s in stages.stages] == [
+        float(F32(0.05)), float(decayed)]
+    for stage, rate in zip(stages.stages, (F32(0.05), decayed)):
+        saved = keras.models.load_model(stage["path"])
+        assert float(saved.optimizer.learning_rate) == float(rate)
+    # The optimizer goes on with its own, decayed learning rate.
+    assert float(model.optimizer.learning_rate) == float(decayed)
 
 def test_a_field_missing_from_the_logs_stops_before_a_second_epoch(tmp_path):
     # The first stage is saved at its end, here the end of training: the

@@ -165,6 +165,47 @@ def test_composes_with_gradual_warmup_exact_per_step():
     assert float(model.optimizer.learning_rate) == float(F32(0.1) * F32(0.25))
 
 
+@pytest.mark.parametrize("warmup_first", [True, False])
+def test_takes_the_warmup_length_of_the_gradual_warmup_in_the_same_fit(warmup_first):
+    """`warmup_epochs` unset: GradualWarmup's 2 epochs, wherever it is listed."""
+    model = tiny_model(keras.optimizers.SGD(0.1))
+    steps = StepLearningRates()
+    callback = TwoPhaseLR(
+        regression_data(), 8, plateau_patience=1,
+        estimator=ScriptedEstimator(COMPOSE_EIGENVALUES), **PAPER_RULES
+    )
+    warmup = [GradualWarmup(2)]
+    others = [ScriptedLoss(COMPOSE_LOSSES), callback, steps]
+    fit(model, warmup + others if warmup_first else others + warmup, 8)
+    # The trace of the test above, which passes warmup_epochs=2: with 0 the
+    # loss 9.0 of epoch 1 would be a plateau at epoch 1.
+    assert callback.controller.warmup_epochs == 2
+    assert callback.controller.decay_epochs == [5, 7]
+    assert steps.rates == warmup_ramp(0.1, 16, 4, 0.25,
+                                      np.repeat(COMPOSE_SCALES_PER_EPOCH, 2))
+
+
+@pytest.mark.parametrize("given", [0, 3])
+def test_a_warmup_length_that_contradicts_gradual_warmup_is_refused(given):
+    begun = []
+    record = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, l: begun.append(e))
+    callback = TwoPhaseLR(regression_data(), warmup_epochs=given,
+                          plateau_patience=1, estimator=ScriptedEstimator([1.0]))
+    with pytest.raises(ValueError, match=(
+            rf"Argument `warmup_epochs` of TwoPhaseLR must equal the "
+            rf"`warmup_epochs` of the GradualWarmup in the same `fit` \(2\), or "
+            rf"be left unset to take it. Received: warmup_epochs={given}")):
+        fit(tiny_model(keras.optimizers.SGD(0.1)),
+            [record, callback, GradualWarmup(2)], 8)
+    assert begun == []
+    # The same value is accepted.
+    callback = TwoPhaseLR(regression_data(), warmup_epochs=2,
+                          plateau_patience=1, estimator=ScriptedEstimator([1.0] * 8))
+    fit(tiny_model(keras.optimizers.SGD(0.1)),
+        [ScriptedLoss([1.0] * 3), GradualWarmup(2), callback], 3)
+    assert callback.controller.warmup_epochs == 2
+
+
 def test_composes_with_cosine_decay_restarts():
     schedule = keras.optimizers.schedules.CosineDecayRestarts(0.1, 6)
     model = tiny_model(keras.optimizers.SGD(schedule))
@@ -469,25 +510,24 @@ def test_the_optimizer_keeps_its_float_learning_rate_variable():
     # optimizer: its variable stays the learning rate (and is checkpointed).
     assert isinstance(keras_compat.current_learning_rate_object(optimizer), keras.Variable)
     assert [v.name for v in optimizer.variables] == names
-    assert model.train_function is not None
-    # A warmup ramp needs the in-graph wrapper: installed for the fit,
-    # with the train function retraced, and removed at the end.
+    plain_step = model.train_function
+    assert plain_step is not None
+    # A warmup ramp needs the in-graph wrapper, in a fit that starts before
+    # the ramp's end only; this one starts at step 2, the end of a ramp of 2
+    # steps: the optimizer and Keras' own train step stay as they are.
     warmup = GradualWarmup(1)
     warmup.set_model(model)
-    assert callable(keras_compat.current_learning_rate_object(optimizer))
-    assert not isinstance(keras_compat.current_learning_rate_object(optimizer), keras.Variable)
-    assert [v.name for v in optimizer.variables] == names
-    assert model.train_function is None
+    assert keras_compat.current_learning_rate_object(optimizer) is optimizer.variables[1]
     steps = StepLearningRates()
     callback.controller.step(0, 1.0)  # so that it continues at epoch 1
     history = fit(model, [warmup, ScriptedLoss([1.0] * 3), callback, steps], 3,
                   initial_epoch=1)
-    # Epoch 1 and 2 of the optimizer's life: steps 2-5; the ramp (4 steps
-    # from 0.25) ended before; the factor is 1 (the controller's new run).
+    # Epoch 1 and 2 of the optimizer's life: steps 2-5; the factor is 1
+    # (the controller's new run).
     assert steps.rates == [float(F32(0.1))] * 4
     assert history.history["learning_rate"] == [float(F32(0.1))] * 2
-    assert isinstance(keras_compat.current_learning_rate_object(optimizer), keras.Variable)
-    assert model.train_function is None  # the next fit retraces without it
+    assert keras_compat.current_learning_rate_object(optimizer) is optimizer.variables[1]
+    assert model.train_function is plain_step  # not traced again
 
 
 @pytest.mark.parametrize(

@@ -41,11 +41,20 @@ Keras changes one of these, this is the one module to update.
   reaches it: the trainers, `stateless_apply`, `LossScaleOptimizer`,
   `LARSWrapper`), the call of a Functional graph that produced a tensor,
   and a new trace of the train step without clearing JAX's caches
-  (`FreezeLayers`).
+  (`FreezeLayers`, `ControlledLearningRate`).
 * `exact_batch_moments`: on TensorFlow, BatchNormalization's batch
   statistics with exact second derivatives while the package's products
   are traced (Keras' TensorFlow `moments` is `tf.nn.moments`, which stops
   the gradient of the mean inside the variance).
+* `train_function`, `set_train_function`, `drop_train_function`,
+  `intercept_make_train_function`: the train step `fit` calls
+  (`model.train_function`, which Keras keeps from one `fit` to the next),
+  and a hook on `model.make_train_function`, which every `fit` and
+  `train_on_batch` calls before the callbacks' `on_train_begin`.
+* `serialize_learning_rate_as`: the learning rate an optimizer's
+  `get_config` records (so a saved model never needs the package).
+* `same_fit`: whether two callbacks are in the same `fit` call (Keras
+  hands every callback of one call the same `params` dict).
 * `shuffle_random_state`, `set_shuffle_random_state`: the global random
   generators Keras' data adapters draw each epoch's shuffle order from
   (see `shuffle_random_state`), so that `BackupAndRestore` resumes the
@@ -219,29 +228,77 @@ def set_initial_epoch(model, epoch):
 
 
 def drop_train_function(model):
-    """Makes the next `fit` trace the train step again."""
-    _forget_jax_traces()
+    """Makes the next `fit` make the train step anew (Keras' own way)."""
     if getattr(model, "train_function", None) is not None:
         model.train_function = None
 
 
-def retrace_train_function(model):
-    """Traces the train step again now, when one exists (JAX: constants)."""
-    _forget_jax_traces()
-    if getattr(model, "train_function", None) is not None:
-        model.make_train_function(force=True)
+def train_function(model):
+    """The train step `fit` calls next (None before the first `fit`)."""
+    return getattr(model, "train_function", None)
 
 
-def _forget_jax_traces():
-    # Keras' JAX trainer jits the bound method `model.train_step`; JAX keys
-    # its trace cache on that function, so a new `jit` of it can return the
-    # old trace, with the old constants. Clearing the caches is the one
-    # reliable way; the callbacks do it only when an in-graph constant
-    # changed (a warmup ramp set up, a scaled schedule's factor).
-    if keras.backend.backend() == "jax":
-        import jax
+def set_train_function(model, function):
+    """Makes `fit` call `function` (one `train_function` made earlier)."""
+    model.train_function = function
 
-        jax.clear_caches()
+
+def intercept_make_train_function(model, before):
+    """Runs `before(force)` whenever the train step of `model` is made.
+
+    Keras' trainers make the train step through `model.make_train_function`
+    at the start of every `fit` and `train_on_batch` call (before any
+    callback's `on_train_begin`) and, with `force=True`, for whoever asks
+    for a new one. While set, the hook is an attribute of this model
+    instance: `before(force)` runs first and returns True when it made the
+    train step itself, else Keras' own method runs. `before=None` removes
+    the hook.
+    """
+    if before is None:
+        model.__dict__.pop("make_train_function", None)
+        return
+
+    def make_train_function(force=False):
+        if not before(force):
+            type(model).make_train_function(model, force=force)
+
+    object.__setattr__(model, "make_train_function", make_train_function)
+
+
+def same_fit(callback, other):
+    """Whether `callback` and `other` are callbacks of the same `fit` call.
+
+    Keras' `CallbackList` hands one `params` dict, made anew for each
+    `fit` call, to every callback of that call (`set_params`, before any
+    `on_train_begin`).
+    """
+    params = getattr(callback, "params", None)
+    return params is not None and params is getattr(other, "params", None)
+
+
+def serialize_learning_rate_as(optimizer, plain):
+    """Makes the optimizer's config record `plain()` as its learning rate.
+
+    `optimizer.get_config()` (what `model.save`, `ModelCheckpoint` and
+    `keras.optimizers.serialize` record) then serialises the optimizer as
+    if `plain()` (a float variable or a schedule) were its learning rate,
+    whatever callable the train step reads meanwhile. The hook is an
+    attribute of this optimizer instance; `plain=None` removes it.
+    """
+    owner = learning_rate_owner(optimizer)
+    if plain is None:
+        owner.__dict__.pop("get_config", None)
+        return
+
+    def get_config():
+        current = owner._learning_rate
+        owner._learning_rate = plain()
+        try:
+            return type(owner).get_config(owner)
+        finally:
+            owner._learning_rate = current
+
+    object.__setattr__(owner, "get_config", get_config)
 
 
 class CheckpointStateStore(KerasSaveable):
@@ -346,28 +403,32 @@ def producing_call(tensor):
 
 
 def trace_train_function_anew(model):
-    """Makes the next train step a new trace of `model.train_step`.
+    """Makes the next train step a new trace of `model.train_step`; returns it.
 
-    TensorFlow: a new `tf.function`. JAX: Keras jits the bound method
-    `model.train_step`, and JAX's trace cache, keyed on that function, can
-    hand a new `jit` of an equal bound method the old trace while the old
-    one lives (`retrace_train_function` clears every cache for that, which
-    then recompiles every jitted function and op). Here the new `jit` is
-    of a new `functools.partial`, equal to no earlier function, so it is
-    traced anew and the other caches are kept. Bound-method traces are
-    never made here, so the train function Keras makes in a later `fit`
-    cannot meet one of these.
+    TensorFlow and torch: a new `tf.function` (a new function). JAX: Keras
+    jits the bound method `model.train_step`, and JAX's trace cache, keyed
+    on that function, hands a new `jit` of an equal bound method the old
+    trace while the old one lives (its constants, e.g. the package's
+    warmup ramp, included). Here the new `jit` is of a new
+    `functools.partial`, equal to no earlier function, so it is traced anew
+    and no cache of the process is cleared. The callers make every train
+    step that differs from Keras' own this way (the package's in-graph
+    learning rate, `FreezeLayers`' filter), so the bound-method traces of
+    the later `fit` calls that Keras makes are always the plain step. Keras'
+    own `make_train_function` is called, past any instance hook of
+    `intercept_make_train_function`.
     """
     if keras.backend.backend() != "jax":
-        model.make_train_function(force=True)
-        return
+        type(model).make_train_function(model, force=True)
+        return model.train_function
     object.__setattr__(
         model, "train_step", functools.partial(type(model).train_step, model)
     )
     try:
-        model.make_train_function(force=True)
+        type(model).make_train_function(model, force=True)
     finally:
         del model.__dict__["train_step"]
+    return model.train_function
 
 
 def is_distiller(model):

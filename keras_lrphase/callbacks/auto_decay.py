@@ -46,8 +46,10 @@ class AutoDecay(ControllerCallback):
             counts as a significant drop. Defaults to `0.85`.
         epsilon: Float > 0. Guards the ratios. Defaults to `1e-8`.
         decay_factor: Float in (0, 1). Defaults to `0.1`.
-        warmup_epochs: Int >= 0. Epochs ignored at the start (the ramp
-            itself is `GradualWarmup`'s). Defaults to `0`.
+        warmup_epochs: Int >= 0 or None. Epochs ignored at the start (the
+            ramp itself is `GradualWarmup`'s). A value other than the
+            `warmup_epochs` of a `GradualWarmup` in the same `fit` is a
+            `ValueError`. Defaults to `None`: that `GradualWarmup`'s, else 0.
         stability: `"stage"` or `"paper"`. `"stage"` measures the window's
             spread against the stage's first smoothed value, so a loss that
             falls towards 0 still becomes stable; `"paper"` against the
@@ -94,7 +96,7 @@ class AutoDecay(ControllerCallback):
         drop_threshold=DEFAULT_DROP_THRESHOLD,
         epsilon=1e-8,
         decay_factor=0.1,
-        warmup_epochs=0,
+        warmup_epochs=None,
         stability=auto_decay_controller.STAGE,
         monitor=LOSS,
         reducer=None,
@@ -106,7 +108,8 @@ class AutoDecay(ControllerCallback):
         controller = AutoDecayController(
             beta=beta, window=window, tolerance=tolerance,
             drop_threshold=drop_threshold, epsilon=epsilon,
-            decay_factor=decay_factor, warmup_epochs=warmup_epochs,
+            decay_factor=decay_factor,
+            warmup_epochs=0 if warmup_epochs is None else warmup_epochs,
             stability=stability,
         )
         super().__init__(
@@ -114,6 +117,7 @@ class AutoDecay(ControllerCallback):
             state_path=state_path, verbose=verbose, min_lr=min_lr,
             momentum_correction=momentum_correction,
         )
+        self._warmup_epochs_given = warmup_epochs
         self._stage_trained = 0
 
     def on_epoch_begin(self, epoch, logs=None):

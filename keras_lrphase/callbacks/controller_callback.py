@@ -34,6 +34,8 @@ from keras_lrphase.schedules.controlled_learning_rate import (
 )
 
 LEARNING_RATE = "learning_rate"
+# `_warmup_epochs_given` of a controller without `warmup_epochs`.
+_NO_WARMUP_ARGUMENT = object()
 
 
 class ControllerCallback(ResumableCallback):
@@ -126,6 +128,7 @@ class ControllerCallback(ResumableCallback):
         )
         self.state_name = controller.name
         self._control = None
+        self._warmup_epochs_given = _NO_WARMUP_ARGUMENT
         self._seen_monitor = False
         self._warned_two_estimates = False
 
@@ -158,12 +161,13 @@ class ControllerCallback(ResumableCallback):
         if self.momentum_correction:
             check_momentum("momentum_correction", True, model.optimizer)
         self._control = ControlledLearningRate.install(model.optimizer)
-        self._control.acquire(self, model, scales=True)
+        self._control.acquire(model)
 
     def on_train_begin(self, logs=None):
         check_fit_strategy(self.model, type(self).__name__)
         super().on_train_begin(logs)
         self._seen_monitor = False
+        self._take_warmup_epochs()
         epochs = (self.params or {}).get("epochs")
         bind = getattr(self.controller, "set_epochs", None)
         if bind is not None and epochs is not None:
@@ -248,7 +252,7 @@ class ControllerCallback(ResumableCallback):
     def on_train_end(self, logs=None):
         super().on_train_end(logs)
         if self._control is not None:
-            self._control.release(self, self.model)
+            self._control.release(self.model)
 
     def summary(self):
         """What the controller decided so far, for a run's summary.
@@ -266,6 +270,28 @@ class ControllerCallback(ResumableCallback):
                                  getattr(self.controller, "decay_epochs", ())]}
 
     # -- helpers -------------------------------------------------------------------
+    def _take_warmup_epochs(self):
+        """Sets the controller's `warmup_epochs` for this `fit`.
+
+        Given as None, it is the `warmup_epochs` of the `GradualWarmup` in
+        the same `fit` (0 without one); given, it must equal that one's.
+        """
+        given = self._warmup_epochs_given
+        if given is _NO_WARMUP_ARGUMENT or self._control is None:
+            return
+        ramp = self._control.warmup_epochs_in_fit(self)
+        if given is not None and ramp is not None and given != ramp:
+            raise ValueError(
+                f"Argument `warmup_epochs` of {type(self).__name__} must equal "
+                "the `warmup_epochs` of the GradualWarmup in the same `fit` "
+                f"({ramp}), or be left unset to take it. Received: "
+                f"warmup_epochs={given!r}")
+        if given is None:
+            self.controller.warmup_epochs = ramp if ramp is not None else 0
+            check = getattr(self.controller, "_check_budget", None)
+            if check is not None:
+                check()
+
     def _monitored(self, epoch, logs):
         value = logs.get(self.monitor)
         if value is not None:

@@ -34,7 +34,10 @@ class GradualWarmup(keras.callbacks.Callback):
     spans `warmup_epochs` epochs in either case. The ramp starts at step 0
     of the optimizer, not of each `fit` call: a resumed run (with
     `keras.callbacks.BackupAndRestore`, which restores the counter)
-    continues the ramp where it stopped.
+    continues the ramp where it stopped. A `fit` that starts after the
+    ramp's end trains with Keras' own train step, and the step with the ramp
+    is traced once and kept, so a program that calls `fit` once per round
+    pays no new trace per call.
 
     Args:
         warmup_epochs: Int >= 0. Epochs of warmup; `0` disables it.
@@ -123,7 +126,8 @@ class GradualWarmup(keras.callbacks.Callback):
                 f"rate is {self._controlled.base!r}. Leave `target_lr=None` "
                 "to warm up to the schedule."
             )
-        self._controlled.acquire(self, model, warmup=self.warmup_epochs > 0)
+        self._controlled.acquire(model)
+        self._controlled.note_warmup(self)
 
     def on_train_begin(self, logs=None):
         steps = self.steps_per_epoch
@@ -143,9 +147,6 @@ class GradualWarmup(keras.callbacks.Callback):
         if self.target_lr is not None and raw_step(self.model.optimizer) == 0:
             controlled.set_base(self.target_lr)
         if self.warmup_steps == 0:
-            if controlled.installed:
-                controlled.set_warmup(0, 1.0)
-                controlled.refresh(self.model)
             return
         if self.initial_lr is None:
             fraction = 1.0 / self.warmup_steps
@@ -165,4 +166,4 @@ class GradualWarmup(keras.callbacks.Callback):
         controlled.refresh(self.model)
 
     def on_train_end(self, logs=None):
-        self._controlled.release(self, self.model)
+        self._controlled.release(self.model)

@@ -21,8 +21,11 @@ class MomentumCorrection(ResumableCallback):
     learning rate in force changed: a step of a schedule
     (`PiecewiseConstantDecay`), `ReduceLROnPlateau`, the package's
     controllers (which also take `momentum_correction=True` themselves).
-    The warmup ramp is not a change in this sense, and smooth schedules are
-    corrected once per epoch, at the epoch boundary.
+    A step of a schedule inside an epoch is corrected at the next epoch
+    start, for the updates made since (see
+    `ControlledLearningRate.correct_momentum`). The warmup ramp is not a
+    change in this sense, and smooth schedules are corrected once per
+    epoch, at the epoch boundary.
 
     Example:
 
@@ -67,7 +70,7 @@ class MomentumCorrection(ResumableCallback):
                  f"rate); its optimizer is {type(optimizer).__name__}")
         check_momentum("model", model, optimizer, "for MomentumCorrection ")
         self._control = ControlledLearningRate.install(optimizer)
-        self._control.acquire(self, model)
+        self._control.acquire(model)
 
     def on_epoch_begin(self, epoch, logs=None):
         super().on_epoch_begin(epoch, logs)
@@ -81,7 +84,7 @@ class MomentumCorrection(ResumableCallback):
 
     def on_train_end(self, logs=None):
         super().on_train_end(logs)
-        self._control.release(self, self.model)
+        self._control.release(self.model)
 
     def _next_epoch(self):
         return self._next

@@ -33,16 +33,25 @@ class StageCheckpoint(ResumableCallback):
       `AutoDecay`, any `ControllerCallback`): a `"decay"` event;
     * a drop of the learning rate in force between two epochs that none of
       them made: `ReduceLROnPlateau`, `LearningRateScheduler` or the
-      setter on a float learning rate, or a step of a schedule
-      (`PiecewiseConstantDecay`, a staircase `ExponentialDecay`: the
-      schedule was flat over the two steps before the drop). Warmup ramps
-      and smooth schedules (cosine, exponential) are not stage ends.
+      setter on a float learning rate;
+    * a step down of a schedule (`PiecewiseConstantDecay`, a staircase
+      `ExponentialDecay`: a drop after a flat step) at an epoch start or
+      inside the epoch: a stage is trained at one learning rate, so the
+      stage ends before the epoch in which the schedule steps down, wherever
+      in that epoch (with `PiecewiseConstantDecay(boundaries=[30 * steps],
+      ...)`, whose lower value starts one step after the boundary, after
+      epoch 30). When the steps per epoch are unknown (a dataset of unknown
+      cardinality), a step inside an epoch ends the stage after that epoch.
+      Warmup ramps and smooth schedules (cosine, exponential) are not stage
+      ends.
 
     The check runs at the start of the next epoch, after every callback's
     epoch-end decisions, so the order of the callbacks does not matter; the
     model saved is the model at the end of the stage (nothing trains in
-    between). Changes made by callbacks placed after it in `on_epoch_begin`
-    (`LearningRateScheduler`) are seen one epoch late.
+    between), with the float learning rate it was trained with (the
+    decisions that end the stage are not in it). Changes made by callbacks
+    placed after it in `on_epoch_begin` (`LearningRateScheduler`) are seen
+    one epoch late.
 
     Each stage writes `filepath` (formatted like `ModelCheckpoint`'s, with
     `{stage}` (from 1), `{epoch}` (the stage's last epoch, from 1) and the
@@ -50,9 +59,11 @@ class StageCheckpoint(ResumableCallback):
     `stage`, `first_epoch`, `last_epoch` (from 1), `learning_rate` (of the
     stage's last step), `logs` (the loss and validation metrics at its
     end), `ended_by` (the controller events, `"learning rate drop"` or
-    `"end of training"`) and `path`. A model saved while a warmup ramp or a
-    scaled schedule is in force records the optimizer's own learning rate,
-    so it loads without the package.
+    `"end of training"`) and `path`. The saved model loads without the
+    package: its optimizer holds the optimizer's own learning rate, the
+    float one the stage ended with (`learning_rate` without a warmup ramp
+    in force then), or the schedule as given (without the controllers'
+    factors, which `learning_rate` includes).
 
     Args:
         filepath: String. Where to save each stage, ending in `.keras`, or
@@ -136,7 +147,7 @@ class StageCheckpoint(ResumableCallback):
         if getattr(model, "optimizer", None) is None:
             fail("model", model, "must be compiled with an optimizer for StageCheckpoint")
         self._control = ControlledLearningRate.install(model.optimizer)
-        self._control.acquire(self, model)
+        self._control.acquire(model)
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
@@ -147,9 +158,9 @@ class StageCheckpoint(ResumableCallback):
         step = keras_compat.raw_step(self.model.optimizer)
         self._control.enter_epoch(step)
         if self._last is not None and self._last["epoch"] == epoch - 1:
-            ended_by = self._stage_end(epoch - 1, self._control.boundary(step))
+            ended_by = self._stage_end(epoch - 1, step)
             if ended_by:
-                self._save(ended_by)
+                self._save(ended_by, step)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -172,28 +183,29 @@ class StageCheckpoint(ResumableCallback):
         if self._last is not None and self._last["epoch"] >= self._first_epoch:
             step = keras_compat.raw_step(self.model.optimizer)
             self._control.enter_epoch(step)
-            ended_by = self._stage_end(self._last["epoch"], self._control.boundary(step))
-            self._save(ended_by or [END_OF_TRAINING], final=True)
-        self._control.release(self, self.model)
+            ended_by = self._stage_end(self._last["epoch"], step)
+            self._save(ended_by or [END_OF_TRAINING], step, final=True)
+        self._control.release(self.model)
 
     # -- stages -----------------------------------------------------------------------
-    def _stage_end(self, epoch, boundary):
+    def _stage_end(self, epoch, step):
+        """What ends the stage at epoch `epoch`, which ended at raw step `step`."""
         ended_by = [
             f"{source}:{event}" for source, event in self._store.events_at(epoch)
             if event == "decay"
         ]
-        if not ended_by and boundary is not None and (
-            boundary["controlled_drop"] or boundary["schedule_step"]
-        ):
+        steps_per_epoch = (self.params or {}).get("steps")
+        if not ended_by and self._control.drops_at_epoch_start(step, steps_per_epoch):
             ended_by = [LEARNING_RATE_DROP]
         return ended_by
 
-    def _save(self, ended_by, final=False):
+    def _save(self, ended_by, step, final=False):
         last = self._last
         path = self._format(last)
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
-        with self._control.plain_learning_rate():
+        stage_rate = self._control.stage_learning_rate(step)
+        with self._control.float_learning_rate_saved_as(stage_rate):
             if self.save_weights_only:
                 self.model.save_weights(path, overwrite=True)
             else:

@@ -57,8 +57,11 @@ class TwoPhaseLR(ControllerCallback):
             fixed, unshuffled batch for reproducible decisions).
         epochs: Int >= 1 or None. The epoch budget (sets the default
             patience). Defaults to `None`: `fit`'s `epochs`.
-        warmup_epochs: Int >= 0. Epochs ignored by plateau detection (the
-            warmup itself is `GradualWarmup`'s). Defaults to `0`.
+        warmup_epochs: Int >= 0 or None. Epochs ignored by plateau
+            detection (the warmup itself is `GradualWarmup`'s). A value
+            other than the `warmup_epochs` of a `GradualWarmup` in the same
+            `fit` is a `ValueError`. Defaults to `None`: that
+            `GradualWarmup`'s, else 0.
         plateau_patience: Int >= 1 or None. Defaults to `None`:
             `max(1, round(0.05 * epochs))`.
         min_delta: Float >= 0. Least loss decrease that counts as an
@@ -139,7 +142,7 @@ class TwoPhaseLR(ControllerCallback):
         hessian_data,
         epochs=None,
         *,
-        warmup_epochs=0,
+        warmup_epochs=None,
         plateau_patience=None,
         min_delta=0.0,
         extra_epochs_fraction=1 / 3,
@@ -161,7 +164,7 @@ class TwoPhaseLR(ControllerCallback):
     ):
         controller = TwoPhaseController(
             epochs,
-            warmup_epochs=warmup_epochs,
+            warmup_epochs=0 if warmup_epochs is None else warmup_epochs,
             plateau_patience=plateau_patience,
             min_delta=min_delta,
             extra_epochs_fraction=extra_epochs_fraction,
@@ -181,6 +184,7 @@ class TwoPhaseLR(ControllerCallback):
             reducer=reducer, state_path=state_path, verbose=verbose,
             min_lr=min_lr, momentum_correction=momentum_correction,
         )
+        self._warmup_epochs_given = warmup_epochs
 
     @property
     def plateau_epoch(self):

@@ -22,6 +22,7 @@ import hashlib
 import inspect
 import math
 import time
+import weakref
 
 import keras
 import numpy as np
@@ -118,17 +119,29 @@ class HessianEigenvalueProvider:
         self.last_seconds = None
         self._computed_at = None
         self._tensors = None
+        self._checked = None  # (model, compiled loss) the check passed for
 
     def check(self, model):
         """Checks, before training, that the estimate can run on `model`.
 
         Builds the estimator's restriction of `model` (the layer must exist
         and be part of it) and evaluates the loss once on the batch (shapes
-        and labels must fit the model's loss).
+        and labels must fit the model's loss). Once per model and compiled
+        loss: the `fit` calls after the first (a program that calls `fit`
+        once per round) do not evaluate it again.
         """
-        if isinstance(self.estimator, HessianEigenvalueEstimator):
-            self.estimator.check(model, *self._device_batch(),
-                                 argument=self.argument)
+        if not isinstance(self.estimator, HessianEigenvalueEstimator):
+            return
+        loss = keras_compat.compiled_loss(model)
+        checked = self._checked
+        if checked is not None and checked[0]() is model and (
+            checked[1] is None if loss is None else checked[1]() is loss
+        ):
+            return
+        self.estimator.check(model, *self._device_batch(),
+                             argument=self.argument)
+        self._checked = (weakref.ref(model),
+                         None if loss is None else weakref.ref(loss))
 
     def _device_batch(self):
         """The batch as the backend's tensors, copied to the device once

@@ -20,16 +20,25 @@ Keras lets a callback change the learning rate by assigning a float to
 * **A per-step warmup ramp** (`GradualWarmup`) is computed inside the train
   step by a `ScaledLearningRate`, so warmup costs no per-batch callback.
 
-The callable `ScaledLearningRate` is installed only while a callback needs
-it (a ramp, a schedule base) and removed at the end of `fit`.
+The callable `ScaledLearningRate` is installed only in a `fit` that needs
+it (a ramp not yet over, factors on a schedule), from its start or from
+the epoch start where a factor first applies, and removed at the end of
+that `fit`. If the `fit` raises (Keras then calls no `on_train_end`), it is
+removed when the model next trains: by the package's callbacks of the next
+`fit`, or, for a `fit` or `train_on_batch` without them, when Keras makes
+its train step. The train steps with and without it are kept, so a program
+that calls `fit` once per round traces each of them once, not per call.
+While it is installed the optimizer's config (what `model.save` and
+`ModelCheckpoint` record) holds the optimizer's own learning rate, so every
+saved model loads without the package.
 
 Momentum correction (Goyal et al. 2017, Section 2.2): Keras' SGD and the
 package's LARS keep the learning rate inside their velocity
 (v = m v - lr g), so after a cut the old velocity keeps the old step size
 for about 1/(1 - m) steps. `correct_momentum(step)` rescales the velocities
-by lr_new / lr_old at an epoch boundary where the learning rate in force
-changed (a controller's decay, a step of a schedule, `ReduceLROnPlateau`);
-the warmup ramp is not a change in this sense.
+at an epoch start where the learning rate in force changed since the
+previous one (a controller's decay, a step of a schedule anywhere in the
+epoch, `ReduceLROnPlateau`); the warmup ramp is not a change in this sense.
 
 The control is one object per optimizer, found with
 `ControlledLearningRate.install(optimizer)`; its state (the factors and the
@@ -55,6 +64,27 @@ from keras_lrphase.schedules.scaled_learning_rate import ScaledLearningRate
 
 STATE_VERSION = 1
 _CONTROLS = weakref.WeakKeyDictionary()
+# A drop of a schedule smaller than this fraction of its value is float
+# rounding of a smooth schedule (a slowly decaying cosine holds its float32
+# value for some steps, then drops by one unit in the last place), not a
+# step: a step schedule drops by far more.
+_STEP_DROP_MIN = 1e-5
+
+
+class _TrainSteps:
+    """The train steps of one model with and without the in-graph scaling.
+
+    `plain` is the model's own train function, the one Keras made (and
+    keeps from one `fit` to the next); `scaled` the one traced while the
+    scaling was installed, valid while `plain` is still the model's (a new
+    `compile` makes a new one) and, on JAX, while the in-graph values it
+    was traced with (`version`) are current.
+    """
+
+    def __init__(self):
+        self.plain = None
+        self.scaled = None
+        self.version = None
 
 
 class ControlledLearningRate:
@@ -109,20 +139,21 @@ class ControlledLearningRate:
         self.base = current
         self.factors = {}
         self.version = 0
-        self.structure_version = 0
         self._wrapper = None
-        self._users = weakref.WeakSet()
+        self._ramp_requested = False
+        self._installed_in = None
+        self._steps = weakref.WeakKeyDictionary()
         self._records = []
         self._corrected_step = None
+        self._warmups = weakref.WeakSet()
 
     # -- one object per optimizer --------------------------------------------
     @classmethod
     def install(cls, optimizer):
         """Returns the optimizer's control, creating it once.
 
-        Nothing changes in the optimizer until a callback `acquire`s the
-        control for a warmup ramp or for factors on a schedule, or a factor
-        is set on a schedule.
+        Nothing changes in the optimizer until a `fit` needs the in-graph
+        scaling (see `refresh`).
 
         Args:
             optimizer: A `keras.optimizers.Optimizer`, or a wrapper exposing
@@ -147,77 +178,181 @@ class ControlledLearningRate:
     def installed(self):
         """Whether the in-graph `ScaledLearningRate` is in the optimizer."""
         return (
-            keras_compat.current_learning_rate_object(self.owner)
+            self._wrapper is not None
+            and keras_compat.current_learning_rate_object(self.owner)
             is self._wrapper
-            and self._wrapper is not None
         )
 
-    def acquire(self, user, model, warmup=False, scales=False):
-        """Registers callback `user` for one `fit` (called from `set_model`).
+    # -- the in-graph scaling, per fit ------------------------------------------
+    def acquire(self, model):
+        """Called by each package callback of a `fit` of `model` (`set_model`).
 
-        Args:
-            user: The callback.
-            model: The model being fit; its train function is traced again
-                when the in-graph scaling is installed now.
-            warmup: Bool. Whether `user` needs the in-graph warmup ramp.
-            scales: Bool. Whether `user` sets factors (which a schedule
-                base needs in the train step).
+        Between two `fit` calls the scaling is never installed; found
+        installed here, it was left by a `fit` that raised (Keras calls no
+        `on_train_end` then), and is removed before this `fit` makes its
+        train step.
         """
-        self._users.add(user)
-        if warmup or (scales and not self.is_float):
-            if self._install_wrapper():
-                keras_compat.drop_train_function(model)
-                self._mark_traced(model)
+        self._end_fit()
 
-    def release(self, user, model):
-        """Ends `user`'s `fit`; the last one restores the optimizer's own LR.
+    def note_warmup(self, warmup):
+        """Registers a `GradualWarmup` of a `fit` (its `set_model`)."""
+        self._warmups.add(warmup)
 
-        The float variable stays with the decays; a schedule is given back
-        unscaled. The train function is traced again by the next `fit`.
+    def warmup_epochs_in_fit(self, callback):
+        """The `warmup_epochs` of the `GradualWarmup` in `callback`'s `fit`.
+
+        None when no `GradualWarmup` of this optimizer is in the same `fit`
+        call as `callback` (see `keras_compat.same_fit`).
         """
-        self._users.discard(user)
-        if self._users or not self.installed:
-            return
-        keras_compat.replace_learning_rate_object(self.owner, self.base)
-        keras_compat.drop_train_function(model)
-        self.version += 1
-        self.structure_version += 1
-        self._mark_traced(model)
+        for warmup in list(self._warmups):
+            if keras_compat.same_fit(callback, warmup):
+                return warmup.warmup_epochs
+        return None
 
-    def _install_wrapper(self):
+    def release(self, model):
+        """Ends the `fit` (any package callback's `on_train_end`).
+
+        The optimizer gets its own learning rate back: the float variable
+        with the decays, a schedule unscaled. The model gets back its own
+        train step; the scaled one is kept for the next `fit` that needs it.
+        """
+        self._end_fit()
+
+    def _end_fit(self):
+        self._ramp_requested = False  # set again by the next fit's warmup
         if self.installed:
+            self._uninstall()
+
+    def refresh(self, model):
+        """Makes `model`'s next train step use the current in-graph values.
+
+        The package's callbacks call it at `on_train_begin` (warmup) and at
+        every epoch start (controllers). It installs the in-graph scaling
+        when this `fit` needs it: a warmup ramp set up in this `fit` that is
+        not over, or factors other than 1 on a schedule. Installed, the
+        train step is the one traced with it (kept from an earlier `fit`
+        when still valid). On TensorFlow and torch the step reads its
+        variables live; on JAX the values that are not optimizer variables
+        (the scale on a schedule base, the ramp's length) are constants of
+        the trace, so the step is traced again when they changed
+        (`version`): once per change. The float learning rate is an
+        optimizer variable and never needs this.
+        """
+        if not self.installed:
+            if not self._needed(keras_compat.raw_step(self.owner)):
+                return
+            self._install(model)
+            return
+        steps = self._steps_of(model)
+        current = keras_compat.train_function(model)
+        if current is not steps.scaled and current is not None:
+            steps.scaled = current  # made since (FreezeLayers, a forced one)
+        if keras.backend.backend() == "jax" and steps.version != self.version:
+            steps.scaled = keras_compat.trace_train_function_anew(model)
+            steps.version = self.version
+
+    def _needed(self, step):
+        if self._wrapper is None:
             return False
+        ramp = self._ramp_requested and step < float(
+            ops.convert_to_numpy(self._wrapper.warmup_steps))
+        return ramp or (not self.is_float and self._scale() != 1.0)
+
+    def _install(self, model):
+        keras_compat.replace_learning_rate_object(self.owner, self._wrapper)
+        keras_compat.serialize_learning_rate_as(self.owner, lambda: self.base)
+        keras_compat.intercept_make_train_function(
+            model, lambda force: self._on_make_train_function(model, force))
+        self._installed_in = weakref.ref(model)
+        steps = self._steps_of(model)
+        current = keras_compat.train_function(model)
+        if (
+            steps.scaled is not None
+            and current is steps.plain
+            and (keras.backend.backend() != "jax" or steps.version == self.version)
+        ):
+            keras_compat.set_train_function(model, steps.scaled)
+            return
+        steps.plain = current
+        steps.scaled = keras_compat.trace_train_function_anew(model)
+        steps.version = self.version
+
+    def _uninstall(self):
+        keras_compat.replace_learning_rate_object(self.owner, self.base)
+        keras_compat.serialize_learning_rate_as(self.owner, None)
+        model = self._installed_in() if self._installed_in is not None else None
+        self._installed_in = None
+        if model is None:
+            return
+        keras_compat.intercept_make_train_function(model, None)
+        steps = self._steps_of(model)
+        current = keras_compat.train_function(model)
+        if current is None:
+            # Dropped meanwhile (a new `compile`, FreezeLayers): Keras makes
+            # the next one.
+            steps.plain = steps.scaled = None
+            return
+        if current is not steps.plain:
+            steps.scaled = current
+        keras_compat.set_train_function(model, steps.plain)
+
+    def _on_make_train_function(self, model, force):
+        """Keras makes the train step of `model` while the scaling is installed.
+
+        With `force=False` that is the start of a `fit` or `train_on_batch`
+        call, so the `fit` that installed the scaling has ended with an
+        exception: it is removed and Keras makes (or reuses) its own step.
+        With `force=True` someone asks for a new step during the `fit`: it
+        is traced as a new function (see
+        `keras_compat.trace_train_function_anew`).
+        """
+        owner = getattr(model, "optimizer", None)
+        if not force or owner is None or (
+            keras_compat.learning_rate_owner(owner) is not self.owner
+        ):
+            self._end_fit()
+            keras_compat.intercept_make_train_function(model, None)
+            return False
+        keras_compat.trace_train_function_anew(model)
+        return True
+
+    def _steps_of(self, model):
+        steps = self._steps.get(model)
+        if steps is None:
+            steps = self._steps[model] = _TrainSteps()
+        return steps
+
+    def _wrapper_variables(self):
         if self._wrapper is None:
             self._wrapper = ScaledLearningRate(
                 self.base,
                 keras_compat.raw_step_variable(self.owner),
-                _scalar_variable("lrphase_scale", math.prod(self._schedule_factors())),
+                _scalar_variable("lrphase_scale", 1.0),
                 _scalar_variable("lrphase_warmup_steps", 0.0),
                 _scalar_variable("lrphase_warmup_initial_fraction", 1.0),
             )
-        keras_compat.replace_learning_rate_object(self.owner, self._wrapper)
-        self.version += 1
-        self.structure_version += 1
-        return True
+        return self._wrapper
 
-    def _schedule_factors(self):
-        return self.factors.values() if not self.is_float else ()
+    def _scale(self):
+        return float(ops.convert_to_numpy(self._wrapper.scale))
 
     @contextlib.contextmanager
-    def plain_learning_rate(self):
-        """Within it, the optimizer holds its own learning rate (for saving).
+    def float_learning_rate_saved_as(self, value):
+        """Within it, a float learning rate holds `value` (to save a model).
 
-        A model saved inside it records the optimizer's float or schedule,
-        so it loads without the package; the train step is not affected.
+        A model saved inside it records `value` as its learning rate (the
+        optimizer's variable and config), then the variable gets its value
+        back. A schedule is saved as it is.
         """
-        if not self.installed:
+        if not self.is_float or value is None:
             yield
             return
-        keras_compat.replace_learning_rate_object(self.owner, self.base)
+        kept = ops.convert_to_numpy(self.base)
+        self.base.assign(value)
         try:
             yield
         finally:
-            keras_compat.replace_learning_rate_object(self.owner, self._wrapper)
+            self.base.assign(kept)
 
     # -- factors ---------------------------------------------------------------
     def factor(self, name):
@@ -288,22 +423,27 @@ class ControlledLearningRate:
 
     def _set_scale(self):
         scale = float(np.float32(math.prod(self.factors.values())))
-        if self._wrapper is None:
-            self._install_wrapper()
-        if float(ops.convert_to_numpy(self._wrapper.scale)) != scale:
-            self._wrapper.scale.assign(scale)
+        wrapper = self._wrapper_variables()
+        if self._scale() != scale:
+            wrapper.scale.assign(scale)
             self.version += 1
 
     # -- warmup and base --------------------------------------------------------
     def set_warmup(self, steps, initial_fraction):
-        """Starts a linear warmup of `steps` raw steps from `initial_fraction`."""
+        """Sets up, for this `fit`, a linear warmup of `steps` raw steps.
+
+        The ramp goes from `initial_fraction` at step 0 of the optimizer to 1
+        at step `steps`; it applies in the `fit` that sets it up
+        (`GradualWarmup` does at each `on_train_begin`), from the next
+        `refresh`.
+        """
         steps = check_integer("steps", steps, 0)
         initial_fraction = check_number(
             "initial_fraction", initial_fraction, minimum=0.0, maximum=1.0,
             exclusive_minimum=True,
         )
-        self._install_wrapper()
-        wrapper = self._wrapper
+        wrapper = self._wrapper_variables()
+        self._ramp_requested = steps > 0
         wanted = (float(steps), float(np.float32(initial_fraction)))
         current = (
             float(ops.convert_to_numpy(wrapper.warmup_steps)),
@@ -335,7 +475,7 @@ class ControlledLearningRate:
 
     def value_at(self, step):
         """The learning rate at raw step `step`, as a Python float."""
-        if self.installed:
+        if self._wrapper is not None:
             return float(ops.convert_to_numpy(self._wrapper.value(step)))
         return self.value_without_warmup_at(step)
 
@@ -354,32 +494,6 @@ class ControlledLearningRate:
             ramp = ops.convert_to_numpy(self._wrapper.warmup_factor(step))
             value = value * np.float32(ramp)
         return float(value)
-
-    def refresh(self, model):
-        """Makes `model`'s next train step use the current in-graph values.
-
-        Traces the train step again when the in-graph scaling was installed
-        or removed since it was traced (`structure_version`). Otherwise, on
-        TensorFlow and torch the step reads the variables live and nothing
-        is needed; on JAX the values that are not optimizer variables (the
-        scale on a schedule base, the ramp's length) are constants of the
-        trace, so it is traced again when they changed (`version`): once per
-        change. The float learning rate is an optimizer variable and never
-        needs this. The package's callbacks call it at every epoch start.
-        """
-        if getattr(model, "_lrphase_lr_version", None) == self._trace_version():
-            return
-        keras_compat.retrace_train_function(model)
-        self._mark_traced(model)
-
-    def _trace_version(self):
-        if keras.backend.backend() == "jax":
-            return self.version
-        return self.structure_version
-
-    def _mark_traced(self, model):
-        """Records that `model`'s next trace sees the current values."""
-        model._lrphase_lr_version = self._trace_version()
 
     # -- epoch boundaries: momentum correction, stage ends -------------------------
     def _control_value(self):
@@ -403,37 +517,81 @@ class ControlledLearningRate:
             return
         self._records = (self._records + [(int(step), self._control_value())])[-2:]
 
-    def boundary(self, step):
-        """The change of the learning rate in force at the epoch start `step`.
+    def schedule_step_in(self, first, last):
+        """The first step in `[first, last]` at which the schedule steps down.
+
+        A step of the schedule is a drop after a flat step
+        (`PiecewiseConstantDecay`, a staircase `ExponentialDecay`); smooth
+        schedules (cosine, exponential) and warmup ramps have none. Found by
+        bisection on the steps where the schedule is below its value at
+        `first - 1` (about log2(last - first) evaluations).
 
         Returns:
-            None before the second recorded epoch start, else a dict:
-            `previous` and `next` (the learning rate without warmup ramp at
-            steps `step - 1` and `step`), `controlled_drop` (a drop of the
-            float variable or of the controllers' factors) and
-            `schedule_step` (the schedule dropped at `step` after being flat
-            over the two steps before: a step schedule, not a smooth one).
+            The raw step at which the lower value first applies, or None
+            (also on a float learning rate).
+        """
+        if self.is_float or last < first:
+            return None
+        start = self._schedule_value(first - 1)
+        if not self._schedule_value(last) < start:
+            return None
+        below, at = first - 1, last  # the schedule is below `start` at `at`
+        while at - below > 1:
+            middle = (below + at) // 2
+            if self._schedule_value(middle) < start:
+                at = middle
+            else:
+                below = middle
+        before, after = self._schedule_value(at - 1), self._schedule_value(at)
+        flat_before = at >= 2 and self._schedule_value(at - 2) == before
+        if flat_before and before - after > _STEP_DROP_MIN * before:
+            return at
+        return None
+
+    def drops_at_epoch_start(self, step, steps_per_epoch=None):
+        """Whether the learning rate drops at the epoch start `step`.
+
+        A stage of training ends before it when, since the previous recorded
+        epoch start, the float variable or the controllers' factors dropped,
+        or the schedule steps down at `step` or within the epoch starting
+        there (its first `steps_per_epoch` steps: the epoch is not trained
+        at one learning rate). With `steps_per_epoch=None` (unknown), a step
+        inside the epoch that just ended is seen here instead.
         """
         if len(self._records) < 2 or self._records[-1][0] != step:
+            return False
+        (previous, before), (_, now) = self._records
+        if now < before:
+            return True
+        if steps_per_epoch is None:
+            return self.schedule_step_in(previous + 1, step) is not None
+        return self.schedule_step_in(step, step + steps_per_epoch - 1) is not None
+
+    def stage_learning_rate(self, step):
+        """The float learning rate of the epoch that ended at step `step`.
+
+        What the float variable held when that epoch started (recorded by
+        `enter_epoch`), before the decisions of its end; None on a schedule
+        or before two epoch starts are recorded.
+        """
+        if not self.is_float or len(self._records) < 2 or (
+            self._records[-1][0] != step
+        ):
             return None
-        (_, before), (_, now) = self._records
-        previous = self._schedule_value(step - 1) * before
-        following = self._schedule_value(step) * now
-        schedule_step = (
-            not self.is_float
-            and step >= 2
-            and self._schedule_value(step) < self._schedule_value(step - 1)
-            and self._schedule_value(step - 1) == self._schedule_value(step - 2)
-        )
-        return {
-            "previous": previous,
-            "next": following,
-            "controlled_drop": now < before,
-            "schedule_step": schedule_step,
-        }
+        return self._records[-2][1]
 
     def correct_momentum(self, step):
-        """Rescales the velocities by lr_new / lr_old at the epoch start `step`.
+        """Rescales the velocities at the epoch start `step` (Goyal et al.).
+
+        The velocity v of SGD and LARS holds the learning rate
+        (v = m v - lr g), so when the learning rate changes by r, v is
+        multiplied by r. A change at this epoch start (a controller's decay,
+        `ReduceLROnPlateau`, a step of the schedule here, one step of a
+        smooth schedule) is corrected exactly so. A step of the schedule by
+        r at step k inside the epoch that just ended is corrected here, n
+        updates late: by `r / (r + m**n * (1 - r))`, the correction that for
+        a constant gradient gives the velocity it would have had, corrected
+        at step k (the part of v made before k has decayed by m**n).
 
         Idempotent per step. Applies to Keras' `SGD` and the package's
         `LARS` (directly or inside `LossScaleOptimizer` / `LARSWrapper`).
@@ -443,16 +601,29 @@ class ControlledLearningRate:
         """
         if self._corrected_step == step:
             return 1.0
-        change = self.boundary(step)
         self._corrected_step = step
-        if change is None or change["previous"] <= 0:
+        if len(self._records) < 2 or self._records[-1][0] != step:
             return 1.0
-        ratio = change["next"] / change["previous"]
+        (previous, before), (_, now) = self._records
+        if before <= 0 or self._schedule_value(step - 1) <= 0:
+            return 1.0
+        ratio = (now / before) * (
+            self._schedule_value(step) / self._schedule_value(step - 1))
+        inside = self.schedule_step_in(previous + 1, step - 1)
+        if inside is not None:
+            drop = self._schedule_value(inside) / self._schedule_value(inside - 1)
+            decayed = float(self.owner.momentum) ** self._updates_between(inside, step)
+            ratio *= drop / (drop + decayed * (1.0 - drop))
         if ratio == 1.0:
             return 1.0
         for velocity in velocity_variables(self.owner) or ():
             velocity.assign(velocity * ops.cast(ratio, velocity.dtype))
         return ratio
+
+    def _updates_between(self, first, end):
+        """The optimizer updates at raw steps `first` to `end - 1`."""
+        every = self.owner.gradient_accumulation_steps or 1
+        return (end // every) - (first // every)
 
     # -- state --------------------------------------------------------------------
     def get_state(self):

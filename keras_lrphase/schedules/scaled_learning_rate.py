@@ -11,13 +11,13 @@ with no argument and it reads the optimizer's raw step counter), not a
 learning rate the warmup ramps up to.
 
 It is installed and removed by `ControlledLearningRate`; users do not build
-one. A model saved while it is installed (a `ModelCheckpoint` during
-training) records it in the optimizer's config, so loading that file needs
-`import keras_lrphase`; it then loads as the plain learning rate in force
-(a float carries the controllers' factors, a schedule is restored as
-given), because a loaded optimizer has no warmup or controller to
-continue. After `fit` the optimizer holds its own learning rate
-again and saved models load anywhere.
+one. While it is installed, the optimizer's config records the optimizer's
+own learning rate in its place (a float carrying the controllers' factors,
+a schedule as given), so a model saved during training loads anywhere,
+as one saved after `fit` does. Files written by earlier versions of the
+package recorded it: loading them needs `import keras_lrphase`, and gives
+the same plain learning rate (`from_config`), because a loaded optimizer
+has no warmup or controller to continue.
 """
 
 import keras
