@@ -65,10 +65,6 @@ ALLOWED = {
         "keras.Optimizer subclass calls its base class's private helper.",
     "keras_lrphase/optimizers/lars_wrapper.py: ._variables":
         "the wrapper reads the inner optimizer's private variable list.",
-    "keras_lrphase/schedules/controlled_learning_rate.py: "
-    "._lrphase_lr_version":
-        "the package's own marker stored on the user's model; to move "
-        "into keras_compat.",
 }
 
 

@@ -168,7 +168,7 @@ class HessianSpectrumMonitor(keras.callbacks.Callback):
         self.layers = list(layers)
         self.loss = loss
         if reducer is None:
-            from keras_lrphase.distributed.reduction import default_reducer
+            from keras_lrphase.distributed.reducer_selection import default_reducer
 
             reducer = default_reducer()
         self.reducer = reducer

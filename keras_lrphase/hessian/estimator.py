@@ -125,15 +125,15 @@ class HessianEigenvalueEstimator:
         if model is self._model and signature == self._signature:
             return
         key = (
-            _identity_key(self.layer),
-            _identity_key(self.loss),
+            identity_key(self.layer),
+            identity_key(self.loss),
             # A recompiled model has a new compiled loss: new products.
-            _compiled_loss_key(model) if self.loss is None else None,
+            compiled_loss_key(model) if self.loss is None else None,
             self.hvp,
             self.training,
-            _model_uses_xla(model),
+            model_uses_xla(model),
         )
-        cache = _compiled_products(model)
+        cache = compiled_products(model)
         if key not in cache:
             restricted = RestrictedLoss(
                 model, layer=self.layer, loss=self.loss, training=self.training
@@ -160,7 +160,7 @@ class HessianEigenvalueEstimator:
         prefix = (
             backend.compile(
                 restricted.prefix_function(),
-                jit_compile=_model_uses_xla(model),
+                jit_compile=model_uses_xla(model),
             )
             if restricted.prefix is not None
             else None
@@ -204,12 +204,12 @@ class HessianEigenvalueEstimator:
 
     def _inputs(self, x, y):
         restricted = self._restricted
-        inputs = _to_tensors(x)
+        inputs = to_tensors(x)
         if self._prefix is not None:
             inputs = self._prefix(*restricted.prefix_values(), inputs)
         others, non_trainable = restricted.fixed_values()
         y = restricted.loss_targets(x, y)  # a Distiller's: with the teacher's
-        data = (inputs, _to_tensors(y), others, non_trainable)
+        data = (inputs, to_tensors(y), others, non_trainable)
         return inputs, data, restricted.target_values()
 
     def __call__(self, model, x, y, initial_vector=None):
@@ -301,12 +301,12 @@ class HessianEigenvalueEstimator:
 # by one estimator or by `top_hessian_eigenvalue` in a loop, trace their
 # functions once (then once more for a new batch size, which
 # `reduce_retracing` generalises).
-_CACHED_CONFIGURATIONS = 8
+CACHED_CONFIGURATIONS = 8
 _CACHE_ATTRIBUTE = "_keras_lrphase_hessian_products"
 
 
 def _evict_oldest(cache):
-    while len(cache) > _CACHED_CONFIGURATIONS:
+    while len(cache) > CACHED_CONFIGURATIONS:
         cache.pop(next(iter(cache)))
 
 
@@ -328,7 +328,7 @@ def _batch_signature(x, y):
     )
 
 
-def _compiled_products(model):
+def compiled_products(model):
     """The model's cache of compiled products (created on first use).
 
     It is kept on the model itself, outside Keras' attribute tracking (not
@@ -343,7 +343,7 @@ def _compiled_products(model):
     return cache
 
 
-def _compiled_loss_key(model):
+def compiled_loss_key(model):
     """What the products of `loss=None` depend on: the compiled loss.
 
     A Distiller's objective is made of its student loss (replaced by each
@@ -359,14 +359,14 @@ def _compiled_loss_key(model):
     return id(keras_compat.compiled_loss(model))
 
 
-def _identity_key(value):
+def identity_key(value):
     """A cache key for a layer or loss: its value when a name, else its id."""
     if value is None or isinstance(value, str):
         return value
     return ("object", id(value))
 
 
-def _model_uses_xla(model):
+def model_uses_xla(model):
     """Whether Keras compiles this model's train/predict steps with XLA."""
     try:
         return model.jit_compile is True
@@ -378,7 +378,7 @@ def _identity(loss_fn):
     return loss_fn
 
 
-def _to_tensors(nest):
+def to_tensors(nest):
     return keras.tree.map_structure(ops.convert_to_tensor, nest)
 
 

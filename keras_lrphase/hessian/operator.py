@@ -27,12 +27,12 @@ from keras_lrphase._validation import fail
 from keras_lrphase.backend import autodiff
 from keras_lrphase.hessian.batch import as_arrays
 from keras_lrphase.hessian.batch import validate_batch
-from keras_lrphase.hessian.estimator import _CACHED_CONFIGURATIONS
-from keras_lrphase.hessian.estimator import _compiled_loss_key
-from keras_lrphase.hessian.estimator import _compiled_products
-from keras_lrphase.hessian.estimator import _identity_key
-from keras_lrphase.hessian.estimator import _model_uses_xla
-from keras_lrphase.hessian.estimator import _to_tensors
+from keras_lrphase.hessian.estimator import CACHED_CONFIGURATIONS
+from keras_lrphase.hessian.estimator import compiled_loss_key
+from keras_lrphase.hessian.estimator import compiled_products
+from keras_lrphase.hessian.estimator import identity_key
+from keras_lrphase.hessian.estimator import model_uses_xla
+from keras_lrphase.hessian.estimator import to_tensors
 from keras_lrphase.hessian.restriction import RestrictedLoss
 
 CURVATURES = ("hessian", "gauss_newton")
@@ -140,7 +140,7 @@ class HessianOperator:
         if not isinstance(model, keras.Model):
             fail("model", model, "must be a keras.Model")
         if reducer is None:
-            from keras_lrphase.distributed.reduction import default_reducer
+            from keras_lrphase.distributed.reducer_selection import default_reducer
 
             reducer = default_reducer()
         self.reducer = reducer
@@ -156,8 +156,8 @@ class HessianOperator:
         )
         self._batches = []
         for x, y in batches_of(data, self.batch_size, self.steps):
-            targets = _to_tensors(restricted.loss_targets(x, y))
-            self._batches.append([_to_tensors(x), targets, len_of(x)])
+            targets = to_tensors(restricted.loss_targets(x, y))
+            self._batches.append([to_tensors(x), targets, len_of(x)])
         self.samples = sum(batch[2] for batch in self._batches)
         self.products = 0
         self.refresh(check=True)
@@ -167,17 +167,17 @@ class HessianOperator:
         key = (
             "spectrum",
             _layer_key(layer),
-            _identity_key(loss),
-            _compiled_loss_key(model) if loss is None else None,
+            identity_key(loss),
+            compiled_loss_key(model) if loss is None else None,
             self.curvature,
             self.hvp,
             self.training,
-            _model_uses_xla(model),
+            model_uses_xla(model),
         )
-        cache = _compiled_products(model)
+        cache = compiled_products(model)
         if key not in cache:
             cache[key] = self._compile(model, layer, loss)
-            while len(cache) > _CACHED_CONFIGURATIONS:
+            while len(cache) > CACHED_CONFIGURATIONS:
                 cache.pop(next(iter(cache)))
         return cache[key]
 
@@ -190,7 +190,7 @@ class HessianOperator:
         if restricted.prefix is not None:
             prefix = backend.compile(
                 restricted.prefix_function(),
-                jit_compile=_model_uses_xla(model),
+                jit_compile=model_uses_xla(model),
             )
         whole = getattr(backend, "whole_batch_loss", lambda fn: fn)
         if self.curvature == "hessian":
@@ -352,8 +352,8 @@ def _split(flat, shapes):
 
 def _layer_key(layer):
     if isinstance(layer, (list, tuple)):
-        return ("layers",) + tuple(_identity_key(one) for one in layer)
-    return _identity_key(layer)
+        return ("layers",) + tuple(identity_key(one) for one in layer)
+    return identity_key(layer)
 
 
 def len_of(x):
