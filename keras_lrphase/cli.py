@@ -161,12 +161,16 @@ def build_parser():
     add("--excursion-threshold", type=float, default=None,
         help="two-phase, plateau rule 'flat': relative rise above the best "
              "loss that makes an excursion (default 0.1)")
-    add("--decay-rule", choices=("significant", "paper"), default=None,
-        help="two-phase: 'significant' (default) decays only on rises "
-             "beyond the run's epoch-to-epoch noise; 'paper': on any rise")
+    add("--decay-rule", choices=("paper", "significant"), default=None,
+        help="two-phase: 'paper' (default) decays when the loss and the "
+             "eigenvalue both rose; 'significant' only on rises beyond the "
+             "run's epoch-to-epoch noise")
     add("--decay-threshold", type=float, default=None,
         help="two-phase, decay rule 'significant': rises must exceed this "
              "many typical epoch-to-epoch changes (default 1)")
+    add("--min-factor", type=float, default=None,
+        help="two-phase: the decays stop at this fraction of the initial "
+             "learning rate; 0 for none, as in the paper (default 0.01)")
     add("--restart-epochs", type=int, default=None,
         help="cosine-restarts: first period in epochs (default 10)")
     add("--restart-mult", type=float, default=2.0,
@@ -329,6 +333,7 @@ def _train_config(args):
         min_delta=args.min_delta, plateau_rule=args.plateau_rule,
         excursion_threshold=args.excursion_threshold,
         decay_rule=args.decay_rule, decay_threshold=args.decay_threshold,
+        min_factor=args.min_factor,
         restart_epochs=args.restart_epochs, restart_mult=args.restart_mult,
         autodecay_window=args.autodecay_window,
         autodecay_tolerance=args.autodecay_tolerance,

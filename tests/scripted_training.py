@@ -142,4 +142,4 @@ def warmup_ramp(base, steps, warmup_steps, initial_fraction, scales):
 
 # Algorithm 1 exactly as printed (the controller's rules named "paper"): the
 # scripted traces of these tests were computed by hand with it.
-PAPER_RULES = dict(plateau_rule="paper", decay_rule="paper")
+PAPER_RULES = dict(plateau_rule="paper", decay_rule="paper", min_factor=0.0)

@@ -63,16 +63,15 @@ def test_table2_mirrors_the_paper():
     rules = lambda c: (c.plateau_rule, c.decay_rule)
     for label in ("two-phase", "two-phase + LARS", "two-phase 4.8"):
         assert rules(table[label]) == ("paper", "paper")
-    assert rules(table["two-phase (defaults)"]) == ("flat", "significant")
+    assert rules(table["two-phase (defaults)"]) == ("flat", "paper")
     two_phase = table["two-phase"].to_dict()
     for label, differ in (("two-phase 4.8", {"lr": 4.8}),
                           ("two-phase (defaults)",
                            {"plateau_rule": "flat", "excursion_threshold": 0.1,
-                            "decay_rule": "significant",
-                            "decay_threshold": 1.0})):
+                            "min_factor": 0.01})):
         other = table[label].to_dict()
         assert {k: v for k, v in other.items()
-                if two_phase[k] != v and k != "name"} == differ
+                if two_phase.get(k) != v and k != "name"} == differ
 
 
 def test_epoch_override_scales_decay_warmup_and_patience():
@@ -364,9 +363,11 @@ def test_paper_table_presets_run_two_phase_with_the_paper_rules(name):
     for label, config in two_phase.items():
         rules = (config.plateau_rule, config.decay_rule)
         if "defaults" in label:
-            assert rules == ("flat", "significant"), label
+            assert rules == ("flat", "paper"), label
+            assert config.min_factor == 0.01, label
         else:
             assert rules == ("paper", "paper"), label
+            assert config.min_factor == 0.0, label
 
 
 def test_cpu_rows_name_the_rules_they_run():
@@ -374,5 +375,12 @@ def test_cpu_rows_name_the_rules_they_run():
         rules = {label: (config.plateau_rule, config.decay_rule)
                  for label, (_, config) in _table(name).items()
                  if config.schedule == "two-phase"}
-        assert rules == {"two-phase": ("flat", "significant"),
-                         "two-phase (paper rules)": ("paper", "paper")}, name
+        assert rules == {"two-phase": ("flat", "paper"),
+                         "two-phase (paper rules)": ("paper", "paper"),
+                         "two-phase (noise-aware decays)": (
+                             "flat", "significant")}, name
+        floors = {label: config.min_factor
+                  for label, (_, config) in _table(name).items()
+                  if config.schedule == "two-phase"}
+        assert floors == {"two-phase": 0.01, "two-phase (paper rules)": 0.0,
+                          "two-phase (noise-aware decays)": 0.0}

@@ -13,7 +13,7 @@ from scripted_training import TRACE_A_LOSSES
 pytestmark = pytest.mark.backend_neutral
 
 NAN = float("nan")
-PAPER_RULES = dict(plateau_rule="paper", decay_rule="paper")
+PAPER_RULES = dict(plateau_rule="paper", decay_rule="paper", min_factor=0.0)
 
 
 def paper_controller(*args, **kwargs):
@@ -270,14 +270,14 @@ def test_state_content_is_listed_explicitly():
     c = paper_controller(12, plateau_patience=2)
     run(c, TRACE_A_LOSSES[:8], trace_a_eigenvalues())
     assert c.get_state() == {
-        "version": 2,
+        "version": 3,
         "controller": "TwoPhaseController",
         "config": {
             "epochs": 12, "warmup_epochs": 0, "plateau_patience": 2,
             "min_delta": 0.0, "extra_epochs_fraction": 1 / 3,
             "decay_factor": 0.5, "plateau_rule": "paper",
             "excursion_threshold": 0.1, "decay_rule": "paper",
-            "decay_threshold": 1.0, "noise_window": 5,
+            "decay_threshold": 1.0, "noise_window": 5, "min_factor": 0.0,
         },
         "state": {
             "next_epoch": 8, "phase": "convergence", "best": 0.8, "wait": 2,
@@ -311,8 +311,8 @@ def test_config_round_trip():
         "epochs": 40, "warmup_epochs": 3, "plateau_patience": 4,
         "min_delta": 0.01, "extra_epochs_fraction": 0.25, "decay_factor": 0.2,
         "plateau_rule": "flat", "excursion_threshold": 0.1,
-        "decay_rule": "significant", "decay_threshold": 1.0,
-        "noise_window": 5,
+        "decay_rule": "paper", "decay_threshold": 1.0,
+        "noise_window": 5, "min_factor": 0.01,
     }
     assert TwoPhaseController.from_config(config).get_config() == config
     default = TwoPhaseController(40)
@@ -503,7 +503,7 @@ def significant_run(controller):
 
 
 def test_significant_decay_rule_trace():
-    c = TwoPhaseController(20, plateau_patience=1)
+    c = TwoPhaseController(20, plateau_patience=1, decay_rule="significant")
     factors, wanted = significant_run(c)
     assert wanted == [2, 3, 4, 5, 6, 7, 8]
     assert factors == [1.0] * 6 + [0.5, 1.0, 1.0]
@@ -516,14 +516,16 @@ def test_significant_decay_rule_trace():
 
 
 def test_significant_decay_rule_threshold_zero_needs_only_the_noise_window():
-    c = TwoPhaseController(20, plateau_patience=1, decay_threshold=0.0)
+    c = TwoPhaseController(20, plateau_patience=1, decay_rule="significant",
+                           decay_threshold=0.0)
     significant_run(c)
     # Any rise decays once two changes at the rate are known: epoch 5.
     assert c.decay_epochs == [5]
 
 
 def test_significant_rule_keeps_a_window_of_recent_values():
-    c = TwoPhaseController(40, plateau_patience=1, noise_window=2)
+    c = TwoPhaseController(40, plateau_patience=1, noise_window=2,
+                           decay_rule="significant")
     run(c, [1.0, 1.0])
     losses = [1.0, 0.9, 0.8, 0.7, 0.6]
     run(c, losses, {2 + i: 3.0 - 0.1 * i for i in range(5)}, start=2)
@@ -540,7 +542,8 @@ def test_new_state_fields_resume_identically():
                                          2.07, 2.6, 1.0]))
 
     def make():
-        return TwoPhaseController(100, warmup_epochs=2, plateau_patience=2)
+        return TwoPhaseController(100, warmup_epochs=2, plateau_patience=2,
+                                  decay_rule="significant")
 
     reference = make()
     ref_factors, _ = run(reference, losses, eigen)
@@ -585,8 +588,45 @@ def test_version_1_state_loads_as_the_papers_rules():
     with pytest.warns(UserWarning):
         with pytest.raises(ValueError, match="another configuration"):
             TwoPhaseController(12, plateau_patience=2).set_state(v1)
-    with pytest.raises(ValueError, match="state version 3"):
-        paper_controller(12).set_state(dict(v1, version=3))
+    with pytest.raises(ValueError, match="state version 4"):
+        paper_controller(12).set_state(dict(v1, version=4))
+
+
+def test_the_floor_clamps_the_last_decay_and_stops_the_decays():
+    # Trace A's convergence phase with every later epoch a rise of both:
+    # the paper's rule halves the rate at every other epoch without end.
+    losses = TRACE_A_LOSSES[:7] + [0.72 + 0.01 * i for i in range(1, 11)]
+    eigen = dict(trace_a_eigenvalues())
+    eigen.update({7 + i: 2.0 + 0.1 * i for i in range(10)})
+    paper = paper_controller(40, plateau_patience=2)
+    run(paper, losses, eigen)
+    floored = TwoPhaseController(40, plateau_patience=2, plateau_rule="paper",
+                                 decay_rule="paper", min_factor=0.1)
+    factors, _ = run(floored, losses, eigen)
+    assert paper.decay_epochs == [7, 9, 11, 13, 15]
+    assert paper.state.lr_factor == 0.5 ** 5
+    # 0.5, 0.25, 0.125, then 0.0625 is clamped to 0.1 (a factor of 0.8);
+    # at the floor, the rise at epoch 15 decays no more.
+    assert floored.decay_epochs == [7, 9, 11, 13]
+    assert [f for f in factors if f != 1.0] == [0.5, 0.5, 0.5, 0.8]
+    assert floored.state.lr_factor == 0.1
+
+
+def test_version_2_state_loads_without_a_floor():
+    c = paper_controller(12, plateau_patience=2)
+    run(c, TRACE_A_LOSSES[:8], trace_a_eigenvalues())
+    v2 = json.loads(json.dumps(c.get_state()))
+    v2["version"] = 2
+    del v2["config"]["min_factor"]
+    resumed = paper_controller(12, plateau_patience=2)
+    with pytest.warns(UserWarning, match="version 2 of keras_lrphase.*"
+                      "min_factor=0"):
+        resumed.set_state(v2)
+    assert resumed.state == c.state
+    with pytest.warns(UserWarning, match="version 2"):
+        with pytest.raises(ValueError, match="another configuration"):
+            TwoPhaseController(12, plateau_patience=2, plateau_rule="paper",
+                               decay_rule="paper").set_state(v2)
 
 
 @pytest.mark.parametrize(
@@ -597,6 +637,8 @@ def test_version_1_state_loads_as_the_papers_rules():
         (dict(excursion_threshold=0.0), "`excursion_threshold` must be .*Received: excursion_threshold=0.0"),
         (dict(decay_threshold=-1.0), "`decay_threshold` must be a finite number >= 0. Received: decay_threshold=-1.0"),
         (dict(noise_window=1), "`noise_window` must be an integer >= 2. Received: noise_window=1"),
+        (dict(min_factor=1.5), "`min_factor` must be .*Received: min_factor=1.5"),
+        (dict(min_factor=-0.1), "`min_factor` must be .*Received: min_factor=-0.1"),
     ],
 )
 def test_robust_rule_argument_validation(kwargs, message):

@@ -73,17 +73,22 @@ class TwoPhaseLR(ControllerCallback):
             epoch whose loss is more than `excursion_threshold` above its
             best towards a plateau (an unstable start is not a plateau);
             `"paper"` is Algorithm 1 as printed. Defaults to `"flat"`.
-        excursion_threshold: Float > 0. Rule `"flat"`: the relative rise
-            above the best loss that makes an excursion. Defaults to `0.1`.
-        decay_rule: `"significant"` or `"paper"`. `"significant"` decays
-            only when the loss and the eigenvalue rose by more than
-            `decay_threshold` times their typical epoch-to-epoch change at
-            the learning rate in force; `"paper"` on any rise. Defaults to
-            `"significant"`.
+        excursion_threshold: Float > 0. Rule `"flat"`: the rise above the
+            best loss that makes an excursion, relative to the larger of
+            the best loss and the drop from the first epochs' loss to it.
+            Defaults to `0.1`.
+        decay_rule: `"paper"` or `"significant"`. `"paper"` decays when
+            both the loss and the eigenvalue rose; `"significant"` only
+            when they rose by more than `decay_threshold` times their
+            typical epoch-to-epoch change at the learning rate in force.
+            Defaults to `"paper"`.
         decay_threshold: Float >= 0. Rule `"significant"`. Defaults to
             `1.0`.
         noise_window: Int >= 2. Rule `"significant"`: the epoch-to-epoch
             changes the typical change is the median of. Defaults to `5`.
+        min_factor: Float in [0, 1]. The decays stop at this fraction of
+            the undecayed learning rate; `0` for none (the paper's).
+            Defaults to `0.01`, the total of step decay's two x0.1 cuts.
             (`TwoPhaseController` states the rules exactly.)
         monitor: Str. The epoch-level log entry used as the training loss.
             Defaults to `"loss"`.
@@ -149,9 +154,10 @@ class TwoPhaseLR(ControllerCallback):
         decay_factor=0.5,
         plateau_rule=two_phase_controller.FLAT,
         excursion_threshold=two_phase_controller.DEFAULT_EXCURSION_THRESHOLD,
-        decay_rule=two_phase_controller.SIGNIFICANT,
+        decay_rule=two_phase_controller.PAPER,
         decay_threshold=two_phase_controller.DEFAULT_DECAY_THRESHOLD,
         noise_window=two_phase_controller.DEFAULT_NOISE_WINDOW,
+        min_factor=two_phase_controller.DEFAULT_MIN_FACTOR,
         monitor=LOSS,
         layer=None,
         eigen_kwargs=None,
@@ -174,6 +180,7 @@ class TwoPhaseLR(ControllerCallback):
             decay_rule=decay_rule,
             decay_threshold=decay_threshold,
             noise_window=noise_window,
+            min_factor=min_factor,
         )
         provider = HessianEigenvalueProvider(
             hessian_data, layer=layer, eigen_kwargs=eigen_kwargs,

@@ -112,6 +112,10 @@ DECAY_RULES = (SIGNIFICANT, PAPER)
 DEFAULT_EXCURSION_THRESHOLD = 0.1
 DEFAULT_DECAY_THRESHOLD = 1.0
 DEFAULT_NOISE_WINDOW = 5
+# The floor of the product of all decays (`min_factor`): 1/100, the total
+# decay of step decay's two x0.1 cuts (Goyal et al. 2017 and the papers'
+# step-decay rows), which no two-phase run of the CPU studies reached.
+DEFAULT_MIN_FACTOR = 0.01
 # An excursion that lasts this many times the patience is the loss's new
 # level: `best` becomes its lowest loss.
 EXCURSION_PATIENCE_FACTOR = 3
@@ -163,8 +167,8 @@ class TwoPhaseController(Controller):
        `decay_factor` and h0 = 0 (so the next epoch only re-arms it);
        otherwise h0 = h and f0 = f. The LR never decays in two consecutive
        epochs, and eigenvalues are only compared between epochs run at the
-       same LR. With `decay_rule="paper"`, "rose" is h > h0 and f > f0.
-       With `decay_rule="significant"` (the default), it is
+       same LR. With `decay_rule="paper"` (the default), "rose" is
+       h > h0 and f > f0. With `decay_rule="significant"`, it is
        h - h0 > `decay_threshold` * s_h and f - f0 > `decay_threshold` *
        s_f, where s is the median absolute epoch-to-epoch change of that
        quantity over the last `noise_window` changes at the learning rate
@@ -172,6 +176,10 @@ class TwoPhaseController(Controller):
        fewer than 2 such changes there is no decay. So a decay needs a
        rise larger than the run's own fluctuations, and waits at least
        three epochs after the switch or a decay.
+       The product of all decays never goes below `min_factor` (1/100 by
+       default): a decay that would is clamped to it, and once there the
+       rate decays no more (no event). `min_factor=0` is Algorithm 1 as
+       printed, which decays without end.
     5. A non-finite loss or eigenvalue makes no decision: the epoch changes
        neither `best`, the wait counter, h0 nor f0 (the phase still switches
        at the switch epoch, with h0 and f0 left unset). It warns once.
@@ -222,13 +230,17 @@ class TwoPhaseController(Controller):
             loss above its best, relative to the larger of |best| and the
             drop from the first epochs' loss to best, beyond which an epoch
             is an excursion. Defaults to `0.1`.
-        decay_rule: `"significant"` or `"paper"`. See 4. Defaults to
-            `"significant"`.
+        decay_rule: `"paper"` or `"significant"`. See 4. Defaults to
+            `"paper"`.
         decay_threshold: Float >= 0. Rule `"significant"`: the rises of the
             loss and the eigenvalue must exceed this many times their
             typical epoch-to-epoch change. Defaults to `1.0`.
         noise_window: Int >= 2. Rule `"significant"`: the epoch-to-epoch
             changes the typical change is the median of. Defaults to `5`.
+        min_factor: Float in [0, 1]. Floor of the product of all decays
+            (the learning rate never goes below `min_factor` times its
+            undecayed value). `0` is the paper's (no floor). Defaults to
+            `0.01`.
 
     Example:
 
@@ -258,7 +270,7 @@ class TwoPhaseController(Controller):
 
     name = "two_phase_lr"
     state_class = TwoPhaseState
-    state_version = 2
+    state_version = 3
     FIELDS = {
         "next_epoch": "count",
         "phase": "one of exploration|convergence",
@@ -288,9 +300,10 @@ class TwoPhaseController(Controller):
         decay_factor=0.5,
         plateau_rule=FLAT,
         excursion_threshold=DEFAULT_EXCURSION_THRESHOLD,
-        decay_rule=SIGNIFICANT,
+        decay_rule=PAPER,
         decay_threshold=DEFAULT_DECAY_THRESHOLD,
         noise_window=DEFAULT_NOISE_WINDOW,
+        min_factor=DEFAULT_MIN_FACTOR,
     ):
         super().__init__()
         self._epochs = check_optional_integer("epochs", epochs, 1)
@@ -311,6 +324,8 @@ class TwoPhaseController(Controller):
         self.decay_threshold = check_number(
             "decay_threshold", decay_threshold, minimum=0.0)
         self.noise_window = check_integer("noise_window", noise_window, 2)
+        self.min_factor = check_number("min_factor", min_factor,
+                                       minimum=0.0, maximum=1.0)
         self._check_budget()
 
     def _check_budget(self):
@@ -478,12 +493,15 @@ class TwoPhaseController(Controller):
                                   recent_losses=(loss,),
                                   recent_eigenvalues=(eigenvalue,))
             elif finite:
-                if self._rose(s, loss, eigenvalue):
-                    factor = self.decay_factor
+                if (self._rose(s, loss, eigenvalue)
+                        and s.lr_factor > self.min_factor):
+                    new_factor = max(s.lr_factor * self.decay_factor,
+                                     self.min_factor)
+                    factor = new_factor / s.lr_factor
                     events.append("decay")
                     update.update(
                         h0=0.0,
-                        lr_factor=s.lr_factor * self.decay_factor,
+                        lr_factor=new_factor,
                         decay_epochs=s.decay_epochs + (epoch,),
                         recent_losses=(),
                         recent_eigenvalues=(),
@@ -595,6 +613,7 @@ class TwoPhaseController(Controller):
             "decay_rule": self.decay_rule,
             "decay_threshold": self.decay_threshold,
             "noise_window": self.noise_window,
+            "min_factor": self.min_factor,
         }
 
     def _upgrade_state(self, state):
@@ -605,13 +624,23 @@ class TwoPhaseController(Controller):
         arguments at their defaults), and its state gets the new fields
         empty (no excursion, no recent values). It warns what it assumed.
         """
+        if state["version"] == 2:
+            # Version 2 had the robust rules but no floor on the decays.
+            self.warn_once(
+                "upgrade",
+                "TwoPhaseController: reading a state saved by version 2 of "
+                "keras_lrphase, which had no floor on the decays: it is read "
+                "as min_factor=0 and loads into a controller with that "
+                "floor only.")
+            return dict(state, version=self.state_version,
+                        config=dict(state["config"], min_factor=0.0))
         if state["version"] != 1:
             return super()._upgrade_state(state)
         config = dict(
             state["config"], plateau_rule=PAPER, decay_rule=PAPER,
             excursion_threshold=DEFAULT_EXCURSION_THRESHOLD,
             decay_threshold=DEFAULT_DECAY_THRESHOLD,
-            noise_window=DEFAULT_NOISE_WINDOW,
+            noise_window=DEFAULT_NOISE_WINDOW, min_factor=0.0,
         )
         values = dict(state["state"], excursion=0, excursion_low=None,
                       recent_losses=[], recent_eigenvalues=[],
@@ -620,7 +649,8 @@ class TwoPhaseController(Controller):
             "upgrade",
             "TwoPhaseController: reading a state saved by version 1 of "
             "keras_lrphase, which had only the paper's rules: it is read as "
-            "plateau_rule='paper', decay_rule='paper', with no excursion "
+            "plateau_rule='paper', decay_rule='paper', min_factor=0, with "
+            "no excursion "
             "and no recent values or early loss. It loads into a controller "
             "with those "
             "rules only.",

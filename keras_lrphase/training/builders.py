@@ -74,7 +74,7 @@ def build_learning_rate(config, micro_steps_per_epoch):
 def _two_phase_rules(config):
     """The rule arguments of `TwoPhaseLR` that `config` sets."""
     names = ("plateau_rule", "excursion_threshold", "decay_rule",
-             "decay_threshold")
+             "decay_threshold", "min_factor")
     return {name: getattr(config, name) for name in names
             if getattr(config, name) is not None}
 

@@ -72,11 +72,15 @@ class RunConfig:
         excursion_threshold: Float > 0 or None. Two-phase, plateau rule
             `"flat"`: relative rise above the best loss that makes an
             excursion; `None`: the controller's default.
-        decay_rule: `"significant"`, `"paper"` or None. Two-phase decay
-            rule; `None`: `"significant"`.
+        decay_rule: `"paper"`, `"significant"` or None. Two-phase decay
+            rule; `None`: `"paper"`.
         decay_threshold: Float >= 0 or None. Two-phase, decay rule
             `"significant"`: rises must exceed this many typical
             epoch-to-epoch changes; `None`: the controller's default.
+        min_factor: Float in [0, 1] or None. Two-phase: floor of the
+            product of the decays (`0`: none, the paper's); `None`: the
+            controller's default, 0.01. A `summary.json` without it (or
+            with it at 0) names a run without a floor.
         restart_epochs: Int or None. Cosine restarts: first period in
             epochs; `None`: 10.
         restart_mult: Float >= 1. Cosine restarts: period multiplier.
@@ -169,6 +173,7 @@ class RunConfig:
     excursion_threshold: float = None
     decay_rule: str = None
     decay_threshold: float = None
+    min_factor: float = None
     restart_epochs: int = None
     restart_mult: float = 2.0
     autodecay_window: int = None
@@ -275,7 +280,8 @@ class RunConfig:
                                   ("min_delta", 0.0), ("plateau_rule", None),
                                   ("excursion_threshold", None),
                                   ("decay_rule", None),
-                                  ("decay_threshold", None)):
+                                  ("decay_threshold", None),
+                                  ("min_factor", None)):
                 if getattr(self, name) != default:
                     _fail(name, getattr(self, name),
                           "is only used by schedule='two-phase'")
@@ -390,6 +396,11 @@ class RunConfig:
                     and self.decay_threshold >= 0):
                 _fail("decay_threshold", self.decay_threshold, "must be >= 0")
 
+        if self.min_factor is not None and not (
+                isinstance(self.min_factor, (int, float))
+                and 0 <= self.min_factor <= 1):
+            _fail("min_factor", self.min_factor, "must be in [0, 1]")
+
     def _validate_outputs(self):
         _int("freeze_epochs", self.freeze_epochs, 0)
         if self.freeze_epochs > self.epochs:
@@ -435,13 +446,15 @@ class RunConfig:
             if values["plateau_rule"] is None:
                 values["plateau_rule"] = tp.FLAT
             if values["decay_rule"] is None:
-                values["decay_rule"] = tp.SIGNIFICANT
+                values["decay_rule"] = tp.PAPER
             if (values["excursion_threshold"] is None
                     and values["plateau_rule"] == tp.FLAT):
                 values["excursion_threshold"] = tp.DEFAULT_EXCURSION_THRESHOLD
             if (values["decay_threshold"] is None
                     and values["decay_rule"] == tp.SIGNIFICANT):
                 values["decay_threshold"] = tp.DEFAULT_DECAY_THRESHOLD
+            if values["min_factor"] is None:
+                values["min_factor"] = tp.DEFAULT_MIN_FACTOR
         if values["restart_epochs"] is None and self.schedule == "cosine-restarts":
             values["restart_epochs"] = 10
         if self.teacher is not None:
@@ -471,6 +484,10 @@ class RunConfig:
         for name, default in _OUTPUT_DEFAULTS:
             if values[name] == default:
                 del values[name]
+        # No floor on the two-phase decays (0, or a run of another schedule)
+        # is written as no field, as before the field existed.
+        if values["min_factor"] in (None, 0):
+            del values["min_factor"]
         return values
 
 
