@@ -34,6 +34,8 @@ def compile(fn, jit_compile=False):
         with keras_compat.exact_batch_moments():
             return function(*args)
 
+    # The tf.function's own count of traces, as on the function itself.
+    run.experimental_get_tracing_count = function.experimental_get_tracing_count
     return run
 
 
