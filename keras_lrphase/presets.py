@@ -36,8 +36,9 @@ from keras_lrphase.training.study_findings import StudyQuestion
 # Two-phase exactly as Algorithm 1 of the paper prints it (the plateau and
 # decay rules of `TwoPhaseController` named "paper"): the rule of the
 # presets that reproduce the paper's tables and of the studies measured
-# with it. The other two-phase rows use the package's defaults ("flat",
-# "significant").
+# with it (no floor on the decays). The other two-phase rows use the
+# package's defaults (plateau rule "flat", the paper's decay rule with the
+# floor min_factor=0.01).
 PAPER_RULES = dict(plateau_rule="paper", decay_rule="paper", min_factor=0.0)
 # Decay rule "significant" (rises beyond the run's noise), without a floor:
 # the alternative the studies measured against the defaults.
@@ -389,7 +390,7 @@ CIFAR10_TABLE2 = Preset(
         decay_epochs=(150, 225), lars=0.01,
         papers=(92.83, 90.40, 92.10, 92.48, 92.66)) + (
         # The second candidate rate of the search, and the package's
-        # default two-phase rules ('flat' plateau, 'significant' decay)
+        # default two-phase rules ('flat' plateau, decays floored at 1/100)
         # at the table's rate; not in the paper.
         PresetRun("two-phase 4.8", dict(
             schedule="two-phase", decay_factor=0.5, **PAPER_RULES,
@@ -417,7 +418,8 @@ CIFAR10_TABLE2 = Preset(
         "CIFAR-10 expect 1-2 points below the paper. Two rows beyond the "
         "paper's five: 'two-phase 4.8' (the search's second rate, the "
         "paper's rules) and 'two-phase (defaults)' (rate 6.4, the package's "
-        "default rules: plateau rule 'flat', decay rule 'significant')."),
+        "default rules: plateau rule 'flat', the paper's decay rule with "
+        "its decays stopping at 1/100 of the rate)."),
 )
 
 # The Table 2 rates that the text extraction garbles are LARS ("^5-", so
