@@ -67,7 +67,9 @@ def test_a_stopped_call_continues_on_a_fresh_folder_from_its_archive(tmp_path):
     for label in ("small-batch", "large-batch", "two-phase"):
         assert f"| {label} | " in table
     progress = (second / "progress.md").read_text()
-    rows = [line for line in progress.splitlines() if "/seed" in line]
+    # The table's rows (the "Finished:" line below it names them too).
+    rows = [line for line in progress.splitlines()
+            if line.startswith("| ") and "/seed" in line]
     assert len(rows) == 9 and all("| 2/2 (done) |" in row for row in rows), progress
     # The new archive holds the finished runs.
     listing = subprocess.run(["tar", "-tzf", str(second / "demo.tar.gz")],

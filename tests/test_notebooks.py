@@ -33,33 +33,36 @@ def test_quickstart_notebook_runs_and_reaches_the_convergence_phase():
     namespace, text = execute("quickstart.ipynb")
     value = float(re.search(r"lambda_max = ([0-9.]+)", text).group(1))
     assert value > 0 and "converged: True" in text
-    controller = namespace["controller"]
-    assert controller.phase == "convergence"
-    # Algorithm 1: switch = plateau + round(n / 3) with n = plateau + 1.
-    n = controller.plateau_epoch + 1
-    assert controller.switch_epoch == n + round(n / 3) - 1
-    # A decay decided at epoch d is in force from epoch d + 1 on.
+    # The callback's epochs are numbered from 1, as Keras prints them.
+    two_phase = namespace["two_phase"]
+    assert two_phase.controller.phase == "convergence"
+    # Algorithm 1: with the plateau at (1-based) epoch n, the exploration
+    # goes on round(n / 3) more epochs.
+    n = two_phase.plateau_epoch
+    assert two_phase.switch_epoch == n + round(n / 3)
+    # A decay decided after epoch D is in force from epoch D + 1 on; the
+    # history's rate at index i is the one of epoch i + 1.
     rates = namespace["history"].history["learning_rate"]
-    last = len(rates) - 1
-    decays = sum(1 for epoch in controller.decay_epochs if epoch < last)
-    assert rates[last] == pytest.approx(
-        rates[controller.switch_epoch] * 0.5**decays, rel=1e-6
+    decays = sum(1 for epoch in two_phase.decay_epochs if epoch < len(rates))
+    assert rates[-1] == pytest.approx(
+        rates[two_phase.switch_epoch - 1] * 0.5**decays, rel=1e-6
     )
 
 
 def test_autodecay_notebook_shows_stages_and_loads_their_models():
     namespace, text = execute("autodecay.ipynb")
-    controller = namespace["controller"]
+    autodecay = namespace["autodecay"]
     stages = namespace["stages"].stages
     history = namespace["history"].history
-    assert controller.decay_epochs and controller.should_stop
-    # One stage per decay plus the last one; they tile the epochs run.
-    assert len(stages) == len(controller.decay_epochs) + 1
+    assert autodecay.decay_epochs and autodecay.controller.should_stop
+    # One stage per decay plus the last one; they tile the epochs run, all
+    # numbered from 1.
+    assert len(stages) == len(autodecay.decay_epochs) + 1
     assert stages[0]["first_epoch"] == 1
-    assert stages[-1]["last_epoch"] == len(history["loss"]) == controller.stop_epoch + 1
+    assert stages[-1]["last_epoch"] == len(history["loss"]) == autodecay.stop_epoch
     for before, after in zip(stages, stages[1:]):
         assert after["first_epoch"] == before["last_epoch"] + 1
-    assert [s["last_epoch"] - 1 for s in stages[:-1]] == controller.decay_epochs
+    assert [s["last_epoch"] for s in stages[:-1]] == autodecay.decay_epochs
     assert text.count("test accuracy") == len(stages)
 
 
