@@ -1,13 +1,14 @@
 """Two-phase training with LARS and gradual warmup, data-parallel.
 
-The README's distributed example: one Keras script that trains the same
-model on each of the three engines, every worker making the same learning
-rate decisions in the same epoch. Each worker trains on its own shard of the
-8x8 digits (the global batch is 64 per worker x workers), estimates the
-Hessian eigenvalue on its own shard, and the package's controllers average
-the estimates (the reducer is picked from the running engine). Every worker
-writes `OUT/rank{r}.json`: its learning rates, phases, eigenvalues and the
-controller's decisions, so the workers can be compared.
+The distributed guide's example (docs/guides/distributed.md): one Keras
+script that trains the same model on each of the three engines, every
+worker making the same learning rate decisions in the same epoch. Each
+worker trains on its own shard of the 8x8 digits (the global batch is 64
+per worker x workers), estimates the Hessian eigenvalue on its own shard,
+and the package's controllers average the estimates (the reducer is
+picked from the running engine). Every worker writes `OUT/rank{r}.json`:
+its learning rates, phases, eigenvalues and the controller's decisions, so
+the workers can be compared.
 
     # Horovod (TensorFlow backend), 2 ranks on one host
     horovodrun -np 2 -H localhost:2 --gloo \\

@@ -141,6 +141,12 @@ def check_path(name, value):
 
 
 
+def check_existing_folder(name, value):
+    """Raises unless `value` is a folder that exists."""
+    if not os.path.isdir(value):
+        fail(name, value, "must be an existing folder")
+
+
 def check_folder_usable(name, value, folder, requirement="must be in a folder"):
     """Raises unless `folder` is, or can be made, a writable folder.
 

@@ -93,7 +93,7 @@ class Preset:
         minutes: Float or None. Measured wall time of the whole preset on
             this project's 2-core CPU machine (its default seeds); None:
             it needs an accelerator. The one place this figure is kept: the
-            README's table and `--help` show it.
+            preset table of docs/guides/command-line.md and `--help` show it.
         minutes_estimated: Bool. `minutes` is an estimate from another
             preset's measured time per run, not yet measured itself.
         study: String or None. The analysis `compare` writes after the

@@ -1,6 +1,6 @@
 """Checks the package's architecture from the source's syntax trees.
 
-Reports four kinds of violation, one line each:
+Reports five kinds of violation, one line each:
 
 - `layer`: a module imports a module of a higher layer (`LAYERS` below).
 - `cycle`: modules that import each other, directly or through others.
@@ -11,6 +11,10 @@ Reports four kinds of violation, one line each:
   module's private name, or a private module of another package.
 - `length`: a function longer than `MAX_FUNCTION_LINES` in the application
   layer's `training/` and `cli.py`.
+- `repeat`: a block of `MIN_REPEATED_LINES` or more lines of code found in
+  two or more modules of the package. Lines are compared as their tokens
+  (spacing aside); comments, docstrings, blank lines and import statements
+  are left out, and a block repeated within one module is not reported.
 
 Every import statement counts, those inside functions included: a lazy
 import still makes the importing module depend on the imported one.
@@ -26,8 +30,10 @@ result with its allow-list.
 
 import ast
 import fnmatch
+import io
 import os
 import sys
+import tokenize
 from dataclasses import dataclass
 
 PACKAGE = "keras_lrphase"
@@ -55,6 +61,9 @@ COMPAT_MODULES = ("keras_lrphase/backend/keras_compat.py",)
 # The folders of application code whose functions are kept short.
 LENGTH_CHECKED = ("keras_lrphase/training/", "keras_lrphase/cli.py")
 MAX_FUNCTION_LINES = 80
+
+# Blocks of this many lines or more repeated between modules are reported.
+MIN_REPEATED_LINES = 6
 
 # Private names of Python's standard library and of namedtuples, which are
 # public API despite the underscore.
@@ -382,13 +391,92 @@ def length_violations(root, checked=LENGTH_CHECKED,
     return found
 
 
+def _skipped_lines(tree):
+    """Line numbers of docstrings and import statements."""
+    skipped = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            skipped.update(range(node.lineno, node.end_lineno + 1))
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef,
+                             ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if (isinstance(first, ast.Expr)
+                    and isinstance(first.value, ast.Constant)
+                    and isinstance(first.value.value, str)):
+                skipped.update(range(first.lineno, first.end_lineno + 1))
+    return skipped
+
+
+def code_lines(source):
+    """`[(line number, normalised line)]` of the code of a module.
+
+    A normalised line is the line's tokens joined by single spaces; a token
+    spanning lines (a long string) belongs to the line it starts on.
+    Comments, blank lines, docstrings and imports are left out."""
+    skipped = _skipped_lines(ast.parse(source))
+    tokens = {}
+    ignored = (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE,
+               tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER)
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type not in ignored and token.start[0] not in skipped:
+            tokens.setdefault(token.start[0], []).append(token.string)
+    return [(line, " ".join(parts)) for line, parts in sorted(tokens.items())]
+
+
+def repeat_violations(root, package=PACKAGE, min_lines=MIN_REPEATED_LINES):
+    """One violation per block of `min_lines` or more code lines that two
+    or more modules share (the longest such block, once, with every
+    module that holds it)."""
+    modules = {}
+    for path in _python_files(root, package):
+        relative = os.path.relpath(path, root).replace(os.sep, "/")
+        with open(path, encoding="utf-8") as f:
+            modules[relative] = code_lines(f.read())
+    windows = {}
+    for relative, lines in modules.items():
+        texts = [text for _, text in lines]
+        for i in range(len(texts) - min_lines + 1):
+            windows.setdefault(tuple(texts[i:i + min_lines]), []).append(
+                (relative, i))
+    # For each pair of modules, the runs of windows both hold at the same
+    # offset from each other: each run is one repeated block.
+    pairs = {}
+    for places in windows.values():
+        for a, i in places:
+            for b, j in places:
+                if a < b:
+                    pairs.setdefault((a, b), set()).add((i, j))
+    blocks = {}
+    for (a, b), starts in pairs.items():
+        for i, j in starts:
+            if (i - 1, j - 1) in starts:
+                continue
+            n = 0
+            while (i + n + 1, j + n + 1) in starts:
+                n += 1
+            text = tuple(x for _, x in modules[a][i:i + n + min_lines])
+            for relative, k in ((a, i), (b, j)):
+                lines = modules[relative]
+                blocks.setdefault(text, {})[relative] = (
+                    f"{relative}:{lines[k][0]}-{lines[k + n + min_lines - 1][0]}")
+    found = []
+    for text, places in blocks.items():
+        first = text[0] if len(text[0]) <= 60 else text[0][:57] + "..."
+        found.append(Violation(
+            "repeat",
+            f"{' ~ '.join(sorted(places))}: {len(text)} lines from `{first}`",
+            ", ".join(places[p] for p in sorted(places))))
+    return sorted(found)
+
+
 def find_violations(root, package=PACKAGE, tests="tests"):
     """Returns every violation under `root`, sorted."""
     graph = import_graph(root, package)
     found = (layer_violations(graph) + cycle_violations(graph)
              + private_violations(root, package, tests)
              + private_import_violations(root, package)
-             + length_violations(root))
+             + length_violations(root)
+             + repeat_violations(root, package))
     return sorted(found)
 
 

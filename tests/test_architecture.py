@@ -65,6 +65,30 @@ ALLOWED = {
         "keras.Optimizer subclass calls its base class's private helper.",
     "keras_lrphase/optimizers/lars_wrapper.py: ._variables":
         "the wrapper reads the inner optimizer's private variable list.",
+    # --- blocks repeated between modules ---
+    "keras_lrphase/callbacks/auto_decay.py ~ "
+    "keras_lrphase/callbacks/controller_callback.py: "
+    "6 lines from `reducer = None ,`":
+        "AutoDecay's signature lists ControllerCallback's arguments, as "
+        "Keras callbacks spell theirs out, rather than taking **kwargs.",
+    "keras_lrphase/callbacks/auto_decay.py ~ "
+    "keras_lrphase/controllers/auto_decay_controller.py: "
+    "9 lines from `def __init__ (`":
+        "the callback's signature lists its controller's arguments, so "
+        "that help() and the API pages show them.",
+    "keras_lrphase/distributed/distributed_optimizer.py ~ "
+    "keras_lrphase/optimizers/lars_wrapper.py: "
+    "10 lines from `if not self . built :`":
+        "both wrappers build themselves in apply(); one delegating base "
+        "in optimizers/inner_optimizer.py comes with LARSWrapper's "
+        "delegation (issue 29, section 3).",
+    "keras_lrphase/distributed/distributed_optimizer.py ~ "
+    "keras_lrphase/optimizers/lars_wrapper.py: "
+    "6 lines from `def get_config ( self ) :`":
+        "the wrappers' get_config; to the same delegating base.",
+    "keras_lrphase/distributed/distributed_optimizer.py ~ "
+    "keras_lrphase/optimizers/lars_wrapper.py: 8 lines from `) ,`":
+        "the wrappers' from_config; to the same delegating base.",
 }
 
 
@@ -120,9 +144,59 @@ def _write(root, files):
 
 def _long_function(name, lines):
     """A function of exactly `lines` lines."""
-    body = "".join(f"    x{i} = {i}\n" for i in range(lines - 2))
+    # Variables named after the function: two such functions are no
+    # repeated block.
+    body = "".join(f"    {name}_{i} = {i}\n" for i in range(lines - 2))
     return f"def {name}():\n{body}    return 0\n"
 
+
+SAME_DOCSTRING_AND_IMPORTS = """\
+    \"\"\"A module.
+
+    Its docstring is long,
+    and the same in two modules,
+    line for line,
+    more than six lines,
+    for the check to skip.
+    \"\"\"
+
+    import os
+    import sys
+    import json
+    import math
+    import time
+    import textwrap
+
+
+    def five(values):
+        total = 0
+        for value in values:
+            total += value
+        return total
+    """
+
+# Repeats that are not reported: a docstring, imports and a block of five
+# lines shared by two modules, and a block repeated within one module.
+REPEATED_IN_ONE_MODULE = SAME_DOCSTRING_AND_IMPORTS + """\
+
+
+    def twice(a):
+        b = a + 1
+        c = b * 2
+        d = c - 3
+        e = d / 4
+        f = e ** 5
+        return f
+
+
+    def again(a):
+        b = a + 1
+        c = b * 2
+        d = c - 3
+        e = d / 4
+        f = e ** 5
+        return f
+    """
 
 CLEAN = {
     "keras_lrphase/__init__.py": "",
@@ -152,6 +226,13 @@ CLEAN = {
         "from ..callbacks.a import A\n"
         + _long_function("short_enough", 80)),
     "keras_lrphase/cli.py": "from keras_lrphase.training import app\n",
+    "keras_lrphase/callbacks/same1.py": REPEATED_IN_ONE_MODULE,
+    "keras_lrphase/backend/same2.py": SAME_DOCSTRING_AND_IMPORTS + """\
+
+
+    def other(a):
+        return a
+    """,
     "tests/test_a.py": """\
         from keras_lrphase.callbacks.a import A
 
@@ -204,6 +285,32 @@ def test_each_kind_of_new_violation_is_found(tmp_path):
         "keras_lrphase/backend/_shared.py": "",
         # A package's private module used within the package is fine.
         "keras_lrphase/backend/g.py": "from keras_lrphase.backend import _shared\n",
+        # One block of eight lines in two modules, spaced and commented
+        # differently: found once, for all its six-line windows.
+        "keras_lrphase/callbacks/h.py": """\
+            def mean(values):
+                total = 0
+                for value in values:
+                    total += value
+                if not values:
+                    return 0.0
+                count = len(values)
+                return total / count
+            """,
+        "keras_lrphase/backend/k.py": """\
+            import math
+
+
+            def mean(values):
+                total = 0  # the sum
+                for value in values:
+                    total  +=  value
+
+                if not values:
+                    return 0.0
+                count = len(values)
+                return total / count
+            """,
     })
     _write(tmp_path, files)
     found = checker.find_violations(str(tmp_path))
@@ -219,6 +326,8 @@ def test_each_kind_of_new_violation_is_found(tmp_path):
         ("private", "keras_lrphase/callbacks/f.py: imports private "
                     "keras_lrphase.callbacks.a._helper"),
         ("private", "tests/test_b.py: ._built_state"),
+        ("repeat", "keras_lrphase/backend/k.py ~ keras_lrphase/callbacks/h.py: "
+                   "8 lines from `def mean ( values ) :`"),
     ]
     # The allow-list of the real package does not excuse any of them.
     assert len(unexpected(found, ALLOWED)) == len(found)

@@ -1,4 +1,4 @@
-"""`keras-lrphase train --distributed` and the README's distributed example.
+"""`keras-lrphase train --distributed` and the distributed guide's example.
 
 The fast tests check the workers' arithmetic and the errors. The slow ones
 run real jobs: the example under `MirroredStrategy` (the main job of

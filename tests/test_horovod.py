@@ -366,7 +366,7 @@ def test_an_interrupted_run_resumed_on_two_ranks_repeats_the_decisions(job):
     _equal(rank0["resume"]["weights"], rank1["resume"]["weights"])
 
 
-# -- the README's distributed example and the CLI under horovodrun -------------
+# -- the distributed guide's example and the CLI under horovodrun ------------
 def _horovod_command(command, timeout=600):
     runner = _horovodrun()
     if runner is None:
@@ -382,7 +382,7 @@ def _horovod_command(command, timeout=600):
 
 @pytest.mark.horovod
 @pytest.mark.slow
-def test_the_readme_example_under_horovodrun(tmp_path):
+def test_the_distributed_guide_example_under_horovodrun(tmp_path):
     from test_distributed_runs import EXAMPLE
     from test_distributed_runs import _check_example_ranks
 

@@ -16,7 +16,7 @@ def test_a_notebook_installs_the_package_first_and_holds_its_outputs(path):
     cells = json.loads(path.read_text())["cells"]
     code = [c for c in cells if c["cell_type"] == "code"]
     install = "".join(code[0]["source"])
-    # The README's install, from the clone the notebook is in, skipped
+    # The install of README.md, from the clone the notebook is in, skipped
     # where the package is importable; what to write once published.
     assert 'importlib.util.find_spec("keras_lrphase") is None' in install
     assert '"pip", "install", "-q", "-e", root + "[tensorflow,demo]"' in install

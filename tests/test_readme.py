@@ -1,7 +1,9 @@
-import contextlib
-import math
-import io
-import os
+"""The short README: the two commands, its example, its links, the study.
+
+The long guides moved to the documentation site (`docs/`); the checks of
+the text that moved with them are in tests/test_docs_examples.py.
+"""
+
 import pathlib
 import re
 
@@ -9,38 +11,23 @@ import pytest
 
 pytestmark = pytest.mark.backend_neutral
 
-README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
 
 
-def test_readme_example_runs_and_reaches_the_convergence_phase():
-    code = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)[0]
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        exec(compile(code, "README.md", "exec"), {})
-    lines = out.getvalue().strip().splitlines()
-    value, iterations, converged = lines[0].split()
-    assert float(value) > 0 and converged == "True" and int(iterations) <= 20
-    assert "switching to the convergence phase" in out.getvalue()
-    learning_rate, phase = lines[-1].split()
-    assert phase == "1"
-    # The base LR 0.5 times decay_factor 0.5 once per decay.
-    decays = math.log2(0.5 / float(learning_rate))
-    assert decays == round(decays) and 0 <= decays <= 10
+def _section(text, heading):
+    """The text of a section, from its heading to the next of its level."""
+    level = heading.split(" ")[0]
+    start = text.index(heading + "\n")
+    rest = text[start + len(heading) + 1:]
+    end = re.search(rf"^{level} ", rest, re.M)
+    return heading + "\n" + (rest[:end.start()] if end else rest)
 
 
-def test_readme_autodecay_example_stops_early_and_keeps_the_stages():
-    code = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)[1]
-    out = io.StringIO()
-    namespace = {}
-    with contextlib.redirect_stdout(out):
-        exec(compile(code, "README.md", "exec"), namespace)
-    history = namespace["history"].history
-    files = sorted(os.listdir(namespace["folder"]))
-    stages = [f for f in files if f.endswith(".keras")]
-    assert len(history["loss"]) < 100
-    assert len(stages) >= 2 and "backup" not in files  # deleted at the end
-    assert [f"stage{i}.json" for i in range(1, len(stages) + 1)] == [
-        f for f in files if f.endswith(".json")]
+def _tables(text):
+    """The Markdown tables of a text, each as its list of lines."""
+    return [block.splitlines() for block in
+            re.findall(r"(?:^\|.*\|\n)+", text, re.M)]
 
 
 def test_readme_gives_the_two_commands():
@@ -48,21 +35,54 @@ def test_readme_gives_the_two_commands():
     assert "keras-lrphase compare --preset demo" in text
     assert ('pip install torch==2.13.0 && pip install -e '
             '".[tensorflow,test,jax,torch]" && python -m pytest -q') in text
-    ci = (README.parent / ".ci" / "run").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
     assert ("pip install -q torch==2.13.0" in ci
             and 'pip install -q -e ".[tensorflow,test,jax,torch]"' in ci
             and "python -m pytest -q" in ci)
 
 
-def test_readme_preset_times_are_the_presets_figures():
-    from keras_lrphase.presets import PRESET_NAMES, PRESETS, preset_time
+def test_readme_and_home_page_give_the_same_commands_and_times():
+    def commands(path):
+        section = _section((ROOT / path).read_text(), "## Two commands")
+        return re.search(r"```bash\n(.*?)```", section, re.S).group(1)
 
-    rows = {}
-    for line in README.read_text().splitlines():
-        match = re.match(r"\| `([\w-]+)` \| .* \| ([^|]+) \|$", line)
-        if match:
-            rows[match.group(1)] = match.group(2).strip()
-    assert set(rows) == set(PRESET_NAMES)
-    for name in PRESET_NAMES:
-        assert rows[name] == preset_time(PRESETS[name]), name
-        assert "minute" not in PRESETS[name].description
+    readme = commands("README.md")
+    assert "in about 3 to 9 minutes on 2 CPU" in readme
+    assert "about 7 to 22\n#    minutes on 2 CPU cores" in readme
+    assert readme == commands("docs/index.md")
+
+
+def test_readme_links_lead_to_pages_and_headings_that_exist():
+    links = re.findall(r"\]\(([^)#]+)(?:#([^)]+))?\)", README.read_text())
+    pages = {page for page, _ in links}
+    # The README links to the guides, the results and the architecture.
+    assert {"docs/guides/getting-started.md", "docs/guides/two-phase.md",
+            "docs/guides/command-line.md", "docs/results/excursion.md",
+            "docs/architecture.md", "docs/api/index.md"} <= pages
+    for page, anchor in links:
+        target = ROOT / page
+        assert target.is_file(), page
+        if anchor:
+            slugs = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+                     for h in re.findall(r"^#+ (.*)$", target.read_text(), re.M)}
+            assert anchor in slugs, (page, anchor)
+
+
+def test_readme_keeps_the_two_phase_study_tables_of_the_results_pages():
+    study = _section(README.read_text(), "## Two-phase and the unstable start")
+    tables = _tables(study)
+    # The rules, the cifar10-cpu table and the excursion table, in order.
+    assert [t[0] for t in tables] == [
+        "| argument | default | the paper's rule |",
+        "| configuration | batch | LR | decay epochs | best val. acc. "
+        "| final val. acc. | p (Welch, final) |",
+        "| row | final val. acc. (seeds 0 / 1 / 2) | mean | plateau / switch "
+        "| decays after epochs |"]
+    assert tables[1] in _tables((ROOT / "docs/results/cifar10-cpu.md").read_text())
+    assert tables[2] in _tables((ROOT / "docs/results/excursion.md").read_text())
+    # Their commands and what they do not show.
+    assert ("keras-lrphase compare --preset cifar10-cpu --seeds 5 --jobs 5"
+            in study)
+    assert "--preset cifar10-excursion-cpu" in study
+    assert "the table does not show the paper's" in study
+    assert "is\n*not* reproduced" in study

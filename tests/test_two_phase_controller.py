@@ -370,7 +370,7 @@ MONOTONE_AND_FLAT_TRACES = [
     ([2.0, 1.5, 1.2, 1.1, 1.05, 1.03, 1.02, 1.015, 1.012], 20, 3, 0.02, 0),
     ([3.0, 2.0, 1.0, 0.9, 0.91, 0.89, 0.9, 0.905, 0.895, 0.9], 20, 3, 0.0, 1),
     ([0.5 + 0.01 * ((-1) ** i) for i in range(12)], 40, 4, 0.0, 2),
-    # A loss falling towards 0 (the README's first example, TensorFlow):
+    # A loss falling towards 0 (Getting started's first run, TensorFlow):
     # near 0 its epoch-to-epoch noise is tens of percent of the best loss,
     # yet small against the 0.66 the loss has already shed, so it is no
     # excursion.

@@ -119,6 +119,12 @@ def _resolve_input(model, graph, layer):
              f"must be a layer of model {model.name!r}, its name or None")
     if isinstance(layer, keras.layers.InputLayer):
         return model_input, "the model input"
+    return single_input(graph, layer), f"the input of layer {layer.name!r}"
+
+
+def single_input(graph, layer):
+    """The symbolic input of `layer`, which `graph` must call once, on one
+    tensor; a `ValueError` naming `layer` otherwise."""
     calls = keras_compat.calls_in_graph(graph, layer)
     if len(calls) != 1:
         fail("layer", layer.name, "must name a layer called once in the "
@@ -126,7 +132,7 @@ def _resolve_input(model, graph, layer):
     h = keras_compat.call_input(calls[0])
     if isinstance(h, (list, tuple)):
         fail("layer", layer.name, "must name a layer with a single input")
-    return h, f"the input of layer {layer.name!r}"
+    return h
 
 
 class MarginFunction:

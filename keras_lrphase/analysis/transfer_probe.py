@@ -36,6 +36,7 @@ from keras_lrphase._validation import check_learning_rate
 from keras_lrphase._validation import check_number
 from keras_lrphase._validation import fail
 from keras_lrphase.analysis.linear_probe import fit_linear_probe
+from keras_lrphase.analysis.margins import single_input
 from keras_lrphase.analysis.transfer_table import TransferTable
 from keras_lrphase.backend import keras_compat
 
@@ -103,14 +104,7 @@ def _feature_tensor(model, layer):
             fail("layer", layer, f"must name a layer of model {model.name!r} "
                  f"(its layers are {names})")
         layer = model.get_layer(layer)
-    calls = keras_compat.calls_in_graph(graph, layer)
-    if len(calls) != 1:
-        fail("layer", layer.name, "must name a layer called once in the "
-             f"model (it is called {len(calls)} times)")
-    h = keras_compat.call_input(calls[0])
-    if isinstance(h, (list, tuple)):
-        fail("layer", layer.name, "must name a layer with a single input")
-    return layer, h
+    return layer, single_input(graph, layer)
 
 
 def penultimate_features(model, x, *, layer=None, batch_size=256):

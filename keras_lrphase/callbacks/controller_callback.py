@@ -75,7 +75,8 @@ class ControllerCallback(ResumableCallback):
             lr_new / lr_old at every epoch start where the learning rate in
             force changed (Goyal et al. 2017). Defaults to `False`: Keras'
             own update rule, since its measured effect on the final
-            accuracy was not consistent (README, `cifar10-momentum-cpu`).
+            accuracy was not consistent (docs/results/index.md,
+            `cifar10-momentum-cpu`).
 
     Example:
 

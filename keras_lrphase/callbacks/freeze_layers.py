@@ -9,6 +9,7 @@ from keras_lrphase import _warnings
 from keras_lrphase._validation import check_integer
 from keras_lrphase._validation import fail
 from keras_lrphase.backend import keras_compat
+from keras_lrphase.hessian.distillation import all_layers
 
 
 class FreezeLayers(keras.callbacks.Callback):
@@ -218,7 +219,7 @@ class FreezeLayers(keras.callbacks.Callback):
             model = model.student
         if self.layers is None:
             return _dense_stack(model)
-        model_layers = _all_layers(model)
+        model_layers = all_layers(model)
         selected = []
         for item in self.layers:
             if isinstance(item, str):
@@ -252,7 +253,7 @@ class FreezeLayers(keras.callbacks.Callback):
         distiller = self.model
         if not keras_compat.is_distiller(distiller):
             return
-        teacher = [distiller.teacher] + _all_layers(distiller.teacher)
+        teacher = [distiller.teacher] + all_layers(distiller.teacher)
         if isinstance(item, str):
             found = any(fnmatch.fnmatchcase(layer.name, item) for layer in teacher)
             name = item
@@ -365,16 +366,6 @@ def _check_layers(layers):
     return list(items)
 
 
-def _all_layers(model):
-    """The model's layers, nested models' layers included, in order."""
-    found = []
-    for layer in model.layers:
-        found.append(layer)
-        if isinstance(layer, keras.Model):
-            found.extend(_all_layers(layer))
-    return found
-
-
 def _dense_stack(model):
     """The trailing Dense layers of the model (see the class docstring)."""
     graph = keras_compat.functional_graph(model)
@@ -407,7 +398,7 @@ def _dense_stack(model):
             "layers with weights are not Dense). Pass the layers to freeze "
             "with `layers`."
         )
-    order = {id(layer): i for i, layer in enumerate(_all_layers(model))}
+    order = {id(layer): i for i, layer in enumerate(all_layers(model))}
     return sorted(stack, key=lambda layer: order.get(id(layer), len(order)))
 
 

@@ -19,6 +19,7 @@ needs (`DATASET_NAMES`, `check_dataset`) load without Keras.
 import importlib
 import os
 
+from keras_lrphase._validation import check_existing_folder
 from keras_lrphase.data.digits import load_digits_data
 from keras_lrphase.data.class_subset import select_classes
 from keras_lrphase.data.image_data import ImageData
@@ -94,11 +95,7 @@ def check_dataset(name, data_dir=None):
                 "Received: data_dir=None"
             )
         return
-    if not os.path.isdir(data_dir):
-        raise ValueError(
-            "Argument `data_dir` must be an existing folder. "
-            f"Received: data_dir={data_dir!r}"
-        )
+    check_existing_folder("data_dir", data_dir)
     if name == "folder" or is_image_folder(data_dir):
         class_names, _ = scan_image_folder(data_dir)
         expected = _NUM_CLASSES.get(name)

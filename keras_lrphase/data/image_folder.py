@@ -17,6 +17,7 @@ import os
 
 import numpy as np
 
+from keras_lrphase._validation import check_existing_folder
 from keras_lrphase.data.image_data import ImageData
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -50,11 +51,7 @@ def scan_image_folder(data_dir):
         dict mapping `"train"` and `"test"` to a list of `(path, label)`.
     """
     data_dir = os.fspath(data_dir)
-    if not os.path.isdir(data_dir):
-        raise ValueError(
-            "Argument `data_dir` must be an existing folder. "
-            f"Received: data_dir={data_dir!r}"
-        )
+    check_existing_folder("data_dir", data_dir)
     missing = [s for s in SPLITS if not os.path.isdir(os.path.join(data_dir, s))]
     if missing:
         raise ValueError(
@@ -62,12 +59,8 @@ def scan_image_folder(data_dir):
             f"one subfolder per class; {'/ and '.join(missing)}/ is missing. "
             f"Received: data_dir={data_dir!r}"
         )
-    classes = {}
-    for split in SPLITS:
-        root = os.path.join(data_dir, split)
-        classes[split] = sorted(
-            e.name for e in os.scandir(root)
-            if e.is_dir() and not e.name.startswith("."))
+    classes = {split: class_folder_names(os.path.join(data_dir, split))
+               for split in SPLITS}
     if not classes["train"]:
         raise ValueError(
             "Argument `data_dir` must contain one subfolder per class in "
@@ -83,17 +76,29 @@ def scan_image_folder(data_dir):
     for split in SPLITS:
         files[split] = []
         for label, name in enumerate(classes["train"]):
-            folder = os.path.join(data_dir, split, name)
-            images = sorted(
-                e.path for e in os.scandir(folder)
-                if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS))
-            if not images:
-                raise ValueError(
-                    f"The class folder {folder!r} holds no images "
-                    f"({', '.join(IMAGE_EXTENSIONS)})."
-                )
+            images = class_images(os.path.join(data_dir, split, name))
             files[split].extend((path, label) for path in images)
     return tuple(classes["train"]), files
+
+
+def class_folder_names(root):
+    """The sorted names of the folders in `root`, hidden ones left out."""
+    return sorted(e.name for e in os.scandir(root)
+                  if e.is_dir() and not e.name.startswith("."))
+
+
+def class_images(folder):
+    """The sorted paths of the images in a class folder; a `ValueError`
+    naming the folder if it holds none."""
+    images = sorted(
+        e.path for e in os.scandir(folder)
+        if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS))
+    if not images:
+        raise ValueError(
+            f"The class folder {folder!r} holds no images "
+            f"({', '.join(IMAGE_EXTENSIONS)})."
+        )
+    return images
 
 
 def cache_key(data_dir):

@@ -20,9 +20,11 @@ import os
 
 import numpy as np
 
+from keras_lrphase._validation import check_existing_folder
 from keras_lrphase.data.encoded_records import FileRecords
 from keras_lrphase.data.encoded_records import TfdsRecords
-from keras_lrphase.data.image_folder import IMAGE_EXTENSIONS
+from keras_lrphase.data.image_folder import class_folder_names
+from keras_lrphase.data.image_folder import class_images
 from keras_lrphase.data.imagenet_data import ImageNetData
 from keras_lrphase.data.imagenet_preprocessing import IMAGE_SIZE
 
@@ -70,11 +72,7 @@ def check_imagenet(data_dir):
     """
     if data_dir is None:
         return
-    if not os.path.isdir(data_dir):
-        raise ValueError(
-            "Argument `data_dir` must be an existing folder. "
-            f"Received: data_dir={data_dir!r}"
-        )
+    check_existing_folder("data_dir", data_dir)
     if is_imagenet_folder(data_dir):
         _class_folders(data_dir)
         return
@@ -87,11 +85,8 @@ def check_imagenet(data_dir):
 def _class_folders(data_dir):
     """The sorted class folder names, the same in train/ and val/ (test/)."""
     evaluation = eval_folder(data_dir)
-    classes = {}
-    for split in ("train", evaluation):
-        root = os.path.join(data_dir, split)
-        classes[split] = sorted(e.name for e in os.scandir(root)
-                                if e.is_dir() and not e.name.startswith("."))
+    classes = {split: class_folder_names(os.path.join(data_dir, split))
+               for split in ("train", evaluation)}
     if not classes["train"]:
         raise ValueError(
             "Argument `data_dir` must contain one subfolder per class in "
@@ -125,15 +120,7 @@ def scan_imagenet_folder(data_dir):
     for split in ("train", eval_folder(data_dir)):
         paths, labels = [], []
         for label, name in enumerate(class_names):
-            folder = os.path.join(data_dir, split, name)
-            images = sorted(
-                e.path for e in os.scandir(folder)
-                if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS))
-            if not images:
-                raise ValueError(
-                    f"The class folder {folder!r} holds no images "
-                    f"({', '.join(IMAGE_EXTENSIONS)})."
-                )
+            images = class_images(os.path.join(data_dir, split, name))
             paths += images
             labels += [label] * len(images)
         splits.append(FileRecords(np.array(paths), np.array(labels, "int32")))

@@ -17,6 +17,7 @@ from keras_lrphase.data.imagenet_preprocessing import check_image_size
 from keras_lrphase.data.imagenet_preprocessing import decode
 from keras_lrphase.data.imagenet_preprocessing import eval_image
 from keras_lrphase.data.imagenet_preprocessing import train_image
+from keras_lrphase.data.pipeline import check_batching
 from keras_lrphase.data.pipeline import steps_per_epoch
 
 
@@ -122,17 +123,8 @@ class ImageNetData:
         import tensorflow as tf
 
         augment = self.augment if augment is None else augment
-        if augment not in AUGMENT_MODES:
-            raise ValueError(
-                f"Argument `augment` must be one of {', '.join(AUGMENT_MODES)}. "
-                f"Received: augment={augment!r}"
-            )
-        accumulate = int(accumulate)
-        if accumulate < 1 or batch_size % accumulate:
-            raise ValueError(
-                "Argument `batch_size` must be divisible by `accumulate`. "
-                f"Received: batch_size={batch_size}, accumulate={accumulate}"
-            )
+        accumulate = check_batching(augment, batch_size, accumulate,
+                                    modes=AUGMENT_MODES)
         steps = steps_per_epoch(self.train_examples, batch_size)
         size = self.image_size
 

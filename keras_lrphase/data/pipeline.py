@@ -139,11 +139,13 @@ def steps_per_epoch(num_examples, batch_size):
     return steps
 
 
-def check_batching(augment, batch_size, accumulate):
-    """Checks the arguments both training pipelines share; returns `accumulate`."""
-    if augment not in AUGMENT_MODES:
+def check_batching(augment, batch_size, accumulate, modes=AUGMENT_MODES):
+    """Checks the arguments the training pipelines share; returns `accumulate`.
+
+    `modes` are the pipeline's augmentations (ImageNet's has one more)."""
+    if augment not in modes:
         raise ValueError(
-            f"Argument `augment` must be one of {', '.join(AUGMENT_MODES)}. "
+            f"Argument `augment` must be one of {', '.join(modes)}. "
             f"Received: augment={augment!r}"
         )
     accumulate = int(accumulate)

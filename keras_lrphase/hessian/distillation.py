@@ -145,10 +145,10 @@ def student_layer(distiller, layer):
     student_names = [candidate.name for candidate in student.layers]
     if isinstance(layer, str):
         in_teacher = layer not in student_names and any(
-            candidate.name == layer for candidate in _all_layers(teacher))
+            candidate.name == layer for candidate in all_layers(teacher))
     else:
         in_teacher = layer is teacher or any(
-            candidate is layer for candidate in _all_layers(teacher))
+            candidate is layer for candidate in all_layers(teacher))
     if in_teacher:
         name = layer if isinstance(layer, str) else layer.name
         raise ValueError(
@@ -160,12 +160,13 @@ def student_layer(distiller, layer):
     return layer
 
 
-def _all_layers(model):
+def all_layers(model):
+    """The model's layers, nested models' layers included, in order."""
     found = []
     for layer in model.layers:
         found.append(layer)
         if isinstance(layer, keras.Model):
-            found.extend(_all_layers(layer))
+            found.extend(all_layers(layer))
     return found
 
 

@@ -133,14 +133,11 @@ class HessianEigenvalueEstimator:
             self.training,
             model_uses_xla(model),
         )
-        cache = compiled_products(model)
-        if key not in cache:
-            restricted = RestrictedLoss(
-                model, layer=self.layer, loss=self.loss, training=self.training
-            )
-            cache[key] = (restricted, {})
-            _evict_oldest(cache)
-        restricted, compiled = cache[key]
+        restricted, compiled = cached_product(model, key, lambda: (
+            RestrictedLoss(model, layer=self.layer, loss=self.loss,
+                           training=self.training),
+            {},
+        ))
         # One trace per kind of batch: another rank, dtype or non-batch
         # shape of the inputs or targets traces anew (TensorFlow's
         # `reduce_retracing` would generalise `(N, 1)` and `(N,)` targets to
@@ -308,6 +305,16 @@ _CACHE_ATTRIBUTE = "_keras_lrphase_hessian_products"
 def _evict_oldest(cache):
     while len(cache) > CACHED_CONFIGURATIONS:
         cache.pop(next(iter(cache)))
+
+
+def cached_product(model, key, build):
+    """The model's compiled product for `key`, made by `build()` if absent
+    (the oldest of more than `CACHED_CONFIGURATIONS` is then dropped)."""
+    cache = compiled_products(model)
+    if key not in cache:
+        cache[key] = build()
+        _evict_oldest(cache)
+    return cache[key]
 
 
 def _batch_signature(x, y):

@@ -27,9 +27,8 @@ from keras_lrphase._validation import fail
 from keras_lrphase.backend import autodiff
 from keras_lrphase.hessian.batch import as_arrays
 from keras_lrphase.hessian.batch import validate_batch
-from keras_lrphase.hessian.estimator import CACHED_CONFIGURATIONS
+from keras_lrphase.hessian.estimator import cached_product
 from keras_lrphase.hessian.estimator import compiled_loss_key
-from keras_lrphase.hessian.estimator import compiled_products
 from keras_lrphase.hessian.estimator import identity_key
 from keras_lrphase.hessian.estimator import model_uses_xla
 from keras_lrphase.hessian.estimator import to_tensors
@@ -174,12 +173,8 @@ class HessianOperator:
             self.training,
             model_uses_xla(model),
         )
-        cache = compiled_products(model)
-        if key not in cache:
-            cache[key] = self._compile(model, layer, loss)
-            while len(cache) > CACHED_CONFIGURATIONS:
-                cache.pop(next(iter(cache)))
-        return cache[key]
+        return cached_product(
+            model, key, lambda: self._compile(model, layer, loss))
 
     def _compile(self, model, layer, loss):
         restricted = RestrictedLoss(

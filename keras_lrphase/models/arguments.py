@@ -1,4 +1,4 @@
-"""Argument checks and the regularizer that the model builders share."""
+"""What the model builders share: argument checks, the regularizer, the head."""
 
 import keras
 
@@ -32,3 +32,13 @@ def weight_decay_regularizer(weight_decay):
             f"Received: weight_decay={weight_decay}"
         )
     return keras.regularizers.L2(weight_decay / 2.0) if weight_decay else None
+
+
+def classifier_head(x, num_classes, weight_decay):
+    """Global average pooling (`"pool"`) and the Dense `"logits"` layer."""
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.layers.Dense(
+        num_classes, kernel_initializer="he_normal",
+        kernel_regularizer=weight_decay_regularizer(weight_decay),
+        name="logits",
+    )(x)

@@ -12,6 +12,7 @@ from keras import layers
 from keras import ops
 
 from keras_lrphase.models.arguments import check_classes
+from keras_lrphase.models.arguments import classifier_head
 from keras_lrphase.models.arguments import weight_decay_regularizer
 
 
@@ -181,12 +182,7 @@ def cifar_resnet(
                 x, filters, strides, shortcut, weight_decay,
                 name=f"stage{stage + 1}_block{block + 1}",
             )
-    x = layers.GlobalAveragePooling2D(name="pool")(x)
-    outputs = layers.Dense(
-        num_classes, kernel_initializer="he_normal",
-        kernel_regularizer=weight_decay_regularizer(weight_decay),
-        name="logits",
-    )(x)
+    outputs = classifier_head(x, num_classes, weight_decay)
     return keras.Model(inputs, outputs, name=name or f"resnet{depth}")
 
 

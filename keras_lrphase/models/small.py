@@ -4,6 +4,7 @@ import keras
 from keras import layers
 
 from keras_lrphase.models.arguments import check_classes
+from keras_lrphase.models.arguments import classifier_head
 from keras_lrphase.models.arguments import weight_decay_regularizer
 
 
@@ -64,10 +65,5 @@ def small_cnn(
         x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5,
                                       name=f"bn{i + 1}")(x)
         x = layers.Activation("relu", name=f"relu{i + 1}")(x)
-    x = layers.GlobalAveragePooling2D(name="pool")(x)
-    outputs = layers.Dense(
-        num_classes, kernel_initializer="he_normal",
-        kernel_regularizer=weight_decay_regularizer(weight_decay),
-        name="logits",
-    )(x)
+    outputs = classifier_head(x, num_classes, weight_decay)
     return keras.Model(inputs, outputs, name=name)

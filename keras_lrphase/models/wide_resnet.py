@@ -8,6 +8,7 @@ import keras
 from keras import layers
 
 from keras_lrphase.models.arguments import check_classes
+from keras_lrphase.models.arguments import classifier_head
 from keras_lrphase.models.arguments import weight_decay_regularizer
 
 
@@ -106,10 +107,5 @@ def wide_resnet(
             )
     x = _bn("final_bn")(x)
     x = layers.Activation("relu", name="final_relu")(x)
-    x = layers.GlobalAveragePooling2D(name="pool")(x)
-    outputs = layers.Dense(
-        num_classes, kernel_initializer="he_normal",
-        kernel_regularizer=weight_decay_regularizer(weight_decay),
-        name="logits",
-    )(x)
+    outputs = classifier_head(x, num_classes, weight_decay)
     return keras.Model(inputs, outputs, name=name or f"wrn-{depth}-{width}")
