@@ -16,19 +16,16 @@ is imported when a command runs.
 import argparse
 import dataclasses
 import datetime
-import json
 import os
-import re
-import signal
 import sys
-import time
 import warnings
 
 from keras_lrphase.presets import PRESETS
 from keras_lrphase.presets import PRESET_NAMES
 from keras_lrphase.presets import get_preset
 from keras_lrphase.presets import preset_time
-from keras_lrphase.training import teacher_runs
+from keras_lrphase.training.compare import CompareOptions
+from keras_lrphase.training.compare import select_runs
 from keras_lrphase.training.run_config import AUGMENTATIONS
 from keras_lrphase.training.run_config import PIPELINES
 from keras_lrphase.training.run_config import PRECISIONS
@@ -406,7 +403,7 @@ def check_args(args):
         if args.command == "train":
             _train_config(args).validate()
         else:
-            _compare_runs(args)
+            select_runs(get_preset(args.preset), _compare_options(args))
     except ValueError as error:
         return _fail(command, error)
     problem = _setup_problem(_out_folder(args), _needs_matplotlib(args))
@@ -495,225 +492,36 @@ def _run_train(parser, config, out, verbose, args):
     return 0
 
 
-def _compare_runs(args):
-    """The preset and its `(PresetRun, RunConfig)` runs that `compare`
-    trains, each configuration validated (no Keras).
-
-    Raises:
-        ValueError: naming the option, on a bad value.
-    """
-    preset = get_preset(args.preset)
-    if args.seeds is not None and args.seeds < 1:
-        raise ValueError(
-            f"Argument `seeds` must be >= 1. Received: seeds={args.seeds}")
-    redraw = getattr(args, "redraw", False)
-    data_dir = args.data_dir
-    if redraw and data_dir is None and preset.requires_data_dir:
-        data_dir = REDRAW_DATA  # nothing is read
-    runs = preset.configs(
-        epochs=args.epochs, data_dir=data_dir,
-        cache_dir=args.cache_dir,
-        seeds=None if args.seeds is None else tuple(range(args.seeds)))
-    if args.only:
-        wanted = [label.strip() for label in args.only.split(",")]
-        known = [run.label for run in preset.runs]
-        unknown = [w for w in wanted if w not in known]
-        if unknown:
-            raise ValueError(
-                f"Argument `only` must name runs of preset {preset.name!r} "
-                f"({', '.join(known)}). Received: only={args.only!r}")
-        runs = [(run, c) for run, c in runs if run.label in wanted]
-    if args.jobs < 1:
-        raise ValueError(
-            f"Argument `jobs` must be >= 1. Received: jobs={args.jobs}")
-    overrides = {k: v for k, v in (("pipeline", args.pipeline),
-                                   ("precision", args.precision),
-                                   ("train_size", args.train_size),
-                                   ("test_size", args.test_size),
-                                   ("hessian_every", args.hessian_every),
-                                   ("validation_freq", args.validation_freq))
-                 if v is not None}
-    runs = [(run, dataclasses.replace(c, **overrides)) for run, c in runs]
-    for _, config in runs:
-        config.validate(check_data=not redraw)
-    export = getattr(args, "export", None)
-    if export is not None and os.path.abspath(export) == os.path.abspath(
-            args.out or os.path.join("runs", preset.name)):
-        raise ValueError(
-            "Argument `export` must be another folder than `out`. "
-            f"Received: export={export!r}")
-    return preset, runs
+def _compare_options(args):
+    """The `CompareOptions` of parsed `compare` arguments."""
+    return CompareOptions(**{field.name: getattr(args, field.name)
+                             for field in dataclasses.fields(CompareOptions)})
 
 
 def _run_compare(parser, args):
-    from keras_lrphase.training import runner
-    from keras_lrphase.training.compare_report import mechanics_lines
-    from keras_lrphase.training.compare_report import write_compare_outputs
-    from keras_lrphase.training.runner import SUMMARY_FILE
+    from keras_lrphase.training.compare import SetupError
+    from keras_lrphase.training.compare import run_compare
+    from keras_lrphase.training.compare import summary_lines
 
     try:
-        preset, runs = _compare_runs(args)
+        preset = get_preset(args.preset)
     except ValueError as error:
         return _fail(parser, error)
-    out = args.out or os.path.join("runs", preset.name)
-    os.makedirs(out, exist_ok=True)
-    datasets = {}
-    if args.redraw:
-        return _redraw(parser, args, preset, runs, out)
     try:
-        # Load (and cache) the data up front, so that a bad folder or a batch
-        # larger than the data fails before the first run trains.
-        for _, config in runs:
-            resolved = config.resolved()
-            key = _data_key(resolved)
-            if key not in datasets:
-                datasets[key] = runner.prepare_data(resolved)
-            runner.prepare_data_checks(resolved, datasets[key])
-    except (ValueError, ImportError, OSError) as error:
-        return _fail(parser, error, _status(error))
-
-    several = len({c.seed for _, c in runs}) > 1
-
-    def folder_of(label, seed):
-        folder = os.path.join(out, _slug(label))
-        return os.path.join(folder, f"seed{seed}") if several else folder
-
-    grouped = {}
-    started = time.perf_counter()
-    tasks = []
-    for i, (run, config) in enumerate(runs, 1):
-        folder = folder_of(run.label, config.seed)
-        tag = f"{run.label}"
-        if several:
-            tag += f" (seed {config.seed})"
-        if config.stage_checkpoints and not os.path.isabs(config.stage_checkpoints):
-            config = dataclasses.replace(
-                config, stage_checkpoints=os.path.join(folder, config.stage_checkpoints))
-        # Resolved once here: what a finished run is compared with, and what
-        # a spawned process runs (it could see other installed packages).
-        tasks.append((run, config.resolved(), folder, f"[{i}/{len(runs)}]", tag))
-    try:
-        # A distilled run learns from another run's model, trained first.
-        tasks, after = teacher_runs.link_teachers(tasks, folder_of, args.only)
-    except ValueError as error:
-        return _fail(parser, error)
-    summaries = {}
-    pending = []
-    for run, config, folder, prefix, tag in tasks:
-        done = _finished_summary(config, folder, f"{prefix} {tag}")
-        if done is not None and teacher_runs.teacher_changed(
-                config, done, after.get(folder), {p[2] for p in pending}):
-            done = None
-        if done is not None:
-            summaries[folder] = done
-            print(f"{prefix} {tag}: done before ({folder}/{SUMMARY_FILE})",
-                  flush=True)
-        else:
-            pending.append((run, config, folder, prefix, tag))
-    try:
-        if args.jobs > 1 and len(pending) > 1:
-            summaries.update(_run_parallel(pending, args.jobs, after))
-        else:
-            for run, config, folder, prefix, tag in pending:
-                summaries[folder] = runner.run_training(
-                    config, folder, verbose=args.verbose,
-                    progress=f"{prefix} {tag}" if args.verbose == 1 else None,
-                    log=lambda line, prefix=prefix: print(f"{prefix} {line}",
-                                                          flush=True),
-                    data=datasets[_data_key(config)], resume=True)
-                _print_result(run, prefix, tag, summaries[folder])
-    except KeyboardInterrupt:
+        result = run_compare(preset, _compare_options(args))
+    except SetupError as error:
+        return _fail(parser, error, _status(error.__cause__))
+    if result.interrupted:
         sys.stderr.write(
             f"{parser.prog}: interrupted; the runs keep their last completed "
-            f"epoch: call the same command again to continue ({out}).\n")
+            f"epoch: call the same command again to continue ({result.out}).\n")
         return INTERRUPTED
-    for run, config, folder, prefix, tag in tasks:
-        entry = grouped.setdefault(run.label, (run, config, [], []))
-        entry[2].append(summaries[folder])
-        entry[3].append(folder)
-    verdicts, answer = write_compare_outputs(
-        preset, list(grouped.values()), out, time.perf_counter() - started,
-        args.epochs)
-    if preset.study == "landscape":
-        from keras_lrphase.training.landscape_study import write_landscape_outputs
-
-        for line in write_landscape_outputs(
-                list(grouped.values()), out,
-                lambda config: datasets[_data_key(config)]):
-            print(line, flush=True)
-    elif any(c.snapshot_epochs or c.teacher for _, c, *_ in tasks):
-        from keras_lrphase.training.heuristics_study import write_similarity_outputs
-
-        for line in write_similarity_outputs(
-                list(grouped.values()), out,
-                lambda config: datasets[_data_key(config)]):
-            print(line, flush=True)
-    if verdicts:
-        print("What the seeds show (final validation accuracy):")
-        for sentence in verdicts:
-            print(f"  {sentence}")
-    if answer:
-        print("The question:")
-        for line in answer:
-            print(f"  {line[2:]}")
-    mechanics = mechanics_lines(list(grouped.values()))
-    if mechanics:
-        print("What two-phase did (epochs counted from 1):")
-        for line in mechanics:
-            print(f"  {line}")
-    figure = os.path.join(out, "compare.png")
-    if os.path.exists(figure):
-        print(f"Wrote {os.path.join(out, 'table.md')} and {figure}")
-    else:
-        print(f"Wrote {os.path.join(out, 'table.md')} ({figure} not drawn: "
-              "matplotlib is not installed; pip install matplotlib)")
+    for line in summary_lines(result):
+        print(line)
     if args.export:
-        _export(out, args.export, args.argv)
-    if preset.closing:
+        _export(result.out, args.export, args.argv)
+    if preset.closing and not result.redrawn:
         print(preset.closing)
-    return 0
-
-
-# The data folder `--redraw` names in the configurations it compares with
-# when none is given: nothing is read from it.
-REDRAW_DATA = "(not read: --redraw)"
-
-
-def _redraw(parser, args, preset, runs, out):
-    """`compare --redraw`: table.md and compare.png from the runs in `out`
-    (each run's summary.json and history.csv), training nothing."""
-    from keras_lrphase.training.compare_report import write_compare_outputs
-    from keras_lrphase.training.runner import SUMMARY_FILE
-
-    several = len({c.seed for _, c in runs}) > 1
-    grouped = {}
-    for i, (run, config) in enumerate(runs, 1):
-        folder = os.path.join(out, _slug(run.label))
-        tag = run.label
-        if several:
-            folder = os.path.join(folder, f"seed{config.seed}")
-            tag += f" (seed {config.seed})"
-        path = os.path.join(folder, SUMMARY_FILE)
-        if not os.path.exists(path):
-            print(f"[{i}/{len(runs)}] {tag}: not in {out} (no {path}): left "
-                  "out", flush=True)
-            continue
-        with open(path) as f:
-            summary = json.load(f)
-        print(f"[{i}/{len(runs)}] {tag}: done before ({path})", flush=True)
-        entry = grouped.setdefault(run.label, (run, config.resolved(), [], []))
-        entry[2].append(summary)
-        entry[3].append(folder)
-    if not grouped:
-        return _fail(parser, f"--redraw: no finished run of preset "
-                             f"{preset.name!r} in {out}")
-    write_compare_outputs(preset, list(grouped.values()), out, 0.0,
-                          args.epochs)
-    figure = os.path.join(out, "compare.png")
-    print(f"Wrote {os.path.join(out, 'table.md')}"
-          + (f" and {figure}" if os.path.exists(figure) else ""))
-    if args.export:
-        _export(out, args.export, args.argv)
     return 0
 
 
@@ -727,124 +535,5 @@ def _export(out, dest, argv):
     print(f"Exported {len(written)} files to {dest}", flush=True)
 
 
-def _print_result(run, prefix, tag, summary):
-    decays = ", ".join(str(e) for e in summary["decay_epochs"]) or "none"
-    print(f"{prefix} {tag}: best val accuracy "
-          f"{_pct(summary['best_val_accuracy'])} (epoch "
-          f"{summary['best_epoch']}), final "
-          f"{_pct(summary['final_val_accuracy'])}, LR decays after epochs "
-          f"{decays}, {summary['train_wall_time_s']:.0f} s"
-          + (f", paper {run.paper:.2f}%" if run.paper is not None else ""),
-          flush=True)
-
-
-def _finished_summary(config, folder, tag):
-    """The `summary.json` of a run already finished with this (resolved)
-    configuration, or None. A run finished with another configuration (a
-    changed preset, `--epochs`, `--pipeline`...) is trained again: printed,
-    with the fields that differ, under `tag`."""
-    from keras_lrphase.training.runner import SUMMARY_FILE
-
-    path = os.path.join(folder, SUMMARY_FILE)
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        summary = json.load(f)
-    saved = summary.get("config")
-    if config.matches(saved):
-        return summary
-    if isinstance(saved, dict):
-        said = ", ".join(f"{name} {there!r} there, {now!r} now"
-                         for name, there, now in config.differences(saved))
-        print(f"{tag}: {folder} holds a run finished with another "
-              f"configuration ({said}): trained again", flush=True)
-    return None
-
-
-def _ignore_interrupts():
-    """A `compare --jobs` worker between runs ignores Ctrl-C (SIGINT): the
-    parent stops it, and an idle worker has no run to stop."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _run_one(config, folder, prefix, tag, every):
-    """One run of `compare --jobs` (in its own process). Ctrl-C stops it
-    (its last completed epoch is kept); between runs it is ignored."""
-    import keras_lrphase
-    from keras_lrphase.training import runner
-
-    # A spawned process imports the package as the command did (without
-    # its classes registered): register them before a model is loaded.
-    keras_lrphase._register_serializables()
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        summary = runner.run_training(
-            config, folder, verbose=0, progress=f"{prefix} {tag}",
-            progress_every=every,
-            log=lambda line: print(f"{prefix} {line}", flush=True),
-            resume=True)
-    finally:
-        _ignore_interrupts()
-    return folder, summary
-
-
-def _run_parallel(pending, jobs, after=None):
-    """Runs `pending` in `jobs` processes; their summaries by folder.
-
-    Each process imports Keras afresh (spawned, not forked) and reads the
-    data from the decode cache filled by the caller. On JAX, processes
-    sharing one accelerator take its memory as they need it rather than
-    75% each at start. A run listed in `after` (student folder -> teacher
-    folder) starts once its teacher, if pending, has finished.
-    """
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures import wait
-
-    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    summaries = {}
-    context = multiprocessing.get_context("spawn")
-    by_folder = {folder: (run, prefix, tag)
-                 for run, _, folder, prefix, tag in pending}
-    tasks = {folder: (config, folder, prefix, tag)
-             for _, config, folder, prefix, tag in pending}
-    waiting, unfinished = list(tasks), set(tasks)
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context,
-                             initializer=_ignore_interrupts) as pool:
-        futures = set()
-        try:
-            while unfinished:
-                for folder in teacher_runs.ready_runs(waiting, after or {},
-                                                      unfinished):
-                    waiting.remove(folder)
-                    config = tasks[folder][0]
-                    futures.add(pool.submit(_run_one, *tasks[folder],
-                                            max(1, config.epochs // 10)))
-                done, futures = wait(futures, return_when=FIRST_COMPLETED)
-                for future in done:
-                    folder, summary = future.result()
-                    summaries[folder] = summary
-                    unfinished.discard(folder)
-                    _print_result(*by_folder[folder], summary)
-        except KeyboardInterrupt:
-            # Stop the runs now; each keeps its last completed epoch.
-            pool.shutdown(wait=False, cancel_futures=True)
-            for process in multiprocessing.active_children():
-                process.terminate()
-            raise
-    return summaries
-
-
-def _data_key(config):
-    return (config.dataset, config.data_dir, config.train_size,
-            config.test_size, config.image_size)
-
-
 def _pct(value):
     return "-" if value is None else f"{100 * value:.2f}%"
-
-
-def _slug(label):
-    """Folder name of a run label: `"two-phase + LARS"` -> `"two-phase-LARS"`."""
-    return re.sub(r"[^A-Za-z0-9_]+", "-", label).strip("-")
