@@ -45,8 +45,6 @@ ALLOWED = {
         "one plotting function per panel not yet split out.",
     "keras_lrphase/training/run_config.py: RunConfig.validate":
         "to reuse _validation's checks in one validation module.",
-    "keras_lrphase/training/runner.py: run_training":
-        "to be split into builders and an outputs writer.",
     # --- private attributes outside backend/keras_compat.py ---
     "keras_lrphase/analysis/weight_space.py: ._user_loss":
         "Keras' private loss of a compiled model; a keras_compat helper "
