@@ -86,6 +86,178 @@ def _int_list(text):
     return values
 
 
+# The `train` options named after `RunConfig` fields, in the order
+# `--help` lists them: each option's default is the field's, and its type
+# the field's (an int, a float, a bool flag), unless the entry gives one.
+# `name` is not an option: `compare` names its runs.
+TRAIN_OPTIONS = {
+    "dataset": dict(
+        help="digits (embedded, default), cifar10, cifar100, svhn, folder "
+             "or imagenet (streamed from train/ and val/ or TFDS "
+             "imagenet2012)"),
+    "data_dir": dict(
+        help="image folder with train/ and test/ (one subfolder per class), "
+             "or a prepared TFDS data folder"),
+    "cache_dir": dict(
+        help="cache of decoded image folders (default ~/.cache/keras_lrphase "
+             "or $KERAS_LRPHASE_CACHE)"),
+    "model": dict(
+        help="resnet20 (cifar10 default), resnet32/44/56/110, wrn-16-8 (svhn "
+             "default), wrn-28-10 (cifar100 default), small-cnn (digits "
+             "default), imagenet-resnet50 (imagenet default)"),
+    "batch_size": dict(
+        help="examples per optimizer step"),
+    "epochs": dict(
+        help="epoch budget"),
+    "lr": dict(
+        help="peak learning rate"),
+    "momentum": dict(
+        help="SGD/LARS momentum"),
+    "weight_decay": dict(
+        help="L2 coefficient on kernels (gradient term wd * w)"),
+    "schedule": dict(
+        choices=SCHEDULES,
+        help="step: x decay-factor at --decay-epochs; two-phase: TwoPhaseLR; "
+             "autodecay: AutoDecay (may stop early); cosine: CosineDecay to 0 "
+             "after the warmup; cosine-restarts: SGDR"),
+    "decay_epochs": dict(
+        type=_int_list,
+        help="step schedule: epochs after which the LR decays, e.g. 150,225 "
+             "(default 50%%,75%% of --epochs)"),
+    "decay_factor": dict(
+        help="multiplicative decay (default 0.1 for step, 0.5 for two-phase)"),
+    "warmup_epochs": dict(
+        help="gradual linear warmup epochs"),
+    "lars": dict(
+        metavar="COEF",
+        help="use LARS with this trust coefficient (e.g. 0.01)"),
+    "hessian_batch_size": dict(
+        help="examples in the one batch the Hessian eigenvalue is estimated "
+             "on (default: the batch size, at least 1024)"),
+    "hessian_every": dict(
+        help="log the eigenvalue every N epochs for every schedule (0: only "
+             "where two-phase needs it)"),
+    "validation_freq": dict(
+        metavar="N",
+        help="validate every N epochs and at the last (default: every epoch)"),
+    "plateau_patience": dict(
+        help="two-phase: epochs without improvement that make a plateau "
+             "(default 5%% of --epochs)"),
+    "extra_epochs_fraction": dict(
+        help="two-phase: extra epochs after the plateau, as a fraction of "
+             "the epochs before it (default: 1/3)"),
+    "min_delta": dict(
+        help="two-phase: least loss decrease that counts as an improvement"),
+    "plateau_rule": dict(
+        choices=("flat", "paper"),
+        help="two-phase: 'flat' (default) does not count epochs well above "
+             "the best loss towards a plateau; 'paper': Algorithm 1 as printed"),
+    "excursion_threshold": dict(
+        help="two-phase, plateau rule 'flat': relative rise above the best "
+             "loss that makes an excursion (default 0.1)"),
+    "decay_rule": dict(
+        choices=("paper", "significant"),
+        help="two-phase: 'paper' (default) decays when the loss and the "
+             "eigenvalue both rose; 'significant' only on rises beyond the "
+             "run's epoch-to-epoch noise"),
+    "decay_threshold": dict(
+        help="two-phase, decay rule 'significant': rises must exceed this "
+             "many typical epoch-to-epoch changes (default 1)"),
+    "min_factor": dict(
+        help="two-phase: the decays stop at this fraction of the initial "
+             "learning rate; 0 for none, as in the paper (default 0.01)"),
+    "restart_epochs": dict(
+        help="cosine-restarts: first period in epochs (default 10)"),
+    "restart_mult": dict(
+        help="cosine-restarts: period multiplier"),
+    "autodecay_window": dict(
+        help="autodecay: epochs of smoothed loss checked for stability "
+             "(default 5)"),
+    "autodecay_tolerance": dict(
+        help="autodecay: largest relative spread of a stable window "
+             "(default 0.05)"),
+    "autodecay_drop_threshold": dict(
+        help="autodecay: largest ratio of the stage's last to first smoothed "
+             "loss that counts as a significant drop (default 0.85)"),
+    "momentum_correction": dict(
+        help="rescale the momentum velocity by lr_new/lr_old when the "
+             "learning rate changes between epochs (Goyal et al. 2017)"),
+    "stage_checkpoints": dict(
+        metavar="DIR",
+        help="save the model of every learning stage (the last epoch before "
+             "each decay, and the last epoch) to DIR/stage{N}.keras with a "
+             "JSON sidecar"),
+    "accumulate": dict(
+        metavar="N",
+        help="process each batch as N sequential sub-batches (gradient "
+             "accumulation); must divide --batch-size"),
+    "augment": dict(
+        choices=AUGMENTATIONS,
+        help="training augmentation (auto: crops and flips for CIFAR, "
+             "none for SVHN and folders)"),
+    "pipeline": dict(
+        choices=PIPELINES,
+        help="input pipeline (auto: tf.data when TensorFlow is installed, "
+             "else numpy, which runs on every backend; numpy with "
+             "--distributed jax; device: the numpy pipeline's batches made "
+             "on the accelerator, JAX and torch)"),
+    "precision": dict(
+        choices=tuple(PRECISIONS),
+        help="fp32, or mixed precision with bfloat16 compute (bf16)"),
+    "train_size": dict(
+        help="train on a class-balanced subset of this size"),
+    "test_size": dict(
+        help="validate on a class-balanced subset of this size"),
+    "eval_batch_size": dict(
+        help="batch size of validation"),
+    "seed": dict(
+        help="seed of the weights, the shuffling, the augmentation and the "
+             "Hessian batch"),
+    "teacher": dict(
+        metavar="PATH.keras",
+        help="train the model as the student of this saved teacher "
+             "(knowledge distillation; it must output the classes' logits)"),
+    "distill_alpha": dict(
+        metavar="A",
+        help="with --teacher: weight of the hard-label loss; the "
+             "distillation loss gets 1 - A (default 0)"),
+    "temperature": dict(
+        metavar="T",
+        help="with --teacher: softmax temperature of the distillation "
+             "(default 5)"),
+    "image_size": dict(
+        help="imagenet: side of the square crops (default 224; training "
+             "images resized to a shorter side in 8/7-12/7 of it)"),
+    "freeze_epochs": dict(
+        metavar="N",
+        help="keep the model's trailing stack of Dense layers frozen for "
+             "the first N epochs (FreezeLayers; a substitute for warmup)"),
+    "snapshot_epochs": dict(
+        type=_int_list,
+        help="save the weights after these epochs to "
+             "OUT/snapshots/epochN.weights.h5, e.g. 0,5 (0: the "
+             "initialisation)"),
+    "save_model": dict(
+        help="save the trained model to OUT/model.keras (e.g. a teacher "
+             "for --teacher)"),
+}
+
+
+def _add_field_options(parser):
+    """Adds one `--field-name` option per entry of `TRAIN_OPTIONS`, its
+    default and type taken from `RunConfig`'s field."""
+    fields = {field.name: field for field in dataclasses.fields(RunConfig)}
+    for name, spec in TRAIN_OPTIONS.items():
+        field = fields[name]
+        kwargs = {"default": field.default}
+        if field.type is bool:
+            kwargs["action"] = "store_true"
+        elif field.type in (int, float) and "choices" not in spec:
+            kwargs["type"] = field.type
+        kwargs.update(spec)
+        parser.add_argument("--" + name.replace("_", "-"), **kwargs)
+
+
 def build_parser():
     """The argument parser of `keras-lrphase` (subcommands train, compare)."""
     parser = _Parser(
@@ -95,143 +267,21 @@ def build_parser():
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True,
                                 parser_class=_Parser)
+    from keras_lrphase.analyze_command import add_analyze_parser  # no Keras
+    parser.subcommands = {"train": _add_train_parser(sub),
+                          "compare": _add_compare_parser(sub),
+                          "analyze": add_analyze_parser(sub)}
+    return parser
 
+
+def _add_train_parser(sub):
     train = sub.add_parser(
         "train", help="train one configuration",
         description="Train one configuration; writes history.csv, "
                     "summary.json and curves.png to --out.",
         formatter_class=_HelpFormatter)
+    _add_field_options(train)
     add = train.add_argument
-    add("--dataset", default="digits",
-        help="digits (embedded, default), cifar10, cifar100, svhn, folder "
-             "or imagenet (streamed from train/ and val/ or TFDS "
-             "imagenet2012)")
-    add("--data-dir", default=None,
-        help="image folder with train/ and test/ (one subfolder per class), "
-             "or a prepared TFDS data folder")
-    add("--cache-dir", default=None,
-        help="cache of decoded image folders (default ~/.cache/keras_lrphase "
-             "or $KERAS_LRPHASE_CACHE)")
-    add("--model", default=None,
-        help="resnet20 (cifar10 default), resnet32/44/56/110, wrn-16-8 (svhn "
-             "default), wrn-28-10 (cifar100 default), small-cnn (digits "
-             "default), imagenet-resnet50 (imagenet default)")
-    add("--batch-size", type=int, default=128,
-        help="examples per optimizer step")
-    add("--epochs", type=int, default=30, help="epoch budget")
-    add("--lr", type=float, default=0.1, help="peak learning rate")
-    add("--momentum", type=float, default=0.9, help="SGD/LARS momentum")
-    add("--weight-decay", type=float, default=1e-4,
-        help="L2 coefficient on kernels (gradient term wd * w)")
-    add("--schedule", choices=SCHEDULES, default="step",
-        help="step: x decay-factor at --decay-epochs; two-phase: TwoPhaseLR; "
-             "autodecay: AutoDecay (may stop early); cosine: CosineDecay to 0 "
-             "after the warmup; cosine-restarts: SGDR")
-    add("--decay-epochs", type=_int_list, default=None,
-        help="step schedule: epochs after which the LR decays, e.g. 150,225 "
-             "(default 50%%,75%% of --epochs)")
-    add("--decay-factor", type=float, default=None,
-        help="multiplicative decay (default 0.1 for step, 0.5 for two-phase)")
-    add("--warmup-epochs", type=int, default=0,
-        help="gradual linear warmup epochs")
-    add("--lars", type=float, default=None, metavar="COEF",
-        help="use LARS with this trust coefficient (e.g. 0.01)")
-    add("--hessian-batch-size", type=int, default=None,
-        help="examples in the one batch the Hessian eigenvalue is estimated "
-             "on (default: the batch size, at least 1024)")
-    add("--hessian-every", type=int, default=1,
-        help="log the eigenvalue every N epochs for every schedule (0: only "
-             "where two-phase needs it)")
-    add("--validation-freq", type=int, default=1, metavar="N",
-        help="validate every N epochs and at the last (default: every epoch)")
-    add("--plateau-patience", type=int, default=None,
-        help="two-phase: epochs without improvement that make a plateau "
-             "(default 5%% of --epochs)")
-    add("--extra-epochs-fraction", type=float, default=1 / 3,
-        help="two-phase: extra epochs after the plateau, as a fraction of "
-             "the epochs before it (default: 1/3)")
-    add("--min-delta", type=float, default=0.0,
-        help="two-phase: least loss decrease that counts as an improvement")
-    add("--plateau-rule", choices=("flat", "paper"), default=None,
-        help="two-phase: 'flat' (default) does not count epochs well above "
-             "the best loss towards a plateau; 'paper': Algorithm 1 as printed")
-    add("--excursion-threshold", type=float, default=None,
-        help="two-phase, plateau rule 'flat': relative rise above the best "
-             "loss that makes an excursion (default 0.1)")
-    add("--decay-rule", choices=("paper", "significant"), default=None,
-        help="two-phase: 'paper' (default) decays when the loss and the "
-             "eigenvalue both rose; 'significant' only on rises beyond the "
-             "run's epoch-to-epoch noise")
-    add("--decay-threshold", type=float, default=None,
-        help="two-phase, decay rule 'significant': rises must exceed this "
-             "many typical epoch-to-epoch changes (default 1)")
-    add("--min-factor", type=float, default=None,
-        help="two-phase: the decays stop at this fraction of the initial "
-             "learning rate; 0 for none, as in the paper (default 0.01)")
-    add("--restart-epochs", type=int, default=None,
-        help="cosine-restarts: first period in epochs (default 10)")
-    add("--restart-mult", type=float, default=2.0,
-        help="cosine-restarts: period multiplier")
-    add("--autodecay-window", type=int, default=None,
-        help="autodecay: epochs of smoothed loss checked for stability "
-             "(default 5)")
-    add("--autodecay-tolerance", type=float, default=None,
-        help="autodecay: largest relative spread of a stable window "
-             "(default 0.05)")
-    add("--autodecay-drop-threshold", type=float, default=None,
-        help="autodecay: largest ratio of the stage's last to first smoothed "
-             "loss that counts as a significant drop (default 0.85)")
-    add("--momentum-correction", action="store_true",
-        help="rescale the momentum velocity by lr_new/lr_old when the "
-             "learning rate changes between epochs (Goyal et al. 2017)")
-    add("--stage-checkpoints", default=None, metavar="DIR",
-        help="save the model of every learning stage (the last epoch before "
-             "each decay, and the last epoch) to DIR/stage{N}.keras with a "
-             "JSON sidecar")
-    add("--accumulate", type=int, default=1, metavar="N",
-        help="process each batch as N sequential sub-batches (gradient "
-             "accumulation); must divide --batch-size")
-    add("--augment", choices=AUGMENTATIONS, default="auto",
-        help="training augmentation (auto: crops and flips for CIFAR, "
-             "none for SVHN and folders)")
-    add("--pipeline", choices=PIPELINES, default="auto",
-        help="input pipeline (auto: tf.data when TensorFlow is installed, "
-             "else numpy, which runs on every backend; numpy with "
-             "--distributed jax; device: the numpy pipeline's batches made "
-             "on the accelerator, JAX and torch)")
-    add("--precision", choices=tuple(PRECISIONS), default="fp32",
-        help="fp32, or mixed precision with bfloat16 compute (bf16)")
-    add("--train-size", type=int, default=None,
-        help="train on a class-balanced subset of this size")
-    add("--test-size", type=int, default=None,
-        help="validate on a class-balanced subset of this size")
-    add("--eval-batch-size", type=int, default=500,
-        help="batch size of validation")
-    add("--seed", type=int, default=0,
-        help="seed of the weights, the shuffling, the augmentation and the "
-             "Hessian batch")
-    add("--teacher", default=None, metavar="PATH.keras",
-        help="train the model as the student of this saved teacher "
-             "(knowledge distillation; it must output the classes' logits)")
-    add("--distill-alpha", type=float, default=None, metavar="A",
-        help="with --teacher: weight of the hard-label loss; the "
-             "distillation loss gets 1 - A (default 0)")
-    add("--temperature", type=float, default=None, metavar="T",
-        help="with --teacher: softmax temperature of the distillation "
-             "(default 5)")
-    add("--image-size", type=int, default=None,
-        help="imagenet: side of the square crops (default 224; training "
-             "images resized to a shorter side in 8/7-12/7 of it)")
-    add("--freeze-epochs", type=int, default=0, metavar="N",
-        help="keep the model's trailing stack of Dense layers frozen for "
-             "the first N epochs (FreezeLayers; a substitute for warmup)")
-    add("--snapshot-epochs", type=_int_list, default=None,
-        help="save the weights after these epochs to "
-             "OUT/snapshots/epochN.weights.h5, e.g. 0,5 (0: the "
-             "initialisation)")
-    add("--save-model", action="store_true",
-        help="save the trained model to OUT/model.keras (e.g. a teacher "
-             "for --teacher)")
     add("--out", default=None, help="output folder (default runs/train-TIME)")
     add("--verbose", type=int, choices=(0, 1, 2), default=1,
         help="Keras progress: 1 progress bar, 2 one line per epoch, 0 none")
@@ -247,7 +297,10 @@ def build_parser():
         help="--distributed jax: number of processes")
     add("--process-id", type=int, default=None, metavar="I",
         help="--distributed jax: this process's index, 0 to N-1")
+    return train
 
+
+def _add_compare_parser(sub):
     compare = sub.add_parser(
         "compare", help="run a preset's configurations and tabulate them",
         description="Run a preset's configurations one after another; "
@@ -306,45 +359,14 @@ def build_parser():
     add("--verbose", type=int, choices=(0, 1, 2), default=1,
         help="1: one progress line per run (on a terminal) and its result; "
              "2: Keras' line per epoch; 0: the results only")
-    from keras_lrphase.analyze_command import add_analyze_parser  # no Keras
-    parser.subcommands = {"train": train, "compare": compare,
-                          "analyze": add_analyze_parser(sub)}
-    return parser
+    return compare
 
 
 def _train_config(args):
-    pipeline = args.pipeline
-    if args.distributed == "jax" and pipeline == "auto":
-        pipeline = "numpy"  # each process feeds its shard as NumPy arrays
-    return RunConfig(
-        dataset=args.dataset, data_dir=args.data_dir, cache_dir=args.cache_dir,
-        model=args.model, batch_size=args.batch_size, epochs=args.epochs,
-        lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
-        schedule=args.schedule, decay_epochs=args.decay_epochs,
-        decay_factor=args.decay_factor, warmup_epochs=args.warmup_epochs,
-        lars=args.lars, hessian_batch_size=args.hessian_batch_size,
-        hessian_every=args.hessian_every,
-        validation_freq=args.validation_freq,
-        plateau_patience=args.plateau_patience,
-        extra_epochs_fraction=args.extra_epochs_fraction,
-        min_delta=args.min_delta, plateau_rule=args.plateau_rule,
-        excursion_threshold=args.excursion_threshold,
-        decay_rule=args.decay_rule, decay_threshold=args.decay_threshold,
-        min_factor=args.min_factor,
-        restart_epochs=args.restart_epochs, restart_mult=args.restart_mult,
-        autodecay_window=args.autodecay_window,
-        autodecay_tolerance=args.autodecay_tolerance,
-        autodecay_drop_threshold=args.autodecay_drop_threshold,
-        momentum_correction=args.momentum_correction,
-        stage_checkpoints=args.stage_checkpoints,
-        accumulate=args.accumulate, augment=args.augment,
-        pipeline=pipeline, precision=args.precision,
-        train_size=args.train_size, test_size=args.test_size,
-        eval_batch_size=args.eval_batch_size, seed=args.seed,
-        teacher=args.teacher, distill_alpha=args.distill_alpha,
-        temperature=args.temperature, image_size=args.image_size,
-        freeze_epochs=args.freeze_epochs,
-        snapshot_epochs=args.snapshot_epochs, save_model=args.save_model)
+    values = {name: getattr(args, name) for name in TRAIN_OPTIONS}
+    if args.distributed == "jax" and values["pipeline"] == "auto":
+        values["pipeline"] = "numpy"  # each process feeds its shard as NumPy arrays
+    return RunConfig(**values)
 
 
 def main(argv=None):

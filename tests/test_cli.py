@@ -380,6 +380,29 @@ def test_a_mistyped_preset_gets_a_did_you_mean(capsys):
         "them all) Received: --preset='cifar10-cpus'"]
 
 
+def test_train_options_are_run_config_fields_with_their_defaults():
+    import dataclasses
+
+    from keras_lrphase.cli import TRAIN_OPTIONS
+    from keras_lrphase.cli import _train_config
+    from keras_lrphase.cli import parse_args
+    from keras_lrphase.training.run_config import RunConfig
+
+    # Every field but `name` (set by compare) is an option of `train`.
+    fields = [field.name for field in dataclasses.fields(RunConfig)]
+    assert sorted(TRAIN_OPTIONS) == sorted(set(fields) - {"name"})
+    assert _train_config(parse_args(["train"])) == RunConfig()
+    args = parse_args(["train", "--lr", "0.5", "--decay-epochs", "3,5",
+                       "--momentum-correction", "--hessian-batch-size", "64",
+                       "--schedule", "two-phase", "--min-delta", "1e-3"])
+    assert _train_config(args) == RunConfig(
+        lr=0.5, decay_epochs=(3, 5), momentum_correction=True,
+        hessian_batch_size=64, schedule="two-phase", min_delta=1e-3)
+    # --distributed jax feeds NumPy arrays unless a pipeline is named.
+    args = parse_args(["train", "--distributed", "jax"])
+    assert _train_config(args).pipeline == "numpy"
+
+
 def _help(argv, capsys):
     assert _status(argv + ["--help"]) == 0
     return capsys.readouterr().out
