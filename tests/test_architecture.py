@@ -41,8 +41,6 @@ ALLOWED = {
         "one plotting function per panel not yet split out.",
     "keras_lrphase/training/plots.py: plot_curves":
         "one plotting function per panel not yet split out.",
-    "keras_lrphase/training/run_config.py: RunConfig.validate":
-        "to reuse _validation's checks in one validation module.",
     # --- private attributes outside backend/keras_compat.py ---
     "keras_lrphase/analysis/weight_space.py: ._user_loss":
         "Keras' private loss of a compiled model; a keras_compat helper "
