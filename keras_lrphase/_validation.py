@@ -75,9 +75,18 @@ def check_number(
     return number
 
 
-def check_positive(name, value):
-    """A finite number > 0 (a learning rate, a tolerance)."""
-    return check_number(name, value, minimum=0.0, exclusive_minimum=True)
+def check_positive(name, value, requirement=None):
+    """A finite number > 0 (a learning rate, a tolerance).
+
+    `requirement` words the error instead of "must be a finite number > 0"
+    (the command line's options say "must be a positive number").
+    """
+    try:
+        return check_number(name, value, minimum=0.0, exclusive_minimum=True)
+    except ValueError:
+        if requirement is None:
+            raise
+    fail(name, value, requirement)
 
 
 def check_fraction(name, value):

@@ -16,19 +16,16 @@ is imported when a command runs.
 import argparse
 import dataclasses
 import datetime
-import json
 import os
-import re
-import signal
 import sys
-import time
 import warnings
 
 from keras_lrphase.presets import PRESETS
 from keras_lrphase.presets import PRESET_NAMES
 from keras_lrphase.presets import get_preset
 from keras_lrphase.presets import preset_time
-from keras_lrphase.training import teacher_runs
+from keras_lrphase.training.compare import CompareOptions
+from keras_lrphase.training.compare import select_runs
 from keras_lrphase.training.run_config import AUGMENTATIONS
 from keras_lrphase.training.run_config import PIPELINES
 from keras_lrphase.training.run_config import PRECISIONS
@@ -89,6 +86,178 @@ def _int_list(text):
     return values
 
 
+# The `train` options named after `RunConfig` fields, in the order
+# `--help` lists them: each option's default is the field's, and its type
+# the field's (an int, a float, a bool flag), unless the entry gives one.
+# `name` is not an option: `compare` names its runs.
+TRAIN_OPTIONS = {
+    "dataset": dict(
+        help="digits (embedded, default), cifar10, cifar100, svhn, folder "
+             "or imagenet (streamed from train/ and val/ or TFDS "
+             "imagenet2012)"),
+    "data_dir": dict(
+        help="image folder with train/ and test/ (one subfolder per class), "
+             "or a prepared TFDS data folder"),
+    "cache_dir": dict(
+        help="cache of decoded image folders (default ~/.cache/keras_lrphase "
+             "or $KERAS_LRPHASE_CACHE)"),
+    "model": dict(
+        help="resnet20 (cifar10 default), resnet32/44/56/110, wrn-16-8 (svhn "
+             "default), wrn-28-10 (cifar100 default), small-cnn (digits "
+             "default), imagenet-resnet50 (imagenet default)"),
+    "batch_size": dict(
+        help="examples per optimizer step"),
+    "epochs": dict(
+        help="epoch budget"),
+    "lr": dict(
+        help="peak learning rate"),
+    "momentum": dict(
+        help="SGD/LARS momentum"),
+    "weight_decay": dict(
+        help="L2 coefficient on kernels (gradient term wd * w)"),
+    "schedule": dict(
+        choices=SCHEDULES,
+        help="step: x decay-factor at --decay-epochs; two-phase: TwoPhaseLR; "
+             "autodecay: AutoDecay (may stop early); cosine: CosineDecay to 0 "
+             "after the warmup; cosine-restarts: SGDR"),
+    "decay_epochs": dict(
+        type=_int_list,
+        help="step schedule: epochs after which the LR decays, e.g. 150,225 "
+             "(default 50%%,75%% of --epochs)"),
+    "decay_factor": dict(
+        help="multiplicative decay (default 0.1 for step, 0.5 for two-phase)"),
+    "warmup_epochs": dict(
+        help="gradual linear warmup epochs"),
+    "lars": dict(
+        metavar="COEF",
+        help="use LARS with this trust coefficient (e.g. 0.01)"),
+    "hessian_batch_size": dict(
+        help="examples in the one batch the Hessian eigenvalue is estimated "
+             "on (default: the batch size, at least 1024)"),
+    "hessian_every": dict(
+        help="log the eigenvalue every N epochs for every schedule (0: only "
+             "where two-phase needs it)"),
+    "validation_freq": dict(
+        metavar="N",
+        help="validate every N epochs and at the last (default: every epoch)"),
+    "plateau_patience": dict(
+        help="two-phase: epochs without improvement that make a plateau "
+             "(default 5%% of --epochs)"),
+    "extra_epochs_fraction": dict(
+        help="two-phase: extra epochs after the plateau, as a fraction of "
+             "the epochs before it (default: 1/3)"),
+    "min_delta": dict(
+        help="two-phase: least loss decrease that counts as an improvement"),
+    "plateau_rule": dict(
+        choices=("flat", "paper"),
+        help="two-phase: 'flat' (default) does not count epochs well above "
+             "the best loss towards a plateau; 'paper': Algorithm 1 as printed"),
+    "excursion_threshold": dict(
+        help="two-phase, plateau rule 'flat': relative rise above the best "
+             "loss that makes an excursion (default 0.1)"),
+    "decay_rule": dict(
+        choices=("paper", "significant"),
+        help="two-phase: 'paper' (default) decays when the loss and the "
+             "eigenvalue both rose; 'significant' only on rises beyond the "
+             "run's epoch-to-epoch noise"),
+    "decay_threshold": dict(
+        help="two-phase, decay rule 'significant': rises must exceed this "
+             "many typical epoch-to-epoch changes (default 1)"),
+    "min_factor": dict(
+        help="two-phase: the decays stop at this fraction of the initial "
+             "learning rate; 0 for none, as in the paper (default 0.01)"),
+    "restart_epochs": dict(
+        help="cosine-restarts: first period in epochs (default 10)"),
+    "restart_mult": dict(
+        help="cosine-restarts: period multiplier"),
+    "autodecay_window": dict(
+        help="autodecay: epochs of smoothed loss checked for stability "
+             "(default 5)"),
+    "autodecay_tolerance": dict(
+        help="autodecay: largest relative spread of a stable window "
+             "(default 0.05)"),
+    "autodecay_drop_threshold": dict(
+        help="autodecay: largest ratio of the stage's last to first smoothed "
+             "loss that counts as a significant drop (default 0.85)"),
+    "momentum_correction": dict(
+        help="rescale the momentum velocity by lr_new/lr_old when the "
+             "learning rate changes between epochs (Goyal et al. 2017)"),
+    "stage_checkpoints": dict(
+        metavar="DIR",
+        help="save the model of every learning stage (the last epoch before "
+             "each decay, and the last epoch) to DIR/stage{N}.keras with a "
+             "JSON sidecar"),
+    "accumulate": dict(
+        metavar="N",
+        help="process each batch as N sequential sub-batches (gradient "
+             "accumulation); must divide --batch-size"),
+    "augment": dict(
+        choices=AUGMENTATIONS,
+        help="training augmentation (auto: crops and flips for CIFAR, "
+             "none for SVHN and folders)"),
+    "pipeline": dict(
+        choices=PIPELINES,
+        help="input pipeline (auto: tf.data when TensorFlow is installed, "
+             "else numpy, which runs on every backend; numpy with "
+             "--distributed jax; device: the numpy pipeline's batches made "
+             "on the accelerator, JAX and torch)"),
+    "precision": dict(
+        choices=tuple(PRECISIONS),
+        help="fp32, or mixed precision with bfloat16 compute (bf16)"),
+    "train_size": dict(
+        help="train on a class-balanced subset of this size"),
+    "test_size": dict(
+        help="validate on a class-balanced subset of this size"),
+    "eval_batch_size": dict(
+        help="batch size of validation"),
+    "seed": dict(
+        help="seed of the weights, the shuffling, the augmentation and the "
+             "Hessian batch"),
+    "teacher": dict(
+        metavar="PATH.keras",
+        help="train the model as the student of this saved teacher "
+             "(knowledge distillation; it must output the classes' logits)"),
+    "distill_alpha": dict(
+        metavar="A",
+        help="with --teacher: weight of the hard-label loss; the "
+             "distillation loss gets 1 - A (default 0)"),
+    "temperature": dict(
+        metavar="T",
+        help="with --teacher: softmax temperature of the distillation "
+             "(default 5)"),
+    "image_size": dict(
+        help="imagenet: side of the square crops (default 224; training "
+             "images resized to a shorter side in 8/7-12/7 of it)"),
+    "freeze_epochs": dict(
+        metavar="N",
+        help="keep the model's trailing stack of Dense layers frozen for "
+             "the first N epochs (FreezeLayers; a substitute for warmup)"),
+    "snapshot_epochs": dict(
+        type=_int_list,
+        help="save the weights after these epochs to "
+             "OUT/snapshots/epochN.weights.h5, e.g. 0,5 (0: the "
+             "initialisation)"),
+    "save_model": dict(
+        help="save the trained model to OUT/model.keras (e.g. a teacher "
+             "for --teacher)"),
+}
+
+
+def _add_field_options(parser):
+    """Adds one `--field-name` option per entry of `TRAIN_OPTIONS`, its
+    default and type taken from `RunConfig`'s field."""
+    fields = {field.name: field for field in dataclasses.fields(RunConfig)}
+    for name, spec in TRAIN_OPTIONS.items():
+        field = fields[name]
+        kwargs = {"default": field.default}
+        if field.type is bool:
+            kwargs["action"] = "store_true"
+        elif field.type in (int, float) and "choices" not in spec:
+            kwargs["type"] = field.type
+        kwargs.update(spec)
+        parser.add_argument("--" + name.replace("_", "-"), **kwargs)
+
+
 def build_parser():
     """The argument parser of `keras-lrphase` (subcommands train, compare)."""
     parser = _Parser(
@@ -98,143 +267,21 @@ def build_parser():
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True,
                                 parser_class=_Parser)
+    from keras_lrphase.analyze_command import add_analyze_parser  # no Keras
+    parser.subcommands = {"train": _add_train_parser(sub),
+                          "compare": _add_compare_parser(sub),
+                          "analyze": add_analyze_parser(sub)}
+    return parser
 
+
+def _add_train_parser(sub):
     train = sub.add_parser(
         "train", help="train one configuration",
         description="Train one configuration; writes history.csv, "
                     "summary.json and curves.png to --out.",
         formatter_class=_HelpFormatter)
+    _add_field_options(train)
     add = train.add_argument
-    add("--dataset", default="digits",
-        help="digits (embedded, default), cifar10, cifar100, svhn, folder "
-             "or imagenet (streamed from train/ and val/ or TFDS "
-             "imagenet2012)")
-    add("--data-dir", default=None,
-        help="image folder with train/ and test/ (one subfolder per class), "
-             "or a prepared TFDS data folder")
-    add("--cache-dir", default=None,
-        help="cache of decoded image folders (default ~/.cache/keras_lrphase "
-             "or $KERAS_LRPHASE_CACHE)")
-    add("--model", default=None,
-        help="resnet20 (cifar10 default), resnet32/44/56/110, wrn-16-8 (svhn "
-             "default), wrn-28-10 (cifar100 default), small-cnn (digits "
-             "default), imagenet-resnet50 (imagenet default)")
-    add("--batch-size", type=int, default=128,
-        help="examples per optimizer step")
-    add("--epochs", type=int, default=30, help="epoch budget")
-    add("--lr", type=float, default=0.1, help="peak learning rate")
-    add("--momentum", type=float, default=0.9, help="SGD/LARS momentum")
-    add("--weight-decay", type=float, default=1e-4,
-        help="L2 coefficient on kernels (gradient term wd * w)")
-    add("--schedule", choices=SCHEDULES, default="step",
-        help="step: x decay-factor at --decay-epochs; two-phase: TwoPhaseLR; "
-             "autodecay: AutoDecay (may stop early); cosine: CosineDecay to 0 "
-             "after the warmup; cosine-restarts: SGDR")
-    add("--decay-epochs", type=_int_list, default=None,
-        help="step schedule: epochs after which the LR decays, e.g. 150,225 "
-             "(default 50%%,75%% of --epochs)")
-    add("--decay-factor", type=float, default=None,
-        help="multiplicative decay (default 0.1 for step, 0.5 for two-phase)")
-    add("--warmup-epochs", type=int, default=0,
-        help="gradual linear warmup epochs")
-    add("--lars", type=float, default=None, metavar="COEF",
-        help="use LARS with this trust coefficient (e.g. 0.01)")
-    add("--hessian-batch-size", type=int, default=None,
-        help="examples in the one batch the Hessian eigenvalue is estimated "
-             "on (default: the batch size, at least 1024)")
-    add("--hessian-every", type=int, default=1,
-        help="log the eigenvalue every N epochs for every schedule (0: only "
-             "where two-phase needs it)")
-    add("--validation-freq", type=int, default=1, metavar="N",
-        help="validate every N epochs and at the last (default: every epoch)")
-    add("--plateau-patience", type=int, default=None,
-        help="two-phase: epochs without improvement that make a plateau "
-             "(default 5%% of --epochs)")
-    add("--extra-epochs-fraction", type=float, default=1 / 3,
-        help="two-phase: extra epochs after the plateau, as a fraction of "
-             "the epochs before it (default: 1/3)")
-    add("--min-delta", type=float, default=0.0,
-        help="two-phase: least loss decrease that counts as an improvement")
-    add("--plateau-rule", choices=("flat", "paper"), default=None,
-        help="two-phase: 'flat' (default) does not count epochs well above "
-             "the best loss towards a plateau; 'paper': Algorithm 1 as printed")
-    add("--excursion-threshold", type=float, default=None,
-        help="two-phase, plateau rule 'flat': relative rise above the best "
-             "loss that makes an excursion (default 0.1)")
-    add("--decay-rule", choices=("paper", "significant"), default=None,
-        help="two-phase: 'paper' (default) decays when the loss and the "
-             "eigenvalue both rose; 'significant' only on rises beyond the "
-             "run's epoch-to-epoch noise")
-    add("--decay-threshold", type=float, default=None,
-        help="two-phase, decay rule 'significant': rises must exceed this "
-             "many typical epoch-to-epoch changes (default 1)")
-    add("--min-factor", type=float, default=None,
-        help="two-phase: the decays stop at this fraction of the initial "
-             "learning rate; 0 for none, as in the paper (default 0.01)")
-    add("--restart-epochs", type=int, default=None,
-        help="cosine-restarts: first period in epochs (default 10)")
-    add("--restart-mult", type=float, default=2.0,
-        help="cosine-restarts: period multiplier")
-    add("--autodecay-window", type=int, default=None,
-        help="autodecay: epochs of smoothed loss checked for stability "
-             "(default 5)")
-    add("--autodecay-tolerance", type=float, default=None,
-        help="autodecay: largest relative spread of a stable window "
-             "(default 0.05)")
-    add("--autodecay-drop-threshold", type=float, default=None,
-        help="autodecay: largest ratio of the stage's last to first smoothed "
-             "loss that counts as a significant drop (default 0.85)")
-    add("--momentum-correction", action="store_true",
-        help="rescale the momentum velocity by lr_new/lr_old when the "
-             "learning rate changes between epochs (Goyal et al. 2017)")
-    add("--stage-checkpoints", default=None, metavar="DIR",
-        help="save the model of every learning stage (the last epoch before "
-             "each decay, and the last epoch) to DIR/stage{N}.keras with a "
-             "JSON sidecar")
-    add("--accumulate", type=int, default=1, metavar="N",
-        help="process each batch as N sequential sub-batches (gradient "
-             "accumulation); must divide --batch-size")
-    add("--augment", choices=AUGMENTATIONS, default="auto",
-        help="training augmentation (auto: crops and flips for CIFAR, "
-             "none for SVHN and folders)")
-    add("--pipeline", choices=PIPELINES, default="auto",
-        help="input pipeline (auto: tf.data when TensorFlow is installed, "
-             "else numpy, which runs on every backend; numpy with "
-             "--distributed jax; device: the numpy pipeline's batches made "
-             "on the accelerator, JAX and torch)")
-    add("--precision", choices=tuple(PRECISIONS), default="fp32",
-        help="fp32, or mixed precision with bfloat16 compute (bf16)")
-    add("--train-size", type=int, default=None,
-        help="train on a class-balanced subset of this size")
-    add("--test-size", type=int, default=None,
-        help="validate on a class-balanced subset of this size")
-    add("--eval-batch-size", type=int, default=500,
-        help="batch size of validation")
-    add("--seed", type=int, default=0,
-        help="seed of the weights, the shuffling, the augmentation and the "
-             "Hessian batch")
-    add("--teacher", default=None, metavar="PATH.keras",
-        help="train the model as the student of this saved teacher "
-             "(knowledge distillation; it must output the classes' logits)")
-    add("--distill-alpha", type=float, default=None, metavar="A",
-        help="with --teacher: weight of the hard-label loss; the "
-             "distillation loss gets 1 - A (default 0)")
-    add("--temperature", type=float, default=None, metavar="T",
-        help="with --teacher: softmax temperature of the distillation "
-             "(default 5)")
-    add("--image-size", type=int, default=None,
-        help="imagenet: side of the square crops (default 224; training "
-             "images resized to a shorter side in 8/7-12/7 of it)")
-    add("--freeze-epochs", type=int, default=0, metavar="N",
-        help="keep the model's trailing stack of Dense layers frozen for "
-             "the first N epochs (FreezeLayers; a substitute for warmup)")
-    add("--snapshot-epochs", type=_int_list, default=None,
-        help="save the weights after these epochs to "
-             "OUT/snapshots/epochN.weights.h5, e.g. 0,5 (0: the "
-             "initialisation)")
-    add("--save-model", action="store_true",
-        help="save the trained model to OUT/model.keras (e.g. a teacher "
-             "for --teacher)")
     add("--out", default=None, help="output folder (default runs/train-TIME)")
     add("--verbose", type=int, choices=(0, 1, 2), default=1,
         help="Keras progress: 1 progress bar, 2 one line per epoch, 0 none")
@@ -250,7 +297,10 @@ def build_parser():
         help="--distributed jax: number of processes")
     add("--process-id", type=int, default=None, metavar="I",
         help="--distributed jax: this process's index, 0 to N-1")
+    return train
 
+
+def _add_compare_parser(sub):
     compare = sub.add_parser(
         "compare", help="run a preset's configurations and tabulate them",
         description="Run a preset's configurations one after another; "
@@ -309,45 +359,14 @@ def build_parser():
     add("--verbose", type=int, choices=(0, 1, 2), default=1,
         help="1: one progress line per run (on a terminal) and its result; "
              "2: Keras' line per epoch; 0: the results only")
-    from keras_lrphase.analyze_command import add_analyze_parser  # no Keras
-    parser.subcommands = {"train": train, "compare": compare,
-                          "analyze": add_analyze_parser(sub)}
-    return parser
+    return compare
 
 
 def _train_config(args):
-    pipeline = args.pipeline
-    if args.distributed == "jax" and pipeline == "auto":
-        pipeline = "numpy"  # each process feeds its shard as NumPy arrays
-    return RunConfig(
-        dataset=args.dataset, data_dir=args.data_dir, cache_dir=args.cache_dir,
-        model=args.model, batch_size=args.batch_size, epochs=args.epochs,
-        lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
-        schedule=args.schedule, decay_epochs=args.decay_epochs,
-        decay_factor=args.decay_factor, warmup_epochs=args.warmup_epochs,
-        lars=args.lars, hessian_batch_size=args.hessian_batch_size,
-        hessian_every=args.hessian_every,
-        validation_freq=args.validation_freq,
-        plateau_patience=args.plateau_patience,
-        extra_epochs_fraction=args.extra_epochs_fraction,
-        min_delta=args.min_delta, plateau_rule=args.plateau_rule,
-        excursion_threshold=args.excursion_threshold,
-        decay_rule=args.decay_rule, decay_threshold=args.decay_threshold,
-        min_factor=args.min_factor,
-        restart_epochs=args.restart_epochs, restart_mult=args.restart_mult,
-        autodecay_window=args.autodecay_window,
-        autodecay_tolerance=args.autodecay_tolerance,
-        autodecay_drop_threshold=args.autodecay_drop_threshold,
-        momentum_correction=args.momentum_correction,
-        stage_checkpoints=args.stage_checkpoints,
-        accumulate=args.accumulate, augment=args.augment,
-        pipeline=pipeline, precision=args.precision,
-        train_size=args.train_size, test_size=args.test_size,
-        eval_batch_size=args.eval_batch_size, seed=args.seed,
-        teacher=args.teacher, distill_alpha=args.distill_alpha,
-        temperature=args.temperature, image_size=args.image_size,
-        freeze_epochs=args.freeze_epochs,
-        snapshot_epochs=args.snapshot_epochs, save_model=args.save_model)
+    values = {name: getattr(args, name) for name in TRAIN_OPTIONS}
+    if args.distributed == "jax" and values["pipeline"] == "auto":
+        values["pipeline"] = "numpy"  # each process feeds its shard as NumPy arrays
+    return RunConfig(**values)
 
 
 def main(argv=None):
@@ -406,7 +425,7 @@ def check_args(args):
         if args.command == "train":
             _train_config(args).validate()
         else:
-            _compare_runs(args)
+            select_runs(get_preset(args.preset), _compare_options(args))
     except ValueError as error:
         return _fail(command, error)
     problem = _setup_problem(_out_folder(args), _needs_matplotlib(args))
@@ -495,225 +514,36 @@ def _run_train(parser, config, out, verbose, args):
     return 0
 
 
-def _compare_runs(args):
-    """The preset and its `(PresetRun, RunConfig)` runs that `compare`
-    trains, each configuration validated (no Keras).
-
-    Raises:
-        ValueError: naming the option, on a bad value.
-    """
-    preset = get_preset(args.preset)
-    if args.seeds is not None and args.seeds < 1:
-        raise ValueError(
-            f"Argument `seeds` must be >= 1. Received: seeds={args.seeds}")
-    redraw = getattr(args, "redraw", False)
-    data_dir = args.data_dir
-    if redraw and data_dir is None and preset.requires_data_dir:
-        data_dir = REDRAW_DATA  # nothing is read
-    runs = preset.configs(
-        epochs=args.epochs, data_dir=data_dir,
-        cache_dir=args.cache_dir,
-        seeds=None if args.seeds is None else tuple(range(args.seeds)))
-    if args.only:
-        wanted = [label.strip() for label in args.only.split(",")]
-        known = [run.label for run in preset.runs]
-        unknown = [w for w in wanted if w not in known]
-        if unknown:
-            raise ValueError(
-                f"Argument `only` must name runs of preset {preset.name!r} "
-                f"({', '.join(known)}). Received: only={args.only!r}")
-        runs = [(run, c) for run, c in runs if run.label in wanted]
-    if args.jobs < 1:
-        raise ValueError(
-            f"Argument `jobs` must be >= 1. Received: jobs={args.jobs}")
-    overrides = {k: v for k, v in (("pipeline", args.pipeline),
-                                   ("precision", args.precision),
-                                   ("train_size", args.train_size),
-                                   ("test_size", args.test_size),
-                                   ("hessian_every", args.hessian_every),
-                                   ("validation_freq", args.validation_freq))
-                 if v is not None}
-    runs = [(run, dataclasses.replace(c, **overrides)) for run, c in runs]
-    for _, config in runs:
-        config.validate(check_data=not redraw)
-    export = getattr(args, "export", None)
-    if export is not None and os.path.abspath(export) == os.path.abspath(
-            args.out or os.path.join("runs", preset.name)):
-        raise ValueError(
-            "Argument `export` must be another folder than `out`. "
-            f"Received: export={export!r}")
-    return preset, runs
+def _compare_options(args):
+    """The `CompareOptions` of parsed `compare` arguments."""
+    return CompareOptions(**{field.name: getattr(args, field.name)
+                             for field in dataclasses.fields(CompareOptions)})
 
 
 def _run_compare(parser, args):
-    from keras_lrphase.training import runner
-    from keras_lrphase.training.compare_report import mechanics_lines
-    from keras_lrphase.training.compare_report import write_compare_outputs
-    from keras_lrphase.training.runner import SUMMARY_FILE
+    from keras_lrphase.training.compare import SetupError
+    from keras_lrphase.training.compare import run_compare
+    from keras_lrphase.training.compare import summary_lines
 
     try:
-        preset, runs = _compare_runs(args)
+        preset = get_preset(args.preset)
     except ValueError as error:
         return _fail(parser, error)
-    out = args.out or os.path.join("runs", preset.name)
-    os.makedirs(out, exist_ok=True)
-    datasets = {}
-    if args.redraw:
-        return _redraw(parser, args, preset, runs, out)
     try:
-        # Load (and cache) the data up front, so that a bad folder or a batch
-        # larger than the data fails before the first run trains.
-        for _, config in runs:
-            resolved = config.resolved()
-            key = _data_key(resolved)
-            if key not in datasets:
-                datasets[key] = runner.prepare_data(resolved)
-            runner.prepare_data_checks(resolved, datasets[key])
-    except (ValueError, ImportError, OSError) as error:
-        return _fail(parser, error, _status(error))
-
-    several = len({c.seed for _, c in runs}) > 1
-
-    def folder_of(label, seed):
-        folder = os.path.join(out, _slug(label))
-        return os.path.join(folder, f"seed{seed}") if several else folder
-
-    grouped = {}
-    started = time.perf_counter()
-    tasks = []
-    for i, (run, config) in enumerate(runs, 1):
-        folder = folder_of(run.label, config.seed)
-        tag = f"{run.label}"
-        if several:
-            tag += f" (seed {config.seed})"
-        if config.stage_checkpoints and not os.path.isabs(config.stage_checkpoints):
-            config = dataclasses.replace(
-                config, stage_checkpoints=os.path.join(folder, config.stage_checkpoints))
-        # Resolved once here: what a finished run is compared with, and what
-        # a spawned process runs (it could see other installed packages).
-        tasks.append((run, config.resolved(), folder, f"[{i}/{len(runs)}]", tag))
-    try:
-        # A distilled run learns from another run's model, trained first.
-        tasks, after = teacher_runs.link_teachers(tasks, folder_of, args.only)
-    except ValueError as error:
-        return _fail(parser, error)
-    summaries = {}
-    pending = []
-    for run, config, folder, prefix, tag in tasks:
-        done = _finished_summary(config, folder, f"{prefix} {tag}")
-        if done is not None and teacher_runs.teacher_changed(
-                config, done, after.get(folder), {p[2] for p in pending}):
-            done = None
-        if done is not None:
-            summaries[folder] = done
-            print(f"{prefix} {tag}: done before ({folder}/{SUMMARY_FILE})",
-                  flush=True)
-        else:
-            pending.append((run, config, folder, prefix, tag))
-    try:
-        if args.jobs > 1 and len(pending) > 1:
-            summaries.update(_run_parallel(pending, args.jobs, after))
-        else:
-            for run, config, folder, prefix, tag in pending:
-                summaries[folder] = runner.run_training(
-                    config, folder, verbose=args.verbose,
-                    progress=f"{prefix} {tag}" if args.verbose == 1 else None,
-                    log=lambda line, prefix=prefix: print(f"{prefix} {line}",
-                                                          flush=True),
-                    data=datasets[_data_key(config)], resume=True)
-                _print_result(run, prefix, tag, summaries[folder])
-    except KeyboardInterrupt:
+        result = run_compare(preset, _compare_options(args))
+    except SetupError as error:
+        return _fail(parser, error, _status(error.__cause__))
+    if result.interrupted:
         sys.stderr.write(
             f"{parser.prog}: interrupted; the runs keep their last completed "
-            f"epoch: call the same command again to continue ({out}).\n")
+            f"epoch: call the same command again to continue ({result.out}).\n")
         return INTERRUPTED
-    for run, config, folder, prefix, tag in tasks:
-        entry = grouped.setdefault(run.label, (run, config, [], []))
-        entry[2].append(summaries[folder])
-        entry[3].append(folder)
-    verdicts, answer = write_compare_outputs(
-        preset, list(grouped.values()), out, time.perf_counter() - started,
-        args.epochs)
-    if preset.study == "landscape":
-        from keras_lrphase.training.landscape_study import write_landscape_outputs
-
-        for line in write_landscape_outputs(
-                list(grouped.values()), out,
-                lambda config: datasets[_data_key(config)]):
-            print(line, flush=True)
-    elif any(c.snapshot_epochs or c.teacher for _, c, *_ in tasks):
-        from keras_lrphase.training.heuristics_study import write_similarity_outputs
-
-        for line in write_similarity_outputs(
-                list(grouped.values()), out,
-                lambda config: datasets[_data_key(config)]):
-            print(line, flush=True)
-    if verdicts:
-        print("What the seeds show (final validation accuracy):")
-        for sentence in verdicts:
-            print(f"  {sentence}")
-    if answer:
-        print("The question:")
-        for line in answer:
-            print(f"  {line[2:]}")
-    mechanics = mechanics_lines(list(grouped.values()))
-    if mechanics:
-        print("What two-phase did (epochs counted from 1):")
-        for line in mechanics:
-            print(f"  {line}")
-    figure = os.path.join(out, "compare.png")
-    if os.path.exists(figure):
-        print(f"Wrote {os.path.join(out, 'table.md')} and {figure}")
-    else:
-        print(f"Wrote {os.path.join(out, 'table.md')} ({figure} not drawn: "
-              "matplotlib is not installed; pip install matplotlib)")
+    for line in summary_lines(result):
+        print(line)
     if args.export:
-        _export(out, args.export, args.argv)
-    if preset.closing:
+        _export(result.out, args.export, args.argv)
+    if preset.closing and not result.redrawn:
         print(preset.closing)
-    return 0
-
-
-# The data folder `--redraw` names in the configurations it compares with
-# when none is given: nothing is read from it.
-REDRAW_DATA = "(not read: --redraw)"
-
-
-def _redraw(parser, args, preset, runs, out):
-    """`compare --redraw`: table.md and compare.png from the runs in `out`
-    (each run's summary.json and history.csv), training nothing."""
-    from keras_lrphase.training.compare_report import write_compare_outputs
-    from keras_lrphase.training.runner import SUMMARY_FILE
-
-    several = len({c.seed for _, c in runs}) > 1
-    grouped = {}
-    for i, (run, config) in enumerate(runs, 1):
-        folder = os.path.join(out, _slug(run.label))
-        tag = run.label
-        if several:
-            folder = os.path.join(folder, f"seed{config.seed}")
-            tag += f" (seed {config.seed})"
-        path = os.path.join(folder, SUMMARY_FILE)
-        if not os.path.exists(path):
-            print(f"[{i}/{len(runs)}] {tag}: not in {out} (no {path}): left "
-                  "out", flush=True)
-            continue
-        with open(path) as f:
-            summary = json.load(f)
-        print(f"[{i}/{len(runs)}] {tag}: done before ({path})", flush=True)
-        entry = grouped.setdefault(run.label, (run, config.resolved(), [], []))
-        entry[2].append(summary)
-        entry[3].append(folder)
-    if not grouped:
-        return _fail(parser, f"--redraw: no finished run of preset "
-                             f"{preset.name!r} in {out}")
-    write_compare_outputs(preset, list(grouped.values()), out, 0.0,
-                          args.epochs)
-    figure = os.path.join(out, "compare.png")
-    print(f"Wrote {os.path.join(out, 'table.md')}"
-          + (f" and {figure}" if os.path.exists(figure) else ""))
-    if args.export:
-        _export(out, args.export, args.argv)
     return 0
 
 
@@ -727,124 +557,5 @@ def _export(out, dest, argv):
     print(f"Exported {len(written)} files to {dest}", flush=True)
 
 
-def _print_result(run, prefix, tag, summary):
-    decays = ", ".join(str(e) for e in summary["decay_epochs"]) or "none"
-    print(f"{prefix} {tag}: best val accuracy "
-          f"{_pct(summary['best_val_accuracy'])} (epoch "
-          f"{summary['best_epoch']}), final "
-          f"{_pct(summary['final_val_accuracy'])}, LR decays after epochs "
-          f"{decays}, {summary['train_wall_time_s']:.0f} s"
-          + (f", paper {run.paper:.2f}%" if run.paper is not None else ""),
-          flush=True)
-
-
-def _finished_summary(config, folder, tag):
-    """The `summary.json` of a run already finished with this (resolved)
-    configuration, or None. A run finished with another configuration (a
-    changed preset, `--epochs`, `--pipeline`...) is trained again: printed,
-    with the fields that differ, under `tag`."""
-    from keras_lrphase.training.runner import SUMMARY_FILE
-
-    path = os.path.join(folder, SUMMARY_FILE)
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        summary = json.load(f)
-    saved = summary.get("config")
-    if config.matches(saved):
-        return summary
-    if isinstance(saved, dict):
-        said = ", ".join(f"{name} {there!r} there, {now!r} now"
-                         for name, there, now in config.differences(saved))
-        print(f"{tag}: {folder} holds a run finished with another "
-              f"configuration ({said}): trained again", flush=True)
-    return None
-
-
-def _ignore_interrupts():
-    """A `compare --jobs` worker between runs ignores Ctrl-C (SIGINT): the
-    parent stops it, and an idle worker has no run to stop."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _run_one(config, folder, prefix, tag, every):
-    """One run of `compare --jobs` (in its own process). Ctrl-C stops it
-    (its last completed epoch is kept); between runs it is ignored."""
-    import keras_lrphase
-    from keras_lrphase.training import runner
-
-    # A spawned process imports the package as the command did (without
-    # its classes registered): register them before a model is loaded.
-    keras_lrphase._register_serializables()
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        summary = runner.run_training(
-            config, folder, verbose=0, progress=f"{prefix} {tag}",
-            progress_every=every,
-            log=lambda line: print(f"{prefix} {line}", flush=True),
-            resume=True)
-    finally:
-        _ignore_interrupts()
-    return folder, summary
-
-
-def _run_parallel(pending, jobs, after=None):
-    """Runs `pending` in `jobs` processes; their summaries by folder.
-
-    Each process imports Keras afresh (spawned, not forked) and reads the
-    data from the decode cache filled by the caller. On JAX, processes
-    sharing one accelerator take its memory as they need it rather than
-    75% each at start. A run listed in `after` (student folder -> teacher
-    folder) starts once its teacher, if pending, has finished.
-    """
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures import wait
-
-    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    summaries = {}
-    context = multiprocessing.get_context("spawn")
-    by_folder = {folder: (run, prefix, tag)
-                 for run, _, folder, prefix, tag in pending}
-    tasks = {folder: (config, folder, prefix, tag)
-             for _, config, folder, prefix, tag in pending}
-    waiting, unfinished = list(tasks), set(tasks)
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context,
-                             initializer=_ignore_interrupts) as pool:
-        futures = set()
-        try:
-            while unfinished:
-                for folder in teacher_runs.ready_runs(waiting, after or {},
-                                                      unfinished):
-                    waiting.remove(folder)
-                    config = tasks[folder][0]
-                    futures.add(pool.submit(_run_one, *tasks[folder],
-                                            max(1, config.epochs // 10)))
-                done, futures = wait(futures, return_when=FIRST_COMPLETED)
-                for future in done:
-                    folder, summary = future.result()
-                    summaries[folder] = summary
-                    unfinished.discard(folder)
-                    _print_result(*by_folder[folder], summary)
-        except KeyboardInterrupt:
-            # Stop the runs now; each keeps its last completed epoch.
-            pool.shutdown(wait=False, cancel_futures=True)
-            for process in multiprocessing.active_children():
-                process.terminate()
-            raise
-    return summaries
-
-
-def _data_key(config):
-    return (config.dataset, config.data_dir, config.train_size,
-            config.test_size, config.image_size)
-
-
 def _pct(value):
     return "-" if value is None else f"{100 * value:.2f}%"
-
-
-def _slug(label):
-    """Folder name of a run label: `"two-phase + LARS"` -> `"two-phase-LARS"`."""
-    return re.sub(r"[^A-Za-z0-9_]+", "-", label).strip("-")

@@ -31,10 +31,6 @@ checker = _load_checker()
 # Violations not yet fixed: key (as the checker prints it) -> reason.
 ALLOWED = {
     # --- application functions over 80 lines (issue 29, section 2) ---
-    "keras_lrphase/cli.py: _run_compare":
-        "compare's orchestration is to move to training/compare.py.",
-    "keras_lrphase/cli.py: build_parser":
-        "the train options are to be generated from RunConfig's fields.",
     "keras_lrphase/training/compare_report.py: write_compare_outputs":
         "one writer per output file not yet split out.",
     "keras_lrphase/training/heuristics_study.py: write_similarity_outputs":
@@ -45,10 +41,6 @@ ALLOWED = {
         "one plotting function per panel not yet split out.",
     "keras_lrphase/training/plots.py: plot_curves":
         "one plotting function per panel not yet split out.",
-    "keras_lrphase/training/run_config.py: RunConfig.validate":
-        "to reuse _validation's checks in one validation module.",
-    "keras_lrphase/training/runner.py: run_training":
-        "to be split into builders and an outputs writer.",
     # --- private attributes outside backend/keras_compat.py ---
     "keras_lrphase/analysis/weight_space.py: ._user_loss":
         "Keras' private loss of a compiled model; a keras_compat helper "

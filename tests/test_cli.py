@@ -287,7 +287,7 @@ def test_train_on_jax_backend(image_dir, tmp_path):
 
 
 def test_run_folder_names():
-    from keras_lrphase.cli import _slug
+    from keras_lrphase.training.compare import slug as _slug
 
     assert [_slug(label) for label in ("small-batch", "two-phase + LARS", "LARS")] == [
         "small-batch", "two-phase-LARS", "LARS"]
@@ -380,6 +380,29 @@ def test_a_mistyped_preset_gets_a_did_you_mean(capsys):
         "them all) Received: --preset='cifar10-cpus'"]
 
 
+def test_train_options_are_run_config_fields_with_their_defaults():
+    import dataclasses
+
+    from keras_lrphase.cli import TRAIN_OPTIONS
+    from keras_lrphase.cli import _train_config
+    from keras_lrphase.cli import parse_args
+    from keras_lrphase.training.run_config import RunConfig
+
+    # Every field but `name` (set by compare) is an option of `train`.
+    fields = [field.name for field in dataclasses.fields(RunConfig)]
+    assert sorted(TRAIN_OPTIONS) == sorted(set(fields) - {"name"})
+    assert _train_config(parse_args(["train"])) == RunConfig()
+    args = parse_args(["train", "--lr", "0.5", "--decay-epochs", "3,5",
+                       "--momentum-correction", "--hessian-batch-size", "64",
+                       "--schedule", "two-phase", "--min-delta", "1e-3"])
+    assert _train_config(args) == RunConfig(
+        lr=0.5, decay_epochs=(3, 5), momentum_correction=True,
+        hessian_batch_size=64, schedule="two-phase", min_delta=1e-3)
+    # --distributed jax feeds NumPy arrays unless a pipeline is named.
+    args = parse_args(["train", "--distributed", "jax"])
+    assert _train_config(args).pipeline == "numpy"
+
+
 def _help(argv, capsys):
     assert _status(argv + ["--help"]) == 0
     return capsys.readouterr().out
@@ -454,13 +477,14 @@ def test_compare_ends_with_what_two_phase_did_and_the_preset_that_measures_the_g
 def test_mechanics_lines_read_the_summary_as_written():
     from types import SimpleNamespace
 
+    from keras_lrphase.training.compare import RunGroup
     from keras_lrphase.training.compare_report import mechanics_lines
 
     config = SimpleNamespace(schedule="two-phase", epochs=30, seed=2,
                              extra_epochs_fraction=1 / 3)
     run = SimpleNamespace(label="two-phase")
     late = {"plateau_epoch": 26, "exploration_epochs": None, "decay_epochs": []}
-    assert mechanics_lines([(run, config, [late], ["o/two-phase/seed2"])]) == [
+    assert mechanics_lines([RunGroup(run, config, [late], ["o/two-phase/seed2"])]) == [
         "two-phase (seed 2): loss plateau after epoch 26; the switch to the "
         "convergence phase comes 9 epochs later (after epoch 35), past the "
         "30-epoch budget, so no Hessian-aware decay: a longer --epochs shows "
@@ -469,6 +493,6 @@ def test_mechanics_lines_read_the_summary_as_written():
             "decay_epochs": [53, 56, 58]}
     assert "switch to the convergence phase after epoch 51, Hessian-aware " \
            "learning-rate decays after epochs 53, 56 and 58;" in mechanics_lines(
-               [(run, config, [done], ["o"])])[0]
+               [RunGroup(run, config, [done], ["o"])])[0]
     step = SimpleNamespace(schedule="step", epochs=30, seed=0)
-    assert mechanics_lines([(run, step, [done], ["o"])]) == []
+    assert mechanics_lines([RunGroup(run, step, [done], ["o"])]) == []

@@ -18,7 +18,7 @@ import time
 # run has finished its worker is idle, waiting for work that never comes.
 SCRIPT = textwrap.dedent("""
     import sys
-    from keras_lrphase import cli
+    from keras_lrphase.training import compare
     from keras_lrphase.presets import PresetRun
     from keras_lrphase.training.run_config import RunConfig
 
@@ -30,7 +30,7 @@ SCRIPT = textwrap.dedent("""
                 f"[{i}/2]", label)
 
     try:
-        cli._run_parallel([task("short", 1, 1), task("long", 400, 2)], 2)
+        compare._run_parallel([task("short", 1, 1), task("long", 400, 2)], 2)
     except KeyboardInterrupt:
         print("interrupted", flush=True)
 """)

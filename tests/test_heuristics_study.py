@@ -109,7 +109,7 @@ def test_parallel_runs_start_a_student_after_its_teacher(monkeypatch):
     import threading
     import time
 
-    from keras_lrphase import cli
+    from keras_lrphase.training import compare
 
     events, lock = [], threading.Lock()
 
@@ -129,11 +129,11 @@ def test_parallel_runs_start_a_student_after_its_teacher(monkeypatch):
         def __init__(self, max_workers, mp_context=None, initializer=None):
             super().__init__(max_workers)
 
-    monkeypatch.setattr(cli, "_run_one", fake_run_one)
+    monkeypatch.setattr(compare, "_run_one", fake_run_one)
     monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", Threads)
     pending = [(PresetRun(f, {}), RunConfig(), f, f"[{i}]", f)
                for i, f in enumerate(("T", "S", "I"))]
-    summaries = cli._run_parallel(pending, 3, {"S": "T"})
+    summaries = compare._run_parallel(pending, 3, {"S": "T"})
     assert sorted(summaries) == ["I", "S", "T"]
     assert events.index(("start", "S")) > events.index(("end", "T"))
     assert events.index(("start", "I")) < events.index(("end", "T"))

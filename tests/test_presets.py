@@ -27,7 +27,7 @@ def test_preset_names():
 def test_every_run_can_be_picked_with_only_and_has_a_folder_of_its_own(name):
     # `compare --only` splits its value at commas: a label with a comma in
     # it could not be picked ("extra 50%, 88 epochs" once was).
-    from keras_lrphase.cli import _slug
+    from keras_lrphase.training.compare import slug as _slug
 
     labels = [run.label for run in get_preset(name).runs]
     for label in labels:

@@ -71,6 +71,25 @@ def test_to_dict_is_json_ready():
         decay_epochs=(3, 4), epochs=5)
 
 
+def test_numbers_are_checked_as_the_library_checks_them():
+    import json
+
+    import numpy as np
+
+    # A bool is never a number (as in the library's arguments); the command
+    # line's wording stays "a positive number".
+    with pytest.raises(ValueError) as info:
+        RunConfig(lr=True).validate(check_data=False)
+    assert str(info.value) == (
+        "Argument `lr` must be a positive number. Received: lr=True")
+    # NumPy scalars are numbers, written to JSON as Python numbers.
+    config = RunConfig(batch_size=np.int64(64), lr=np.float32(0.5))
+    config.validate(check_data=False)
+    values = json.loads(json.dumps(config.to_dict()))
+    assert values["batch_size"] == 64 and values["lr"] == 0.5
+    assert config.matches(values)
+
+
 @pytest.mark.tensorflow_backend
 def test_pipeline_auto_resolves_to_tf_data_where_tensorflow_is_installed():
     assert RunConfig().resolved().pipeline == "tf.data"

@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 
+from keras_lrphase.training.compare import RunGroup
 from keras_lrphase.training.compare_report import write_compare_outputs
 from keras_lrphase.presets import PRESETS
 from keras_lrphase.presets import get_preset
@@ -230,9 +231,9 @@ def test_table_md_of_the_stages_preset_answers_its_question(tmp_path):
         losses = [v + 0.01 * seed for v in losses]
         best = float(0.5 + 0.01 * rng.integers(0, 5))
         summary = _fake_run(folder, losses, best, best)
-        entry = grouped.setdefault(run.label, (run, config, [], []))
-        entry[2].append(summary)
-        entry[3].append(folder)
+        group = grouped.setdefault(run.label, RunGroup(run, config))
+        group.summaries.append(summary)
+        group.folders.append(folder)
     results = list(grouped.values())
     _, answer = write_compare_outputs(preset, results, str(tmp_path), 10.0, 4)
     table = (tmp_path / "table.md").read_text().splitlines()

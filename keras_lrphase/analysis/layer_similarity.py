@@ -17,10 +17,10 @@ shared with other busy processes, limiting its threads (e.g.
 `threadpoolctl.threadpool_limits(1, "blas")`) can make it much faster.
 """
 
-import numbers
 
 import numpy as np
 
+from keras_lrphase._validation import check_integer
 from keras_lrphase._validation import fail
 from keras_lrphase.analysis.activations import FourierSample
 from keras_lrphase.analysis.activations import PositionSample
@@ -114,13 +114,6 @@ def _check_model(argument, model):
              "functional or Sequential keras.Model with one input")
 
 
-def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
-            or value < minimum:
-        fail(name, value, f"must be an integer >= {minimum}")
-    return int(value)
-
-
 def layer_similarity(
     model_a,
     model_b,
@@ -200,9 +193,9 @@ def layer_similarity(
     if method not in METHODS:
         fail("method", method, f"must be one of {', '.join(METHODS)}")
     keep_variance = check_keep_variance(keep_variance)
-    max_rows = _check_int("max_rows", max_rows, 2)
-    batch_size = _check_int("batch_size", batch_size, 1)
-    seed = _check_int("seed", seed, 0)
+    max_rows = check_integer("max_rows", max_rows, 2)
+    batch_size = check_integer("batch_size", batch_size, 1)
+    seed = check_integer("seed", seed, 0)
     _check_model("model_a", model_a)
     _check_model("model_b", model_b)
     if not hasattr(x, "shape") or not hasattr(x, "__getitem__"):

@@ -25,7 +25,7 @@ def write_compare_outputs(preset, results, out, seconds, epochs_override=None):
 
     Args:
         preset: The `Preset` that was run.
-        results: List of `(PresetRun, RunConfig, summaries, folders)`, one
+        results: List of `keras_lrphase.training.compare.RunGroup`, one
             per configuration, with one summary and folder per seed.
         out: String. Output folder.
         seconds: Float. Wall time of all runs.
@@ -37,11 +37,11 @@ def write_compare_outputs(preset, results, out, seconds, epochs_override=None):
         `keras_lrphase.training.statistics.seed_difference`), and the list
         items of its "The question" section (empty without a `question`).
     """
-    with_paper = any(run.paper is not None for run, *_ in results)
-    seeds = max((len(summaries) for _, _, summaries, _ in results), default=1)
+    with_paper = any(group.run.paper is not None for group in results)
+    seeds = max((len(group.summaries) for group in results), default=1)
     lines = [f"# {preset.name}", "", preset.description, ""]
     if results:
-        first = results[0][2][0]
+        first = results[0].summaries[0]
         d = first["dataset"]
         lines.append(
             f"Data: {d['name']} from {d['source']} ({d['train_examples']} "
@@ -56,10 +56,11 @@ def write_compare_outputs(preset, results, out, seconds, epochs_override=None):
         lines.append("")
     header = ["configuration", "batch", "LR", "LR decay", "decay epochs",
               "LARS", "best val. acc.", "final val. acc."]
-    finals = {run.label: [s["final_val_accuracy"] for s in summaries]
-              for run, _, summaries, _ in results}
+    finals = {group.run.label: [s["final_val_accuracy"]
+                                for s in group.summaries]
+              for group in results}
     compared = seeds > 1 and any(
-        (run.versus or preset.reference) in finals for run, *_ in results)
+        (group.run.versus or preset.reference) in finals for group in results)
     if compared:
         header.append("p (Welch, final)")
     if with_paper:
@@ -68,7 +69,8 @@ def write_compare_outputs(preset, results, out, seconds, epochs_override=None):
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
     histories, losses, seeds_rows, marks = {}, {}, {}, {}
-    for run, config, summaries, folders in results:
+    for group in results:
+        run, config, summaries = group.run, group.config, group.summaries
         first = summaries[0]
         if config.schedule == "step" and not config.decay_epochs:
             policy = "constant"
@@ -102,7 +104,7 @@ def write_compare_outputs(preset, results, out, seconds, epochs_override=None):
                   f"{minutes:.1f} min"]
         lines.append("| " + " | ".join(cells) + " |")
         seed_histories = [EpochRecorder.read(os.path.join(f, HISTORY_FILE))
-                          for f in folders]
+                          for f in group.folders]
         histories[run.label] = _mean_history(seed_histories)
         seeds_rows[run.label] = seed_histories
         marks[run.label] = first
@@ -138,14 +140,15 @@ def write_compare_outputs(preset, results, out, seconds, epochs_override=None):
     if matplotlib_installed():
         plot_compare(histories, os.path.join(out, "compare.png"),
                      title=preset.description,
-                     budgets={run.label: config.epochs
-                              for run, config, _, _ in results},
+                     budgets={group.run.label: group.config.epochs
+                              for group in results},
                      seeds=seeds_rows, marks=marks)
     with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump({run.label: {"paper": run.paper,
-                               "runs": [dict(s, folder=folder)
-                                        for s, folder in zip(summaries, folders)]}
-                   for run, _, summaries, folders in results}, f, indent=2)
+        json.dump({group.run.label: {
+                       "paper": group.run.paper,
+                       "runs": [dict(s, folder=folder) for s, folder in zip(
+                           group.summaries, group.folders)]}
+                   for group in results}, f, indent=2)
         f.write("\n")
     return verdicts, answer
 
@@ -160,7 +163,7 @@ def mechanics_lines(results):
     none within the budget.
 
     Args:
-        results: List of `(PresetRun, RunConfig, summaries, folders)`, as
+        results: List of `keras_lrphase.training.compare.RunGroup`, as
             `write_compare_outputs` takes.
 
     Returns:
@@ -169,19 +172,21 @@ def mechanics_lines(results):
     Example:
 
     >>> from types import SimpleNamespace as S
+    >>> from keras_lrphase.training.compare import RunGroup
     >>> summary = {"plateau_epoch": 38, "switch_epoch": 51,
     ...            "decay_epochs": [53, 56], "epochs_completed": 100}
     >>> config = S(schedule="two-phase", epochs=100, seed=0,
     ...            extra_epochs_fraction=1 / 3)
-    >>> mechanics_lines([(S(label="two-phase"), config, [summary],
-    ...                   ["runs/demo/two-phase"])])[0]
+    >>> mechanics_lines([RunGroup(S(label="two-phase"), config, [summary],
+    ...                           ["runs/demo/two-phase"])])[0]
     'two-phase (seed 0): loss plateau after epoch 38, switch to the convergence phase after epoch 51, Hessian-aware learning-rate decays after epochs 53 and 56; curves: runs/demo/two-phase/curves.png'
     """
     lines = []
-    for run, config, summaries, folders in results:
-        if config.schedule != "two-phase" or not summaries:
+    for group in results:
+        run, config = group.run, group.config
+        if config.schedule != "two-phase" or not group.summaries:
             continue
-        summary, folder = summaries[0], folders[0]
+        summary, folder = group.summaries[0], group.folders[0]
         seed = getattr(config, "seed", 0)
         head = f"{run.label} (seed {seed}): "
         curves = os.path.join(folder, "curves.png")
@@ -226,7 +231,7 @@ def _total_minutes(results, seconds):
     that is longer (loading, analyses)."""
     trained = sum(max(summary.get("wall_time_s") or 0.0,
                       summary.get("train_wall_time_s") or 0.0)
-                  for _, _, summaries, _ in results for summary in summaries)
+                  for group in results for summary in group.summaries)
     return max(trained, seconds) / 60
 
 
@@ -247,7 +252,7 @@ def _seed_verdicts(results, preset, finals, seeds):
     from keras_lrphase.training.statistics import seed_difference
 
     sentences = []
-    for run, *_ in results:
+    for run in (group.run for group in results):
         versus = run.versus or preset.reference
         if versus is None or versus == run.label or versus not in finals:
             continue

@@ -222,7 +222,7 @@ def write_similarity_outputs(results, out, data_of, images=IMAGES):
     """Writes the heatmaps, `similarity.json` and `similarity.md` of a comparison.
 
     Args:
-        results: List of `(PresetRun, RunConfig, summaries, folders)`, one
+        results: List of `keras_lrphase.training.compare.RunGroup`, one
             per run, one summary and folder per seed (what `compare`
             tabulates).
         out: String. The comparison's folder.
@@ -237,11 +237,11 @@ def write_similarity_outputs(results, out, data_of, images=IMAGES):
         Rate Restarts, Warmup and Distillation", ICLR 2019, Sections 4 and
         5, Figures 4c, 5 and 6.
     """
-    by_label = {run.label: (run, config, summaries, folders)
-                for run, config, summaries, folders in results}
-    seeds = max((len(s) for _, _, s, _ in results), default=1)
+    by_label = {group.run.label: group for group in results}
+    seeds = max((len(group.summaries) for group in results), default=1)
     # Several distilled students: their heatmaps' names say whose.
-    qualified = sum(len(s) for run, _, s, _ in results if run.teacher) > 1
+    qualified = sum(len(group.summaries) for group in results
+                    if group.run.teacher) > 1
     record = {"method": "svcca", "keep_variance": 0.99, "images": None,
               "warmup": {}, "distillation": {}}
     lines, diagonals, inputs = [], {}, {}
@@ -254,8 +254,10 @@ def write_similarity_outputs(results, out, data_of, images=IMAGES):
             record["images"] = int(len(inputs[key]))
         return inputs[key]
 
-    for run, config, summaries, folders in results:
-        for seed, (summary, folder) in enumerate(zip(summaries, folders)):
+    for group in results:
+        run, config = group.run, group.config
+        for seed, (summary, folder) in enumerate(zip(group.summaries,
+                                                     group.folders)):
             name = _name(run.label, summary, seeds)
             if config.snapshot_epochs and len(config.snapshot_epochs) > 1:
                 found = snapshot_similarity(config, folder, summary,
@@ -279,7 +281,7 @@ def write_similarity_outputs(results, out, data_of, images=IMAGES):
             elif run.teacher:
                 teacher = (summary.get("teacher") or {}).get("path",
                                                              config.teacher)
-                independent = versus[3][min(seed, len(versus[3]) - 1)]
+                independent = versus.folders[min(seed, len(versus.folders) - 1)]
                 found = distillation_similarity(
                     teacher, os.path.join(folder, "model.keras"),
                     os.path.join(independent, "model.keras"),

@@ -333,7 +333,7 @@ def write_landscape_outputs(results, out, data_of, *, reference=REFERENCE,
     """Writes the three figures, `landscape.json` and `landscape.md`.
 
     Args:
-        results: List of `(PresetRun, RunConfig, summaries, folders)`, one
+        results: List of `keras_lrphase.training.compare.RunGroup`, one
             per run, one summary and folder per seed (what `compare`
             tabulates).
         out: String. The comparison's folder.
@@ -356,9 +356,8 @@ def write_landscape_outputs(results, out, data_of, *, reference=REFERENCE,
 
     curve_epochs = CURVE_EPOCHS if curve_epochs is None else curve_epochs
     images = IMAGES if images is None else images
-    seeds = max((len(s) for _, _, s, _ in results), default=1)
-    by_label = {run.label: (run, config, summaries, folders)
-                for run, config, summaries, folders in results}
+    seeds = max((len(group.summaries) for group in results), default=1)
+    by_label = {group.run.label: group for group in results}
     splits = {}
 
     def splits_of(config):
@@ -394,11 +393,13 @@ def write_landscape_outputs(results, out, data_of, *, reference=REFERENCE,
     if reference not in by_label:
         lines.append(f"curves: no {reference!r} run")
     else:
-        _, ref_config, ref_summaries, ref_folders = by_label[reference]
-        for run, config, summaries, folders in results:
+        ref_folders = by_label[reference].folders
+        for group in results:
+            run, config = group.run, group.config
             if run.label == reference or not config.save_model:
                 continue
-            for seed, (summary, folder) in enumerate(zip(summaries, folders)):
+            for seed, (summary, folder) in enumerate(zip(group.summaries,
+                                                         group.folders)):
                 name = _name(run.label, summary, seeds)
                 k = min(seed, len(ref_folders) - 1)
                 paths = [os.path.join(f, "model.keras")
@@ -430,11 +431,12 @@ def write_landscape_outputs(results, out, data_of, *, reference=REFERENCE,
     # Figure 2: snapshots of the non-two-phase runs.
     from keras_lrphase.training.heuristics_study import snapshot_model
 
-    for run, config, summaries, folders in results:
+    for group in results:
+        run, config = group.run, group.config
         if config.schedule == "two-phase" or len(config.snapshot_epochs or ()) < 2:
             continue
         jumps, kind = events(config)
-        for summary, folder in zip(summaries, folders):
+        for summary, folder in zip(group.summaries, group.folders):
             name = _name(run.label, summary, seeds)
             saved = _snapshots(folder, summary)
             epochs = [e for e in sorted(saved) if e >= 1]
@@ -461,10 +463,11 @@ def write_landscape_outputs(results, out, data_of, *, reference=REFERENCE,
                                      f"{p['barrier']:.3f}" for p in pairs))
 
     # Figure 3: margins per epoch of the two-phase runs.
-    for run, config, summaries, folders in results:
+    for group in results:
+        run, config = group.run, group.config
         if config.schedule != "two-phase" or not config.snapshot_epochs:
             continue
-        for summary, folder in zip(summaries, folders):
+        for summary, folder in zip(group.summaries, group.folders):
             name = _name(run.label, summary, seeds)
             train, _ = splits_of(config)
             sample = margin_sample(train, images)

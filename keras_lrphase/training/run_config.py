@@ -9,6 +9,10 @@ import dataclasses
 import math
 import os
 
+from keras_lrphase._validation import check_integer
+from keras_lrphase._validation import check_positive
+from keras_lrphase._validation import fail
+
 SCHEDULES = ("step", "two-phase", "autodecay", "cosine", "cosine-restarts")
 AUGMENTATIONS = ("auto", "none", "crop", "crop-flip")
 PIPELINES = ("auto", "tf.data", "numpy", "device")
@@ -17,6 +21,9 @@ PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16"}
 # the teacher's distribution softened with a temperature of 5.
 DISTILL_ALPHA = 0.0
 TEMPERATURE = 5.0
+# The command line's options say "positive" where the library's arguments
+# say "a finite number > 0" (`check_positive`).
+_POSITIVE = "must be a positive number"
 DEFAULT_MODELS = {
     "digits": "small-cnn",
     "cifar10": "resnet20",
@@ -209,31 +216,50 @@ class RunConfig:
         Returns:
             `self`.
         """
-        from keras_lrphase.backend import tensorflow_installed
         from keras_lrphase.data import DATASET_NAMES
         from keras_lrphase.data import check_dataset
         from keras_lrphase.models import MODEL_NAMES
         from keras_lrphase.models import is_model_name
 
         if self.dataset not in DATASET_NAMES:
-            _fail("dataset", self.dataset,
-                  f"must be one of {', '.join(DATASET_NAMES)}")
+            fail("dataset", self.dataset,
+                 f"must be one of {', '.join(DATASET_NAMES)}")
         if self.model is not None and not is_model_name(self.model):
-            _fail("model", self.model,
-                  f"must be one of {', '.join(MODEL_NAMES)} (or any "
-                  "resnet{6n+2} / wrn-{6n+4}-{k})")
-        _int("batch_size", self.batch_size, 1)
-        _int("epochs", self.epochs, 1)
-        _int("warmup_epochs", self.warmup_epochs, 0)
-        _int("accumulate", self.accumulate, 1)
-        _int("eval_batch_size", self.eval_batch_size, 1)
-        _int("hessian_every", self.hessian_every, 0)
-        _int("validation_freq", self.validation_freq, 1)
-        _int("seed", self.seed, 0)
+            fail("model", self.model,
+                 f"must be one of {', '.join(MODEL_NAMES)} (or any "
+                 "resnet{6n+2} / wrn-{6n+4}-{k})")
+        self._validate_sizes()
+        self._validate_optimizer()
+        self._validate_schedule()
+        self._validate_options()
+        self._validate_distillation()
+        self._validate_outputs()
+        if self.image_size is not None:
+            if self.dataset != "imagenet":
+                fail("image_size", self.image_size,
+                     "is only used by dataset='imagenet'")
+            check_integer("image_size", self.image_size, 8)
+        if self.dataset == "imagenet" and self.pipeline in ("numpy", "device"):
+            fail("pipeline", self.pipeline,
+                 "must be 'tf.data' or 'auto' for dataset='imagenet' (it "
+                 "streams its images from files)")
+        if check_data:
+            check_dataset(self.dataset, self.data_dir)
+        return self
+
+    def _validate_sizes(self):
+        check_integer("batch_size", self.batch_size, 1)
+        check_integer("epochs", self.epochs, 1)
+        check_integer("warmup_epochs", self.warmup_epochs, 0)
+        check_integer("accumulate", self.accumulate, 1)
+        check_integer("eval_batch_size", self.eval_batch_size, 1)
+        check_integer("hessian_every", self.hessian_every, 0)
+        check_integer("validation_freq", self.validation_freq, 1)
+        check_integer("seed", self.seed, 0)
         for name in ("hessian_batch_size", "plateau_patience",
                      "restart_epochs", "train_size", "test_size"):
             if getattr(self, name) is not None:
-                _int(name, getattr(self, name), 1)
+                check_integer(name, getattr(self, name), 1)
         if self.batch_size % self.accumulate:
             raise ValueError(
                 "Argument `batch_size` must be divisible by `accumulate`. "
@@ -246,34 +272,38 @@ class RunConfig:
                 f"Received: epochs={self.epochs}, "
                 f"warmup_epochs={self.warmup_epochs}"
             )
-        _positive("lr", self.lr)
+
+    def _validate_optimizer(self):
+        check_positive("lr", self.lr, _POSITIVE)
         if not 0.0 <= self.momentum < 1.0:
-            _fail("momentum", self.momentum, "must be in [0, 1)")
+            fail("momentum", self.momentum, "must be in [0, 1)")
         if not (self.weight_decay >= 0.0 and math.isfinite(self.weight_decay)):
-            _fail("weight_decay", self.weight_decay, "must be >= 0")
+            fail("weight_decay", self.weight_decay, "must be >= 0")
         if self.lars is not None:
-            _positive("lars", self.lars)
+            check_positive("lars", self.lars, _POSITIVE)
+
+    def _validate_schedule(self):
         if self.schedule not in SCHEDULES:
-            _fail("schedule", self.schedule,
-                  f"must be one of {', '.join(SCHEDULES)}")
+            fail("schedule", self.schedule,
+                 f"must be one of {', '.join(SCHEDULES)}")
         if self.decay_factor is not None:
             if self.schedule.startswith("cosine"):
-                _fail("decay_factor", self.decay_factor,
-                      f"is not used by schedule={self.schedule!r}")
+                fail("decay_factor", self.decay_factor,
+                     f"is not used by schedule={self.schedule!r}")
             if not 0.0 < self.decay_factor < 1.0:
-                _fail("decay_factor", self.decay_factor, "must be in (0, 1)")
+                fail("decay_factor", self.decay_factor, "must be in (0, 1)")
         if self.decay_epochs is not None:
             if self.schedule != "step":
-                _fail("decay_epochs", self.decay_epochs,
-                      f"is only used by schedule='step' (schedule="
-                      f"{self.schedule!r})")
+                fail("decay_epochs", self.decay_epochs,
+                     f"is only used by schedule='step' (schedule="
+                     f"{self.schedule!r})")
             epochs = tuple(self.decay_epochs)
             # Empty: no decay (what `resolved()` gives a budget under 2).
             if epochs and (any(not isinstance(e, int) for e in epochs)
                            or list(epochs) != sorted(set(epochs))
                            or epochs[0] < 1 or epochs[-1] >= self.epochs):
-                _fail("decay_epochs", ",".join(map(str, epochs)),
-                      f"must be increasing integers in [1, {self.epochs - 1}]")
+                fail("decay_epochs", ",".join(map(str, epochs)),
+                     f"must be increasing integers in [1, {self.epochs - 1}]")
         if self.schedule != "two-phase":
             for name, default in (("plateau_patience", None),
                                   ("extra_epochs_fraction", 1 / 3),
@@ -283,92 +313,83 @@ class RunConfig:
                                   ("decay_threshold", None),
                                   ("min_factor", None)):
                 if getattr(self, name) != default:
-                    _fail(name, getattr(self, name),
-                          "is only used by schedule='two-phase'")
+                    fail(name, getattr(self, name),
+                         "is only used by schedule='two-phase'")
         self._validate_two_phase_rules()
         if not self.min_delta >= 0.0:
-            _fail("min_delta", self.min_delta, "must be >= 0")
+            fail("min_delta", self.min_delta, "must be >= 0")
         if not self.extra_epochs_fraction >= 0.0:
-            _fail("extra_epochs_fraction", self.extra_epochs_fraction,
-                  "must be >= 0")
+            fail("extra_epochs_fraction", self.extra_epochs_fraction,
+                 "must be >= 0")
         if self.schedule != "cosine-restarts" and self.restart_epochs is not None:
-            _fail("restart_epochs", self.restart_epochs,
-                  "is only used by schedule='cosine-restarts'")
+            fail("restart_epochs", self.restart_epochs,
+                 "is only used by schedule='cosine-restarts'")
         if not self.restart_mult >= 1.0:
-            _fail("restart_mult", self.restart_mult, "must be >= 1")
+            fail("restart_mult", self.restart_mult, "must be >= 1")
         autodecay = (("autodecay_window", self.autodecay_window),
                      ("autodecay_tolerance", self.autodecay_tolerance),
                      ("autodecay_drop_threshold", self.autodecay_drop_threshold))
         for name, value in autodecay:
             if value is not None and self.schedule != "autodecay":
-                _fail(name, value, "is only used by schedule='autodecay'")
+                fail(name, value, "is only used by schedule='autodecay'")
         if self.autodecay_window is not None:
-            _int("autodecay_window", self.autodecay_window, 2)
+            check_integer("autodecay_window", self.autodecay_window, 2)
         if self.autodecay_tolerance is not None:
-            _positive("autodecay_tolerance", self.autodecay_tolerance)
+            check_positive("autodecay_tolerance", self.autodecay_tolerance,
+                           _POSITIVE)
         if self.autodecay_drop_threshold is not None and not (
                 0.0 < self.autodecay_drop_threshold < 1.0):
-            _fail("autodecay_drop_threshold", self.autodecay_drop_threshold,
-                  "must be in (0, 1)")
+            fail("autodecay_drop_threshold", self.autodecay_drop_threshold,
+                 "must be in (0, 1)")
+
+    def _validate_options(self):
+        from keras_lrphase.backend import tensorflow_installed
+
         if not isinstance(self.momentum_correction, bool):
-            _fail("momentum_correction", self.momentum_correction,
-                  "must be True or False")
+            fail("momentum_correction", self.momentum_correction,
+                 "must be True or False")
         if self.momentum_correction and self.momentum == 0.0:
-            _fail("momentum_correction", self.momentum_correction,
-                  "needs momentum > 0 (there is no velocity to correct)")
+            fail("momentum_correction", self.momentum_correction,
+                 "needs momentum > 0 (there is no velocity to correct)")
         if self.stage_checkpoints is not None and not (
                 isinstance(self.stage_checkpoints, str) and self.stage_checkpoints):
-            _fail("stage_checkpoints", self.stage_checkpoints,
-                  "must be a folder path or None")
+            fail("stage_checkpoints", self.stage_checkpoints,
+                 "must be a folder path or None")
         if self.augment not in AUGMENTATIONS:
-            _fail("augment", self.augment,
-                  f"must be one of {', '.join(AUGMENTATIONS)}")
+            fail("augment", self.augment,
+                 f"must be one of {', '.join(AUGMENTATIONS)}")
         if self.pipeline not in PIPELINES:
-            _fail("pipeline", self.pipeline,
-                  f"must be one of {', '.join(PIPELINES)}")
+            fail("pipeline", self.pipeline,
+                 f"must be one of {', '.join(PIPELINES)}")
         if self.pipeline == "tf.data" and not tensorflow_installed():
-            _fail("pipeline", self.pipeline,
-                  "needs TensorFlow (pip install tensorflow), or use "
-                  "pipeline='numpy'")
+            fail("pipeline", self.pipeline,
+                 "needs TensorFlow (pip install tensorflow), or use "
+                 "pipeline='numpy'")
         if self.pipeline == "device" and _backend() == "tensorflow":
-            _fail("pipeline", self.pipeline,
-                  "needs the JAX or torch backend (TensorFlow's trainer copies "
-                  "such batches through the host; its accelerator path is "
-                  "pipeline='tf.data')")
+            fail("pipeline", self.pipeline,
+                 "needs the JAX or torch backend (TensorFlow's trainer copies "
+                 "such batches through the host; its accelerator path is "
+                 "pipeline='tf.data')")
         if self.precision not in PRECISIONS:
-            _fail("precision", self.precision,
-                  f"must be one of {', '.join(PRECISIONS)}")
-        self._validate_distillation()
-        self._validate_outputs()
-        if self.image_size is not None:
-            if self.dataset != "imagenet":
-                _fail("image_size", self.image_size,
-                      "is only used by dataset='imagenet'")
-            _int("image_size", self.image_size, 8)
-        if self.dataset == "imagenet" and self.pipeline in ("numpy", "device"):
-            _fail("pipeline", self.pipeline,
-                  "must be 'tf.data' or 'auto' for dataset='imagenet' (it "
-                  "streams its images from files)")
-        if check_data:
-            check_dataset(self.dataset, self.data_dir)
-        return self
+            fail("precision", self.precision,
+                 f"must be one of {', '.join(PRECISIONS)}")
 
     def _validate_distillation(self):
         if self.teacher is None:
             for name in ("distill_alpha", "temperature"):
                 if getattr(self, name) is not None:
-                    _fail(name, getattr(self, name), "is only used with `teacher`")
+                    fail(name, getattr(self, name), "is only used with `teacher`")
             return
         if not isinstance(self.teacher, str) or not os.path.isfile(self.teacher):
-            _fail("teacher", self.teacher,
-                  "must be an existing model file (.keras)")
+            fail("teacher", self.teacher,
+                 "must be an existing model file (.keras)")
         if self.distill_alpha is not None and not (
                 isinstance(self.distill_alpha, (int, float))
                 and not isinstance(self.distill_alpha, bool)
                 and 0.0 <= self.distill_alpha <= 1.0):
-            _fail("distill_alpha", self.distill_alpha, "must be in [0, 1]")
+            fail("distill_alpha", self.distill_alpha, "must be in [0, 1]")
         if self.temperature is not None:
-            _positive("temperature", self.temperature)
+            check_positive("temperature", self.temperature, _POSITIVE)
 
     def _validate_two_phase_rules(self):
         from keras_lrphase.controllers.two_phase_controller import DECAY_RULES
@@ -377,32 +398,33 @@ class RunConfig:
         from keras_lrphase.controllers.two_phase_controller import SIGNIFICANT
 
         if self.plateau_rule is not None and self.plateau_rule not in PLATEAU_RULES:
-            _fail("plateau_rule", self.plateau_rule,
-                  f"must be one of {', '.join(PLATEAU_RULES)}")
+            fail("plateau_rule", self.plateau_rule,
+                 f"must be one of {', '.join(PLATEAU_RULES)}")
         if self.decay_rule is not None and self.decay_rule not in DECAY_RULES:
-            _fail("decay_rule", self.decay_rule,
-                  f"must be one of {', '.join(DECAY_RULES)}")
+            fail("decay_rule", self.decay_rule,
+                 f"must be one of {', '.join(DECAY_RULES)}")
         if self.excursion_threshold is not None:
             if self.plateau_rule not in (None, FLAT):
-                _fail("excursion_threshold", self.excursion_threshold,
-                      f"is only used by plateau_rule='{FLAT}'")
-            _positive("excursion_threshold", self.excursion_threshold)
+                fail("excursion_threshold", self.excursion_threshold,
+                     f"is only used by plateau_rule='{FLAT}'")
+            check_positive("excursion_threshold", self.excursion_threshold,
+                           _POSITIVE)
         if self.decay_threshold is not None:
             if self.decay_rule not in (None, SIGNIFICANT):
-                _fail("decay_threshold", self.decay_threshold,
-                      f"is only used by decay_rule='{SIGNIFICANT}'")
+                fail("decay_threshold", self.decay_threshold,
+                     f"is only used by decay_rule='{SIGNIFICANT}'")
             if not (isinstance(self.decay_threshold, (int, float))
                     and math.isfinite(self.decay_threshold)
                     and self.decay_threshold >= 0):
-                _fail("decay_threshold", self.decay_threshold, "must be >= 0")
+                fail("decay_threshold", self.decay_threshold, "must be >= 0")
 
         if self.min_factor is not None and not (
                 isinstance(self.min_factor, (int, float))
                 and 0 <= self.min_factor <= 1):
-            _fail("min_factor", self.min_factor, "must be in [0, 1]")
+            fail("min_factor", self.min_factor, "must be in [0, 1]")
 
     def _validate_outputs(self):
-        _int("freeze_epochs", self.freeze_epochs, 0)
+        check_integer("freeze_epochs", self.freeze_epochs, 0)
         if self.freeze_epochs > self.epochs:
             raise ValueError(
                 "Argument `freeze_epochs` must be at most `epochs`. "
@@ -418,10 +440,10 @@ class RunConfig:
                     or epochs[0] < 0 or epochs[-1] > self.epochs):
                 shown = (",".join(map(str, epochs))
                          if isinstance(epochs, (tuple, list)) else epochs)
-                _fail("snapshot_epochs", shown,
-                      f"must be increasing integers in [0, {self.epochs}]")
+                fail("snapshot_epochs", shown,
+                     f"must be increasing integers in [0, {self.epochs}]")
         if not isinstance(self.save_model, bool):
-            _fail("save_model", self.save_model, "must be True or False")
+            fail("save_model", self.save_model, "must be True or False")
 
     def resolved(self):
         """A copy with the `None` defaults filled in (data-independent ones)."""
@@ -476,7 +498,10 @@ class RunConfig:
         of a run finished before they existed still names its
         configuration (`compare` keeps it).
         """
-        values = dataclasses.asdict(self)
+        # NumPy scalars (which `validate` accepts, as the library's
+        # arguments do) are written as the Python numbers they hold.
+        values = {name: value.item() if type(value).__module__ == "numpy"
+                  else value for name, value in dataclasses.asdict(self).items()}
         if values["decay_epochs"] is not None:
             values["decay_epochs"] = list(values["decay_epochs"])
         if values["snapshot_epochs"] is not None:
@@ -562,21 +587,6 @@ def default_decay_epochs(epochs):
     if epochs < 3:
         return (first,) if first < epochs else ()
     return (first, second) if second > first else (first,)
-
-
-def _fail(name, value, message):
-    raise ValueError(f"Argument `{name}` {message}. Received: {name}={value!r}")
-
-
-def _int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        _fail(name, value, f"must be an integer >= {minimum}")
-
-
-def _positive(name, value):
-    if not (isinstance(value, (int, float)) and math.isfinite(value)
-            and value > 0):
-        _fail(name, value, "must be a positive number")
 
 
 def _backend():

@@ -39,6 +39,7 @@ gradient): all configurations minimise the same objective and log the same
 loss, which the two-phase plateau detection monitors.
 """
 
+import dataclasses
 import json
 import math
 import os
@@ -204,6 +205,34 @@ def run_training(config, out_dir, verbose=1, log=print, data=None,
     started = time.perf_counter()
     config.validate()
     config = config.resolved()
+    data, teacher = _load_inputs(config, data, teacher)
+    workers = workers or Workers()
+    feed = build_pipelines(config, data, workers)
+    if not workers.is_chief:
+        out_dir = os.path.join(out_dir, WORKERS_DIR, f"rank{workers.rank}")
+        log, progress, verbose = None, None, 0
+    student = build_model(config, data)
+    optimizer = workers.wrap_optimizer(build_optimizer(
+        config, build_learning_rate(config, feed.micro_steps)))
+    model, teacher_info = compile_model(config, data, student, optimizer,
+                                        teacher)
+    run = _RunCallbacks(config, out_dir, feed, student, workers, log,
+                        resume, teacher_info, verbose, progress,
+                        progress_every,
+                        build_hessian_batch(config, data, feed, workers))
+    if log is not None:
+        log(_header_line(config, data, feed, student, workers, teacher))
+    train_seconds = _fit(config, model, feed, run)
+    return write_outputs(config, out_dir, data, student, feed, run, workers,
+                         train_seconds, started, log)
+
+
+def _load_inputs(config, data=None, teacher=None):
+    """Seeds the run and loads (unless given) its data and teacher.
+
+    Returns:
+        `(data, teacher)`; the teacher is None without `config.teacher`.
+    """
     if teacher is None and config.teacher is not None:
         # Loaded before the seed is set: the student's initial weights are
         # those of the same run without a teacher.
@@ -213,8 +242,59 @@ def run_training(config, out_dir, verbose=1, log=print, data=None,
     keras.utils.set_random_seed(config.seed)
     if data is None:
         data = prepare_data(config)
-    teacher = prepare_teacher(config, data, teacher)
-    workers = workers or Workers()
+    return data, prepare_teacher(config, data, teacher)
+
+
+def _fit(config, model, feed, run):
+    """Trains `model` for the epochs of `config`; the seconds `fit` took."""
+    fit_start = time.perf_counter()
+    model.fit(feed.train, epochs=config.epochs, validation_data=feed.val,
+              validation_freq=validation_epochs(config),
+              validation_batch_size=(
+                  feed.eval_batch if config.pipeline in ("numpy", "device")
+                  else None),
+              callbacks=run.callbacks, verbose=run.verbose, shuffle=False)
+    return time.perf_counter() - fit_start
+
+
+@dataclasses.dataclass
+class Pipelines:
+    """The input of one run on this worker (`build_pipelines`).
+
+    Attributes:
+        train: The training input `fit` takes (a `tf.data.Dataset`,
+            `TrainBatches` or `DeviceTrainBatches`).
+        val: The validation input (a dataset or `(x, y)` arrays).
+        callbacks: List of callbacks the training input needs (the NumPy
+            batches' epoch callback).
+        batch: Int. This worker's batch size.
+        eval_batch: Int. This worker's validation batch size.
+        steps: Int. Optimizer steps per epoch.
+        micro_steps: Int. Raw steps per epoch (`steps * accumulate`).
+        augment: String. The augmentation applied.
+        x_train, y_train: This worker's training arrays (None streamed).
+        mean, std: The training set's channel statistics (None streamed).
+        streamed: Bool. Whether the data are streamed from files (ImageNet).
+    """
+
+    train: object
+    val: object
+    callbacks: list
+    batch: int
+    eval_batch: int
+    steps: int
+    micro_steps: int
+    augment: str
+    x_train: object = None
+    y_train: object = None
+    mean: object = None
+    std: object = None
+    streamed: bool = False
+
+
+def build_pipelines(config, data, workers):
+    """The training and validation input of a resolved `config` on this
+    worker (its shard of `data`), as a `Pipelines`."""
     # ImageNet streams its images from files: its own pipelines.
     streamed = isinstance(data, ImageNetData)
     batch = check_workers(config, data, workers)
@@ -223,16 +303,12 @@ def run_training(config, out_dir, verbose=1, log=print, data=None,
     if not streamed:  # this worker's shard (all of it for one process)
         x_train, y_train, x_test, y_test = (workers.shard(a) for a in (
             data.x_train, data.y_train, data.x_test, data.y_test))
-    n_train = data.train_examples
-    steps = steps_per_epoch(n_train if streamed else len(x_train), batch)
-    micro_steps = steps * config.accumulate
+    steps = steps_per_epoch(data.train_examples if streamed else len(x_train),
+                            batch)
     augment = data.augment if config.augment == "auto" else config.augment
     # Normalised with the whole training set's statistics on every worker.
     mean, std = (None, None) if streamed else channel_stats(data.x_train)
-    pipeline_callbacks = []
-    if not workers.is_chief:
-        out_dir = os.path.join(out_dir, WORKERS_DIR, f"rank{workers.rank}")
-        log, progress, verbose = None, None, 0
+    callbacks = []
     if streamed:
         train_ds = data.train_dataset(config.batch_size, augment=augment,
                                       accumulate=config.accumulate,
@@ -244,7 +320,7 @@ def run_training(config, out_dir, verbose=1, log=print, data=None,
         train_ds = batches(x_train, y_train, batch, mean, std,
                            augment=augment, accumulate=config.accumulate,
                            seed=workers.seed(config.seed))
-        pipeline_callbacks.append(train_ds.epoch_callback())
+        callbacks.append(train_ds.epoch_callback())
         val_ds = (normalize_array(x_test, mean, std),
                   np.asarray(y_test, "int32"))
     else:
@@ -252,17 +328,32 @@ def run_training(config, out_dir, verbose=1, log=print, data=None,
                                  augment=augment, accumulate=config.accumulate,
                                  seed=workers.seed(config.seed))
         val_ds = eval_dataset(x_test, y_test, eval_batch, mean, std)
+    return Pipelines(train_ds, val_ds, callbacks, batch, eval_batch, steps,
+                     steps * config.accumulate, augment, x_train, y_train,
+                     mean, std, streamed)
 
+
+def build_model(config, data):
+    """The model of a resolved `config`, built under its precision policy
+    (the global policy is restored afterwards)."""
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(PRECISIONS[config.precision])
     try:
-        model = get_model(config.model, data.input_shape, data.num_classes,
-                          weight_decay=config.weight_decay)
+        return get_model(config.model, data.input_shape, data.num_classes,
+                         weight_decay=config.weight_decay)
     finally:
         keras.config.set_dtype_policy(previous_policy)
-    optimizer = workers.wrap_optimizer(build_optimizer(
-        config, build_learning_rate(config, micro_steps)))
-    student, teacher_info = model, None
+
+
+def compile_model(config, data, student, optimizer, teacher=None):
+    """Compiles the model that trains: `student`, or with a `teacher` the
+    `Distiller` of both.
+
+    Returns:
+        `(model, teacher_info)`: the compiled model, and the teacher's
+        record for `summary.json` (None without a teacher).
+    """
+    model, teacher_info = student, None
     if teacher is not None:
         from keras_lrphase.training import distillation
 
@@ -276,103 +367,143 @@ def run_training(config, out_dir, verbose=1, log=print, data=None,
     )
     if not model.built:  # a Distiller: built for BackupAndRestore
         model.build((None,) + tuple(data.input_shape))
+    return model, teacher_info
 
-    hessian_size = config.hessian_batch_size or min(
-        n_train, max(config.batch_size, MIN_HESSIAN_BATCH))
-    needs_hessian = config.schedule == "two-phase" or config.hessian_every > 0
-    os.makedirs(out_dir, exist_ok=True)
-    hessian_data = None
-    if needs_hessian and streamed:
-        hessian_data = data.hessian_batch(hessian_size, seed=config.seed)
-    elif needs_hessian:
-        # Each worker's own share of the Hessian batch; the controllers
-        # average the workers' eigenvalues.
-        hessian_data = normalized_batch(
-            x_train, y_train, max(1, hessian_size // workers.size), mean, std,
-            seed=config.seed)
-    callbacks, controller = build_callbacks(
-        config, micro_steps, hessian_data, verbose=1 if verbose else 0)
-    callbacks = workers.callbacks() + callbacks
-    announce = None
-    if log is not None:
-        def announce(kept):
-            log(f"continuing {config.name or 'run'} from epoch {kept + 1} of "
-                f"{config.epochs} ({kept} trained before, checkpoint in "
-                f"{backup_dir})")
-    backup_dir = os.path.join(out_dir, BACKUP_DIR)
-    recorder = EpochRecorder(os.path.join(out_dir, HISTORY_FILE),
-                             phase_fn=phase_function(config), resume=resume,
-                             on_resume=announce)
-    callbacks += pipeline_callbacks
-    callbacks += [keras.callbacks.TerminateOnNaN(), recorder]
-    snapshots = None
-    if config.snapshot_epochs:
-        # Before BackupAndRestore: a checkpoint at an epoch end is written
-        # once that epoch's snapshot is.
-        snapshots = WeightSnapshots(os.path.join(out_dir, SNAPSHOT_DIR),
-                                    config.snapshot_epochs, model=student)
-        callbacks.append(snapshots)
-    if resume:
-        _claim_backup(backup_dir, config, steps * config.batch_size,
-                      teacher_info)
-        # After the recorder: a checkpoint at an epoch end is written once
-        # that epoch's history row is.
-        callbacks.append(AtomicBackupAndRestore(backup_dir,
-                                               delete_checkpoint=False))
-    if progress is not None:
-        callbacks.append(ProgressLine(progress, every=progress_every))
-        verbose = 0
 
-    if log is not None:
-        optimizer_name = (f"LARS (coefficient {config.lars:g})"
-                          if config.lars is not None else "SGD")
-        sub = (f" = {config.accumulate} x {config.batch_size // config.accumulate}"
-               if config.accumulate > 1 else "")
-        if workers.distributed:
-            sub = (f" = {workers.size} workers ({workers.engine}) x {batch}"
-                   + (f" (= {config.accumulate} x {batch // config.accumulate})"
-                      if config.accumulate > 1 else ""))
-        distilled = (f", distilled from {config.teacher} (alpha "
-                     f"{config.distill_alpha:g}, temperature "
-                     f"{config.temperature:g})" if teacher is not None else "")
-        log(f"{config.name or 'run'}: {config.model} "
-            f"({student.count_params():,} parameters{distilled}) on {data.name} "
-            f"({n_train} train / {data.test_examples} test), batch "
+def build_hessian_batch(config, data, feed, workers):
+    """The batch the Hessian eigenvalue is estimated on.
+
+    Returns:
+        `(size, batch)`: the Hessian batch size (None when no callback
+        needs the eigenvalue) and this worker's share of the batch (None
+        then too).
+    """
+    size = config.hessian_batch_size or min(
+        data.train_examples, max(config.batch_size, MIN_HESSIAN_BATCH))
+    if not (config.schedule == "two-phase" or config.hessian_every > 0):
+        return None, None
+    if feed.streamed:
+        return size, data.hessian_batch(size, seed=config.seed)
+    # Each worker's own share of the Hessian batch; the controllers
+    # average the workers' eigenvalues.
+    return size, normalized_batch(
+        feed.x_train, feed.y_train, max(1, size // workers.size), feed.mean,
+        feed.std, seed=config.seed)
+
+
+class _RunCallbacks:
+    """The callbacks of one run, in the order `fit` calls them, and those
+    `write_outputs` reads back.
+
+    Attributes:
+        callbacks: List of Keras callbacks.
+        controller: The schedule's controller callback, or None.
+        recorder: The `EpochRecorder` writing `history.csv`.
+        snapshots: The `WeightSnapshots`, or None.
+        backup_dir: String. The checkpoint folder of a resumable run.
+        resume: Bool. Whether the run keeps a checkpoint in `backup_dir`.
+        teacher_info: Dict or None. The teacher's record.
+        verbose: Int. The verbosity of `fit` (0 with a `ProgressLine`).
+        hessian_size: Int or None. The Hessian batch size
+            (`build_hessian_batch`), None when none is used.
+    """
+
+    def __init__(self, config, out_dir, feed, student, workers, log, resume,
+                 teacher_info, verbose, progress, progress_every, hessian):
+        os.makedirs(out_dir, exist_ok=True)
+        self.backup_dir = backup_dir = os.path.join(out_dir, BACKUP_DIR)
+        self.resume, self.teacher_info = resume, teacher_info
+        self.hessian_size, hessian_data = hessian
+        callbacks, self.controller = build_callbacks(
+            config, feed.micro_steps, hessian_data, verbose=1 if verbose else 0)
+        callbacks = workers.callbacks() + callbacks
+        announce = None
+        if log is not None:
+            def announce(kept):
+                log(f"continuing {config.name or 'run'} from epoch {kept + 1} "
+                    f"of {config.epochs} ({kept} trained before, checkpoint "
+                    f"in {backup_dir})")
+        self.recorder = EpochRecorder(
+            os.path.join(out_dir, HISTORY_FILE),
+            phase_fn=phase_function(config), resume=resume,
+            on_resume=announce)
+        callbacks += feed.callbacks
+        callbacks += [keras.callbacks.TerminateOnNaN(), self.recorder]
+        self.snapshots = None
+        if config.snapshot_epochs:
+            # Before BackupAndRestore: a checkpoint at an epoch end is
+            # written once that epoch's snapshot is.
+            self.snapshots = WeightSnapshots(
+                os.path.join(out_dir, SNAPSHOT_DIR), config.snapshot_epochs,
+                model=student)
+            callbacks.append(self.snapshots)
+        if resume:
+            _claim_backup(backup_dir, config, feed.steps * config.batch_size,
+                          teacher_info)
+            # After the recorder: a checkpoint at an epoch end is written
+            # once that epoch's history row is.
+            callbacks.append(AtomicBackupAndRestore(backup_dir,
+                                                   delete_checkpoint=False))
+        self.verbose = verbose
+        if progress is not None:
+            callbacks.append(ProgressLine(progress, every=progress_every))
+            self.verbose = 0
+        self.callbacks = callbacks
+
+
+def _header_line(config, data, feed, student, workers, teacher):
+    """The run's first line: model, data, batch, schedule, optimizer."""
+    optimizer_name = (f"LARS (coefficient {config.lars:g})"
+                      if config.lars is not None else "SGD")
+    batch = feed.batch
+    sub = (f" = {config.accumulate} x {config.batch_size // config.accumulate}"
+           if config.accumulate > 1 else "")
+    if workers.distributed:
+        sub = (f" = {workers.size} workers ({workers.engine}) x {batch}"
+               + (f" (= {config.accumulate} x {batch // config.accumulate})"
+                  if config.accumulate > 1 else ""))
+    teacher = (f", distilled from {config.teacher} (alpha "
+               f"{config.distill_alpha:g}, temperature "
+               f"{config.temperature:g})" if teacher is not None else "")
+    return (f"{config.name or 'run'}: {config.model} "
+            f"({student.count_params():,} parameters{teacher}) on {data.name} "
+            f"({data.train_examples} train / {data.test_examples} test), batch "
             f"{config.batch_size}{sub}, {config.epochs} epochs, "
             f"{config.schedule} schedule, lr {config.lr:g}, {optimizer_name}, "
             f"backend {keras.backend.backend()}")
 
-    fit_start = time.perf_counter()
-    model.fit(train_ds, epochs=config.epochs, validation_data=val_ds,
-              validation_freq=validation_epochs(config),
-              validation_batch_size=(
-                  eval_batch if config.pipeline in ("numpy", "device")
-                  else None),
-              callbacks=callbacks, verbose=verbose, shuffle=False)
-    train_seconds = time.perf_counter() - fit_start
 
-    rows = recorder.rows
+def write_outputs(config, out_dir, data, student, feed, run, workers,
+                  train_seconds, started, log):
+    """Writes a trained run's `summary.json`, `curves.png` (and
+    `model.keras` with `save_model`), and deletes its checkpoint.
+
+    Returns:
+        The summary dict written (NaN written as None); a worker other
+        than 0 writes nothing (its `history.csv` is written already).
+    """
+    rows = run.recorder.rows
     # A resumed run: this invocation trained only the later epochs; the
     # earlier ones count with their history rows' time, in both totals.
-    earlier = sum(r["epoch_time"] for r in rows[:recorder.resumed_epochs])
+    earlier = sum(r["epoch_time"] for r in rows[:run.recorder.resumed_epochs])
     train_seconds += earlier
-    summary = _summary(config, data, student, rows, steps, augment,
-                       hessian_size if needs_hessian else None, controller)
+    summary = _summary(config, data, student, rows, feed.steps, feed.augment,
+                       run.hessian_size, run.controller)
     if workers.distributed:
         summary["workers"] = {"engine": workers.engine, "size": workers.size,
-                              "batch_per_worker": batch}
+                              "batch_per_worker": feed.batch}
     if not workers.is_chief:
         # Worker r > 0 keeps its history.csv only.
-        if resume:
-            shutil.rmtree(backup_dir, ignore_errors=True)
+        if run.resume:
+            shutil.rmtree(run.backup_dir, ignore_errors=True)
         return summary
-    if teacher_info is not None:
-        summary["teacher"] = teacher_info
-    stages = [c for c in callbacks if isinstance(c, StageCheckpoint)]
+    if run.teacher_info is not None:
+        summary["teacher"] = run.teacher_info
+    stages = [c for c in run.callbacks if isinstance(c, StageCheckpoint)]
     summary["stage_checkpoints"] = stages[0].stages if stages else []
-    if snapshots is not None:
+    if run.snapshots is not None:
         summary["snapshots"] = {str(e): os.path.relpath(p, out_dir)
-                                for e, p in sorted(snapshots.paths.items())}
+                                for e, p in sorted(run.snapshots.paths.items())}
     if config.save_model:
         # Before summary.json, which marks the run as finished.
         _save_model(student, os.path.join(out_dir, MODEL_FILE))
@@ -395,8 +526,8 @@ def run_training(config, out_dir, verbose=1, log=print, data=None,
     elif log is not None:
         log(f"{CURVES_FILE} not drawn: matplotlib is not installed (pip "
             f"install matplotlib); history.csv holds its curves")
-    if resume:
-        shutil.rmtree(backup_dir, ignore_errors=True)
+    if run.resume:
+        shutil.rmtree(run.backup_dir, ignore_errors=True)
     return summary
 
 

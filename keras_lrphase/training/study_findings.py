@@ -114,24 +114,26 @@ def answer_from_results(question, results, losses):
 
     Args:
         question: A `StudyQuestion`.
-        results: List of `(PresetRun, RunConfig, summaries, folders)`, one
+        results: List of `keras_lrphase.training.compare.RunGroup`, one
             per row, with one `summary.json` dict per seed.
         losses: Dict from row label to one list of epoch training losses
             per seed.
     """
 
     def accuracies(key):  # rows without one (no validation) left out
-        values = {run.label: [s[key] for s in summaries
-                              if s.get(key) is not None]
-                  for run, _, summaries, _ in results}
+        values = {group.run.label: [s[key] for s in group.summaries
+                                    if s.get(key) is not None]
+                  for group in results}
         return {label: v for label, v in values.items() if v}
 
     finals = accuracies("final_val_accuracy")
-    paper = {run.label: run.paper for run, *_ in results
+    runs = [group.run for group in results]
+    paper = {run.label: run.paper for run in runs
              if run.paper is not None and run.label in finals}
-    decays = {run.label: config.decay_epochs[0] if config.decay_epochs else None
-              for run, config, *_ in results}
-    versus = {run.label: run.versus for run, *_ in results}
+    decays = {group.run.label: (group.config.decay_epochs[0]
+                                if group.config.decay_epochs else None)
+              for group in results}
+    versus = {run.label: run.versus for run in runs}
     return answer_lines(question, finals, paper=paper, losses=losses,
                         decays=decays, versus=versus,
                         bests=accuracies("best_val_accuracy"))
