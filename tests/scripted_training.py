@@ -153,3 +153,11 @@ def warns_nothing_learned(epoch=2):
     return pytest.warns(UserWarning, match=(
         f"TwoPhaseController: loss plateau detected at epoch {epoch} while "
         "the loss .* nothing seems to have been learned"))
+
+
+def warns_no_plateau_by_half_of(epochs):
+    """TwoPhaseLR's note when half of an `epochs`-epoch `fit` ran without a
+    plateau (a scripted loss that falls, or that warmup keeps from counting)."""
+    return pytest.warns(UserWarning, match=(
+        f"TwoPhaseLR: half of the {epochs} epochs have run \\(epoch "
+        f"{(epochs + 1) // 2}\\) and no loss plateau has been detected"))
