@@ -10,6 +10,7 @@ import dataclasses
 
 import keras
 import numpy as np
+import pytest
 
 # Trace A: epochs=12, plateau_patience=2, warmup_epochs=0, fraction 1/3.
 # best: 1.0, 0.9, 0.8 (epoch 2); epoch 3 wait 1, epoch 4 wait 2 -> plateau
@@ -143,3 +144,20 @@ def warmup_ramp(base, steps, warmup_steps, initial_fraction, scales):
 # Algorithm 1 exactly as printed (the controller's rules named "paper"): the
 # scripted traces of these tests were computed by hand with it.
 PAPER_RULES = dict(plateau_rule="paper", decay_rule="paper", min_factor=0.0)
+
+
+def warns_nothing_learned(epoch=2):
+    """A scripted loss flat from its first epoch plateaus at once (the
+    earliest switch, to keep a trace short), so TwoPhaseController says that
+    nothing was learned: the tests that script one assert it."""
+    return pytest.warns(UserWarning, match=(
+        f"TwoPhaseController: loss plateau detected at epoch {epoch} while "
+        "the loss .* nothing seems to have been learned"))
+
+
+def warns_no_plateau_by_half_of(epochs):
+    """TwoPhaseLR's note when half of an `epochs`-epoch `fit` ran without a
+    plateau (a scripted loss that falls, or that warmup keeps from counting)."""
+    return pytest.warns(UserWarning, match=(
+        f"TwoPhaseLR: half of the {epochs} epochs have run \\(epoch "
+        f"{(epochs + 1) // 2}\\) and no loss plateau has been detected"))

@@ -13,7 +13,15 @@ from keras_lrphase.training import runner
 from keras_lrphase.training.epoch_recorder import EpochRecorder
 from keras_lrphase.training.run_config import RunConfig
 
-pytestmark = pytest.mark.backend_neutral
+# Five epochs of digits fall short of the loss plateau: TwoPhaseLR notes at
+# epoch 3 that none was found yet. Resumption, not the schedule, is under
+# test here.
+pytestmark = [
+    pytest.mark.backend_neutral,
+    pytest.mark.filterwarnings(
+        "ignore:TwoPhaseLR. half of the 5 epochs have run \\(epoch 3\\) and "
+        "no loss plateau:UserWarning"),
+]
 
 KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate",
         "phase", "hessian_max_eigenvalue")

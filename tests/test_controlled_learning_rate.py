@@ -23,6 +23,8 @@ from scripted_training import regression_data
 from scripted_training import tiny_model
 from keras_lrphase.backend import keras_compat
 from scripted_training import warmup_ramp
+from scripted_training import warns_no_plateau_by_half_of
+from scripted_training import warns_nothing_learned
 
 pytestmark = pytest.mark.backend_neutral
 
@@ -113,8 +115,9 @@ def test_reduce_lr_on_plateau_composes_with_two_phase_and_warmup():
     plateau = keras.callbacks.ReduceLROnPlateau(
         "loss", factor=0.5, patience=0, min_delta=1.0, min_lr=0.0)
     losses = [1.0, 1.0, 1.1, 1.2, 1.3, 1.4]
-    fit(model, [GradualWarmup(1), ScriptedLoss(losses), two_phase, plateau,
-                steps], 6)
+    with warns_nothing_learned(epoch=3):  # flat from the start, on purpose
+        fit(model, [GradualWarmup(1), ScriptedLoss(losses), two_phase, plateau,
+                    steps], 6)
     assert two_phase.controller.decay_epochs == [3, 5]
     ramp = [0.5, 0.75]  # 2 steps per epoch, 1 warmup epoch from 1/2
     lr, expected = F32(0.1), []
@@ -135,10 +138,14 @@ def test_reduce_lr_on_plateau_composes_with_two_phase_and_warmup():
 def test_the_optimizer_is_as_the_user_left_it_after_fit():
     """LR callbacks, the setter and a later Keras-only fit all work."""
     model = tiny_model(keras.optimizers.SGD(0.1))
-    fit(model, [GradualWarmup(1), ScriptedLoss([1.0, 1.0, 1.1, 1.2]),
-                TwoPhaseLR(regression_data(), plateau_patience=1,
-                           extra_epochs_fraction=0.0,
-                           estimator=ScriptedEstimator([1.0, 2.0, 3.0]), **PAPER_RULES)], 4)
+    # A flat loss (plateau at epoch 3, after the warmup epoch): the
+    # controller says so, and that none was found by half of the budget.
+    with warns_no_plateau_by_half_of(4), warns_nothing_learned(epoch=3):
+        fit(model, [GradualWarmup(1), ScriptedLoss([1.0, 1.0, 1.1, 1.2]),
+                    TwoPhaseLR(regression_data(), plateau_patience=1,
+                               extra_epochs_fraction=0.0,
+                               estimator=ScriptedEstimator([1.0, 2.0, 3.0]),
+                               **PAPER_RULES)], 4)
     assert float(model.optimizer.learning_rate) == float(F32(0.05))
     model.optimizer.learning_rate = 1e-4
     assert float(model.optimizer.learning_rate) == float(F32(1e-4))
@@ -174,11 +181,14 @@ def _load_in_fresh_process(paths, tmp_path, preamble=""):
 
 def test_a_model_saved_after_fit_loads_without_the_package(tmp_path):
     model = tiny_model(keras.optimizers.SGD(0.1, momentum=0.9))
-    # Epoch 0 is warmup; plateau and switch at epoch 2, a decay at 3.
-    fit(model, [GradualWarmup(1), ScriptedLoss([1.0, 1.0, 1.1, 1.2]),
-                TwoPhaseLR(regression_data(), plateau_patience=1,
-                           extra_epochs_fraction=0.0,
-                           estimator=ScriptedEstimator([1.0, 2.0]), **PAPER_RULES)], 4)
+    # Epoch 0 is warmup; plateau and switch at epoch 2, a decay at 3 (a
+    # flat loss: the controller's notes say so).
+    with warns_no_plateau_by_half_of(4), warns_nothing_learned(epoch=3):
+        fit(model, [GradualWarmup(1), ScriptedLoss([1.0, 1.0, 1.1, 1.2]),
+                    TwoPhaseLR(regression_data(), plateau_patience=1,
+                               extra_epochs_fraction=0.0,
+                               estimator=ScriptedEstimator([1.0, 2.0]),
+                               **PAPER_RULES)], 4)
     path = tmp_path / "model.keras"
     model.save(path)
     assert _load_in_fresh_process([path], tmp_path) == [
@@ -285,8 +295,9 @@ def test_momentum_correction_rescales_the_velocity_at_a_decay():
         record = keras.callbacks.LambdaCallback(
             on_epoch_end=lambda e, l: weights.append(
                 [w.astype("float64") for w in model.get_weights()]))
-        fit(model, [ScriptedLoss([1.0, 1.0, 1.1, 1.2]), two_phase, record], 4,
-            batch_size=8)
+        with warns_nothing_learned():
+            fit(model, [ScriptedLoss([1.0, 1.0, 1.1, 1.2]), two_phase, record],
+                4, batch_size=8)
         assert two_phase.controller.decay_epochs == [2]
         return weights
 

@@ -147,6 +147,32 @@ def test_warm_start_converges_at_once():
     assert relative_error(again.value, top_eigenvalue(hessian)) <= 1e-5
 
 
+@pytest.mark.parametrize("method", ["power", "lanczos"])
+@pytest.mark.parametrize("overflow_at", [1, 2])
+def test_a_product_that_overflows_gives_nan_without_a_numpy_warning(
+        method, overflow_at):
+    # A batch whose Hessian-vector products overflow (inputs scaled by
+    # 1e20): the solver stops with NaN, which top_hessian_eigenvalue turns
+    # into its ValueError and the callbacks into "no decision", instead of
+    # dividing infinity by infinity.
+    from keras_lrphase.hessian.eigensolvers import SOLVERS
+
+    hessian = np.diag([3.0, 2.0, 1.0])
+    calls = []
+
+    def matvec(v):
+        calls.append(1)
+        w = hessian @ v
+        return np.full_like(w, np.inf) if len(calls) >= overflow_at else w
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = SOLVERS[method](matvec, np.ones(3), 10, 1e-12)
+    assert np.isnan(result.value)
+    assert (result.iterations, result.converged) == (overflow_at, False)
+    assert len(calls) == overflow_at
+
+
 def test_training_flag_uses_batch_statistics_and_leaves_model_untouched():
     _, model, x, labels, loss, _ = CASES[3]
     bn = model.get_layer("bn")

@@ -11,6 +11,7 @@ import math
 import os
 import subprocess
 import sys
+import warnings
 
 import keras
 import numpy as np
@@ -85,7 +86,21 @@ def test_controllers_with_keras_callbacks_and_inputs(tmp_path, inputs):
         keras.callbacks.TerminateOnNaN(),
         lrp.AtomicBackupAndRestore(str(tmp_path / "backup")),
     ]
-    history = model.fit(epochs=8, verbose=0, callbacks=callbacks, **fit_args)
+    # 8 epochs are short for this problem: where its loss plateaus (it
+    # differs with the inputs' order and the backend) the schedule notes that
+    # none was found by half of the budget, or that the phase switch falls
+    # past it. The composition, not the plateau, is under test: those notes
+    # are the only warnings the package may give here (its warnings name the
+    # line that called `fit`, this file's).
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        history = model.fit(epochs=8, verbose=0, callbacks=callbacks,
+                            **fit_args)
+    notes = ("TwoPhaseLR: half of the 8 epochs have run (epoch 4) and no loss "
+             "plateau", "TwoPhaseController: loss plateau detected at epoch ")
+    for w in caught:
+        if w.filename == __file__:
+            assert str(w.message).startswith(notes), w.message
     with open(log) as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 8

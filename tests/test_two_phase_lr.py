@@ -28,6 +28,7 @@ from scripted_training import StepLearningRates
 from scripted_training import regression_data
 from scripted_training import tiny_model
 from scripted_training import warmup_ramp
+from scripted_training import warns_nothing_learned
 from keras_lrphase.backend import keras_compat
 
 pytestmark = pytest.mark.backend_neutral
@@ -50,6 +51,29 @@ def fit(model, callbacks, epochs, x=None, y=None, batch_size=4, **kwargs):
         x, y, batch_size=batch_size, epochs=epochs, shuffle=False, verbose=0,
         callbacks=callbacks, **kwargs,
     )
+
+
+def budget_differs(epochs):
+    """Trace A's budget is 12 epochs: a `fit` that runs another number says
+    so (the tests that cut the trace or run it in pieces)."""
+    return pytest.warns(UserWarning, match=(
+        "TwoPhaseLR: its epoch budget is epochs=12, but `fit` runs "
+        f"epochs={epochs}\\. Pass the same budget"))
+
+
+def no_plateau_by_half_of(epochs):
+    """Trace A's plateau is at epoch 5 (from 1): half of an 8-epoch `fit`
+    runs before it."""
+    return pytest.warns(UserWarning, match=(
+        f"TwoPhaseLR: half of the {epochs} epochs have run \\(epoch "
+        f"{epochs // 2}\\) and no loss plateau has been detected"))
+
+
+def flat_loss_learned_nothing():
+    """A scripted flat loss plateaus at epoch 2 (from 1) at its first level."""
+    return pytest.warns(UserWarning, match=(
+        "TwoPhaseController: loss plateau detected at epoch 2 while the loss "
+        "\\(best 1\\) is still within 10% of its level in the first epochs"))
 
 
 def trace_a_callback(**kwargs):
@@ -107,7 +131,8 @@ def test_every_printed_decision_is_in_the_summary_numbered_as_printed(capsys):
     # the last epoch (index 9, printed "Epoch 10").
     model = tiny_model(keras.optimizers.SGD(0.1))
     callback, _ = trace_a_callback(verbose=1)
-    fit(model, [ScriptedLoss(TRACE_A_LOSSES), callback], 10)
+    with budget_differs(10):
+        fit(model, [ScriptedLoss(TRACE_A_LOSSES), callback], 10)
     printed = [int(line.split(":")[0].split()[1])
                for line in capsys.readouterr().out.splitlines()
                if "TwoPhaseLR decaying" in line]
@@ -308,7 +333,8 @@ def test_state_file_is_json_with_the_eigenvector(tmp_path):
     path = tmp_path / "sub" / "state.json"
     model = tiny_model(keras.optimizers.SGD(0.1))
     callback, _ = trace_a_callback(state_path=path)
-    fit(model, [ScriptedLoss(TRACE_A_LOSSES), callback], 8)
+    with budget_differs(8), no_plateau_by_half_of(8):
+        fit(model, [ScriptedLoss(TRACE_A_LOSSES), callback], 8)
     content = json.loads(path.read_text())
     assert content["version"] == 1 and content["callback"] == "two_phase_lr"
     # The last two epoch ends, so a checkpoint one epoch behind can resume.
@@ -325,14 +351,16 @@ def test_state_file_is_json_with_the_eigenvector(tmp_path):
     saved = path.read_text()
     # Rolled back one epoch: the state the file kept for epoch 7.
     third, _ = trace_a_callback(state_path=path)
-    fit(tiny_model(keras.optimizers.SGD(0.1)),
-        [ScriptedLoss(TRACE_A_LOSSES), third], 8, initial_epoch=7)
+    with budget_differs(8):
+        fit(tiny_model(keras.optimizers.SGD(0.1)),
+            [ScriptedLoss(TRACE_A_LOSSES), third], 8, initial_epoch=7)
     assert third.controller.decay_epochs == [7]
     path.write_text(saved)
     # A fresh callback reads it back, eigenvector included.
     again, estimator = trace_a_callback(state_path=path)
     model2 = tiny_model(keras.optimizers.SGD(0.1))
-    fit(model2, [ScriptedLoss(TRACE_A_LOSSES), again], 9, initial_epoch=8)
+    with budget_differs(9):
+        fit(model2, [ScriptedLoss(TRACE_A_LOSSES), again], 9, initial_epoch=8)
     assert again.controller.decay_epochs == [7]
     assert estimator.initial_vectors[0][0][0] == 2.0  # warm start restored
     assert again.controller.state.h0 == 1.5  # epoch 8, from the 3rd value
@@ -341,9 +369,10 @@ def test_state_file_is_json_with_the_eigenvector(tmp_path):
 def test_a_new_run_at_epoch_zero_replaces_a_stale_state_file(tmp_path):
     path = tmp_path / "state.json"
     callback, _ = trace_a_callback(state_path=path)
-    fit(tiny_model(keras.optimizers.SGD(0.1)), [ScriptedLoss(TRACE_A_LOSSES), callback], 3)
+    with budget_differs(3):
+        fit(tiny_model(keras.optimizers.SGD(0.1)), [ScriptedLoss(TRACE_A_LOSSES), callback], 3)
     stale, _ = trace_a_callback(state_path=path)
-    with pytest.warns(UserWarning, match="starts a new run at epoch 0; the state in state_path=.*next epoch 3"):
+    with budget_differs(2), pytest.warns(UserWarning, match="starts a new run at epoch 0; the state in state_path=.*next epoch 3"):
         fit(tiny_model(keras.optimizers.SGD(0.1)), [ScriptedLoss(TRACE_A_LOSSES), stale], 2)
     states = json.loads(path.read_text())["states"]
     assert [p["next_epoch"] for p in states] == [1, 2]
@@ -352,16 +381,17 @@ def test_a_new_run_at_epoch_zero_replaces_a_stale_state_file(tmp_path):
 def test_resuming_at_an_epoch_no_state_expects_is_an_error(tmp_path):
     path = tmp_path / "state.json"
     callback, _ = trace_a_callback(state_path=path)
-    fit(tiny_model(keras.optimizers.SGD(0.1)), [ScriptedLoss(TRACE_A_LOSSES), callback], 3)
+    with budget_differs(3):
+        fit(tiny_model(keras.optimizers.SGD(0.1)), [ScriptedLoss(TRACE_A_LOSSES), callback], 3)
     other, _ = trace_a_callback(state_path=path)
-    with pytest.raises(ValueError, match=r"starts after 5 completed epochs \(initial_epoch=5\), but no saved state of TwoPhaseLR continues from there: state_path=.* holds the states after epochs \[2, 3\]\.$"):
+    with pytest.raises(ValueError, match=r"starts after 5 completed epochs \(initial_epoch=5\), but no saved state of TwoPhaseLR continues from there: state_path=.* holds the states after epochs \[2, 3\]\.$"), budget_differs(6):
         fit(tiny_model(keras.optimizers.SGD(0.1)), [other], 6, initial_epoch=5)
     fresh, _ = trace_a_callback()
-    with pytest.raises(ValueError, match="continues from there: nothing was restored; resume with keras_lrphase.AtomicBackupAndRestore"):
+    with pytest.raises(ValueError, match="continues from there: nothing was restored; resume with keras_lrphase.AtomicBackupAndRestore"), budget_differs(6):
         fit(tiny_model(keras.optimizers.SGD(0.1)), [fresh], 6, initial_epoch=5)
     path.write_text("{not json")
     damaged, _ = trace_a_callback(state_path=path)
-    with pytest.raises(ValueError, match="`state_path` must name a TwoPhaseLR state file.*cannot be read"):
+    with pytest.raises(ValueError, match="`state_path` must name a TwoPhaseLR state file.*cannot be read"), budget_differs(6):
         fit(tiny_model(keras.optimizers.SGD(0.1)), [damaged], 6, initial_epoch=5)
 
 
@@ -369,18 +399,20 @@ def test_continues_across_fit_calls_and_restarts_at_epoch_zero():
     model = tiny_model(keras.optimizers.SGD(0.1))
     callback, _ = trace_a_callback()
     script = ScriptedLoss(TRACE_A_LOSSES)
-    fit(model, [script, callback], 8)
+    with budget_differs(8), no_plateau_by_half_of(8):
+        fit(model, [script, callback], 8)
     assert callback.controller.decay_epochs == [7]
     history = fit(model, [script, callback], 12, initial_epoch=8)
     assert callback.controller.decay_epochs == [7, 9]
     assert history.history["learning_rate"] == [
         float(F32(0.1) * F32(f)) for f in TRACE_A_FACTORS[8:]
     ]
-    with pytest.raises(ValueError, match="has seen 12 epochs"):
+    with pytest.raises(ValueError, match="has seen 12 epochs"), budget_differs(14):
         fit(model, [script, callback], 14, initial_epoch=13)
     # A new run from epoch 0 starts the controller afresh; the optimizer's
     # float learning rate keeps its value, as after ReduceLROnPlateau.
-    history = fit(model, [script, callback], 2)
+    with budget_differs(2):
+        history = fit(model, [script, callback], 2)
     assert history.history["learning_rate"] == [float(F32(0.025))] * 2
     assert callback.controller.next_epoch == 2
     assert callback.controller.lr_factor == 1.0
@@ -411,7 +443,8 @@ def test_reducer_is_the_decision_input():
         regression_data(), 12, plateau_patience=2, reducer=reducer,
         estimator=ScriptedEstimator([1.0, 1.2, 1.3]), **PAPER_RULES
     )
-    history = fit(model, [ScriptedLoss(TRACE_A_LOSSES), callback], 9)
+    with budget_differs(9):
+        history = fit(model, [ScriptedLoss(TRACE_A_LOSSES), callback], 9)
     assert reducer.calls[0] == {"loss": 1.0}
     assert reducer.calls[6] == {"loss": 0.72, "hessian_max_eigenvalue": 1.0}
     assert history.history["hessian_max_eigenvalue"][6:] == pytest.approx([3.0, 2.1, 2.15])
@@ -426,7 +459,7 @@ def test_a_monitor_missing_from_the_first_epoch_logs_is_an_error():
         estimator=ScriptedEstimator([1.0]), **PAPER_RULES
     )
     with pytest.raises(ValueError, match=r"`val_loss` is not in the epoch logs \(available: \['loss'\]\).*Received: monitor='val_loss'"):
-        fit(model, [callback], 3)
+        fit(model, [callback], 4)
     assert callback.controller.next_epoch == 0
 
 
@@ -459,7 +492,8 @@ def test_hessian_batch_is_the_first_batch_of_a_dataset():
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(3)
     estimator = ScriptedEstimator([1.0, 1.0])
     callback = TwoPhaseLR(dataset, 4, plateau_patience=1, estimator=estimator, **PAPER_RULES)
-    fit(tiny_model(keras.optimizers.SGD(0.1)), [ScriptedLoss([1.0] * 4), callback], 4)
+    with flat_loss_learned_nothing():
+        fit(tiny_model(keras.optimizers.SGD(0.1)), [ScriptedLoss([1.0] * 4), callback], 4)
     # Plateau at epoch 1 -> switch at 2: two estimates, on the same batch.
     assert len(estimator.batches) == 2
     for bx, by in estimator.batches:
@@ -475,7 +509,8 @@ def test_real_estimator_on_a_linear_model():
         (x, y), 4, plateau_patience=1,
         eigen_kwargs={"method": "lanczos", "tolerance": 1e-6}, **PAPER_RULES
     )
-    history = fit(model, [ScriptedLoss([1.0] * 4), callback], 4)
+    with flat_loss_learned_nothing():
+        history = fit(model, [ScriptedLoss([1.0] * 4), callback], 4)
     a = np.concatenate([x, np.ones((8, 1), "float32")], axis=1).astype("float64")
     expected = np.linalg.eigvalsh(2.0 / 8 * a.T @ a)[-1]
     # Plateau at epoch 1 -> switch at 2: estimates at epochs 2 and 3.
@@ -520,8 +555,9 @@ def test_the_optimizer_keeps_its_float_learning_rate_variable():
     assert keras_compat.current_learning_rate_object(optimizer) is optimizer.variables[1]
     steps = StepLearningRates()
     callback.controller.step(0, 1.0)  # so that it continues at epoch 1
-    history = fit(model, [warmup, ScriptedLoss([1.0] * 3), callback, steps], 3,
-                  initial_epoch=1)
+    with budget_differs(3), warns_nothing_learned(epoch=3):  # a flat loss
+        history = fit(model, [warmup, ScriptedLoss([1.0] * 3), callback, steps],
+                      3, initial_epoch=1)
     # Epoch 1 and 2 of the optimizer's life: steps 2-5; the factor is 1
     # (the controller's new run).
     assert steps.rates == [float(F32(0.1))] * 4

@@ -36,6 +36,8 @@ def power_iteration(matvec, initial_vector, max_iterations, tolerance):
     Iterates v <- Hv / ||Hv|| and estimates the eigenvalue as v^T H v
     (v unit-norm). Stops when the relative change of the estimate between
     two iterations is below `tolerance`, or after `max_iterations` products.
+    A product that is not finite (an overflowing batch) stops it with a NaN
+    estimate.
     It finds the eigenvalue of largest magnitude, which is the largest one
     for the positive semi-definite Hessians of convex heads (softmax
     cross-entropy or MSE on the output layer).
@@ -48,6 +50,8 @@ def power_iteration(matvec, initial_vector, max_iterations, tolerance):
     estimate = None
     for iteration in range(1, max_iterations + 1):
         w = matvec(v)
+        if not np.all(np.isfinite(w)):
+            return _not_finite(v, iteration)
         value = float(np.dot(v, w))
         norm = float(np.linalg.norm(w))
         if norm == 0.0:
@@ -71,11 +75,20 @@ def lanczos(matvec, initial_vector, max_iterations, tolerance):
     `tolerance * |theta|`, when the Krylov space becomes invariant (exact
     answer), or after `max_iterations` products. Reorthogonalising against
     every stored basis vector keeps the Ritz values free of the spurious
-    copies plain Lanczos produces in floating point.
+    copies plain Lanczos produces in floating point. A product that is not
+    finite (an overflowing batch) stops it with a NaN estimate.
 
     References:
         Golub and Van Loan, "Matrix Computations", 4th ed., Section 10.1.
     """
+    products = [0]
+
+    def finite_matvec(vector):
+        w = np.asarray(matvec(vector), dtype=np.float64)
+        products[0] += 1
+        if not np.all(np.isfinite(w)):
+            raise _NotFinite(vector)
+        return w
 
     def stop(alphas, betas, beta):
         values, vectors = tridiagonal_eigh(alphas, betas)
@@ -83,7 +96,11 @@ def lanczos(matvec, initial_vector, max_iterations, tolerance):
         scale = max(abs(theta), np.finfo(np.float64).tiny)
         return beta <= 1e-12 * scale or residual <= tolerance * scale
 
-    run = lanczos_tridiagonal(matvec, initial_vector, max_iterations, stop=stop)
+    try:
+        run = lanczos_tridiagonal(
+            finite_matvec, initial_vector, max_iterations, stop=stop)
+    except _NotFinite as error:
+        return _not_finite(error.args[0], products[0])
     values, vectors = tridiagonal_eigh(run.alphas, run.betas)
     return EigenSolution(
         float(values[-1]), _unit(run.basis.T @ vectors[:, -1]),
@@ -314,6 +331,17 @@ def lanczos_eigenpairs(
         iterations=run.steps,
         converged=bool(run.converged or run.steps == size),
     )
+
+
+class _NotFinite(Exception):
+    """A Hessian-vector product held an infinity or a NaN."""
+
+
+def _not_finite(vector, iteration):
+    # NaN rather than arithmetic on infinities (NumPy's RuntimeWarning): the
+    # callers turn it into their error (top_hessian_eigenvalue) or "no
+    # decision this epoch".
+    return EigenSolution(float("nan"), vector, iteration, False)
 
 
 def tridiagonal_eigh(alphas, betas):
