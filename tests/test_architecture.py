@@ -63,8 +63,6 @@ ALLOWED = {
         "keras.Optimizer subclass calls its base class's private helper.",
     "keras_lrphase/optimizers/lars.py: ._use_weight_decay":
         "keras.Optimizer subclass calls its base class's private helper.",
-    "keras_lrphase/optimizers/lars_wrapper.py: ._variables":
-        "the wrapper reads the inner optimizer's private variable list.",
 }
 
 

@@ -24,11 +24,6 @@ Keras changes one of these, this is the one module to update.
 * `call_accepts_training`, `optimizer_variables_to_train`,
   `variable_index`: what `LARSWrapper` and the Hessian restriction read of
   a model's call signature and an optimizer's variable bookkeeping.
-* `wrap_update_rule`, `update_rule_wrapped`: a gradient transform
-  installed in front of an optimizer's update rule, where the backend
-  applies it: `update_step` on TensorFlow and JAX, the collective
-  `_backend_update_step` on torch (Keras' torch optimizers update all
-  variables at once with `torch._foreach_*` and never call `update_step`).
 * `compiled_loss`: Keras' `CompileLoss`, the loss exactly as `fit`
   computes it (label reshaping, the `"crossentropy"` shorthand).
 * `print_msg`: Keras' own printer (respects `keras.config.disable_interactive_logging`).
@@ -166,55 +161,6 @@ def optimizer_variables_to_train(optimizer):
 def variable_index(optimizer, variable):
     """The index of `variable` in the optimizer's slot lists."""
     return optimizer._get_variable_index(variable)
-
-
-def wrap_update_rule(optimizer, transform):
-    """Rescales every gradient with `transform` before `optimizer` uses it.
-
-    `transform(gradient, variable, learning_rate)` returns the gradient the
-    update rule receives. It runs after the optimizer's cross-replica
-    summation, loss-scale unscaling and clipping, with the learning rate
-    of that step, once per variable and step. The hook is an attribute of
-    this optimizer instance; its class is untouched.
-    """
-    if keras.backend.backend() == "torch":
-        import torch
-
-        # Keras' torch optimizers (`TorchParallelOptimizer`) override
-        # `_backend_update_step` with one `_parallel_update_step` over all
-        # variables; the base class's version loops over `update_step`.
-        # Both receive `(grads, trainable_variables, learning_rate)`.
-        backend_update_step = optimizer._backend_update_step
-
-        def transformed_backend_update_step(
-            grads, trainable_variables, learning_rate
-        ):
-            with torch.no_grad():
-                grads = [
-                    transform(g, v, learning_rate)
-                    for g, v in zip(grads, trainable_variables)
-                ]
-                return backend_update_step(
-                    grads, trainable_variables, learning_rate
-                )
-
-        object.__setattr__(
-            optimizer, "_backend_update_step", transformed_backend_update_step
-        )
-        return
-    update_step = optimizer.update_step
-
-    def transformed_update_step(gradient, variable, learning_rate):
-        gradient = transform(gradient, variable, learning_rate)
-        return update_step(gradient, variable, learning_rate)
-
-    object.__setattr__(optimizer, "update_step", transformed_update_step)
-
-
-def update_rule_wrapped(optimizer):
-    """Whether `wrap_update_rule` was already applied to `optimizer`."""
-    own = vars(optimizer)
-    return "update_step" in own or "_backend_update_step" in own
 
 
 def set_initial_epoch(model, epoch):
