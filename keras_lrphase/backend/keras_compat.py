@@ -24,6 +24,9 @@ Keras changes one of these, this is the one module to update.
 * `call_accepts_training`, `optimizer_variables_to_train`,
   `variable_index`: what `LARSWrapper` and the Hessian restriction read of
   a model's call signature and an optimizer's variable bookkeeping.
+* `learning_rate_slots`: the slot variables that hold an optimizer's
+  learning rate (momentum correction): what the optimizer declares with
+  its own `learning_rate_slots()` method, or Keras' `SGD`'s `momentums`.
 * `compiled_loss`: Keras' `CompileLoss`, the loss exactly as `fit`
   computes it (label reshaping, the `"crossentropy"` shorthand).
 * `print_msg`: Keras' own printer (respects `keras.config.disable_interactive_logging`).
@@ -161,6 +164,35 @@ def optimizer_variables_to_train(optimizer):
 def variable_index(optimizer, variable):
     """The index of `variable` in the optimizer's slot lists."""
     return optimizer._get_variable_index(variable)
+
+
+def learning_rate_slots(optimizer):
+    """The slot variables that hold the optimizer's learning rate, or None.
+
+    Momentum correction multiplies these by r when the learning rate
+    changes by r. An optimizer declares them with a method
+    `learning_rate_slots()` returning the variables (an empty list before
+    `build` or without momentum), and their decay per update as its float
+    attribute `momentum`: the package's `LARS` does, and so can any user
+    optimizer. Keras' `SGD` declares nothing; its velocity `momentums`
+    (v = m v - lr g, absent before `build`, empty with `momentum=0`) is
+    read here. Any other optimizer gets None (Adam's moments, for one, do
+    not hold the learning rate): no momentum correction applies to it.
+    """
+    owner = learning_rate_owner(optimizer)
+    declared = getattr(owner, "learning_rate_slots", None)
+    if callable(declared):
+        if not isinstance(getattr(owner, "momentum", None), (int, float)):
+            raise ValueError(
+                f"{type(owner).__name__} defines `learning_rate_slots()` "
+                "but no float attribute `momentum` (the decay of those "
+                "slots per update), which momentum correction needs. "
+                f"Received: optimizer={owner!r}"
+            )
+        return list(declared())
+    if isinstance(owner, keras.optimizers.SGD):
+        return list(getattr(owner, "momentums", None) or [])
+    return None
 
 
 def set_initial_epoch(model, epoch):

@@ -39,6 +39,11 @@ for about 1/(1 - m) steps. `correct_momentum(step)` rescales the velocities
 at an epoch start where the learning rate in force changed since the
 previous one (a controller's decay, a step of a schedule anywhere in the
 epoch, `ReduceLROnPlateau`); the warmup ramp is not a change in this sense.
+Which slots hold the learning rate is the optimizer's to say: a method
+`learning_rate_slots()` returning them, with their decay per update as the
+float attribute `momentum` (the package's `LARS` defines it, and so can any
+optimizer); Keras' `SGD`, which cannot, is read by `keras_compat`. Other
+optimizers are refused by the callbacks that correct momentum.
 
 The control is one object per optimizer, found with
 `ControlledLearningRate.install(optimizer)`; its state (the factors and the
@@ -593,12 +598,22 @@ class ControlledLearningRate:
         a constant gradient gives the velocity it would have had, corrected
         at step k (the part of v made before k has decayed by m**n).
 
-        Idempotent per step. Applies to Keras' `SGD` and the package's
-        `LARS` (directly or inside `LossScaleOptimizer` / `LARSWrapper`).
+        Idempotent per step. Applies to the slots the optimizer declares
+        with `learning_rate_slots()` (the package's `LARS`, any optimizer
+        that defines it) and to Keras' `SGD`'s `momentums`, directly or
+        inside `LossScaleOptimizer` / `LARSWrapper`; see
+        `velocity_variables`. For any other optimizer it raises
+        `ValueError` rather than correcting nothing.
 
         Returns:
             The ratio applied (1.0 when the learning rate did not change).
         """
+        velocities = velocity_variables(self.owner)
+        if velocities is None:
+            fail("optimizer", self.owner,
+                 "must keep its learning rate in slots it declares with "
+                 "`learning_rate_slots()` (as keras_lrphase.LARS does) or be "
+                 "keras.optimizers.SGD, for momentum correction")
         if self._corrected_step == step:
             return 1.0
         self._corrected_step = step
@@ -616,7 +631,7 @@ class ControlledLearningRate:
             ratio *= drop / (drop + decayed * (1.0 - drop))
         if ratio == 1.0:
             return 1.0
-        for velocity in velocity_variables(self.owner) or ():
+        for velocity in velocities:
             velocity.assign(velocity * ops.cast(ratio, velocity.dtype))
         return ratio
 
@@ -665,23 +680,20 @@ def last_step_learning_rate(optimizer):
 
 
 def velocity_variables(optimizer):
-    """The velocity variables that hold the learning rate, or raises.
+    """The slot variables that hold the learning rate, or None.
 
-    Keras' `SGD` (`momentums`, empty when `momentum=0`) and the package's
-    `LARS` (`velocities`).
+    What the optimizer declares with its `learning_rate_slots()` method
+    (the package's `LARS`, or any optimizer that defines it, with its decay
+    per update as the float attribute `momentum`), and for Keras' `SGD`
+    its `momentums` (`keras_compat.learning_rate_slots`). None for any
+    other optimizer: there is then nothing to correct, and the callbacks
+    that correct momentum refuse it.
     """
-    from keras_lrphase.optimizers.lars import LARS
-
-    owner = keras_compat.learning_rate_owner(optimizer)
-    if isinstance(owner, keras.optimizers.SGD):
-        return list(getattr(owner, "momentums", []) or [])
-    if isinstance(owner, LARS):
-        return list(getattr(owner, "velocities", []) or [])
-    return None
+    return keras_compat.learning_rate_slots(optimizer)
 
 
 def supports_momentum_correction(optimizer):
-    """Whether `velocity_variables` knows the optimizer's velocities."""
+    """Whether the optimizer's velocities (`velocity_variables`) are known."""
     return velocity_variables(optimizer) is not None
 
 
