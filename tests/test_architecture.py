@@ -55,8 +55,6 @@ ALLOWED = {
         "keras.Optimizer subclass calls its base class's private helper.",
     "keras_lrphase/optimizers/lars.py: ._use_weight_decay":
         "keras.Optimizer subclass calls its base class's private helper.",
-    "keras_lrphase/optimizers/lars_wrapper.py: ._variables":
-        "the wrapper reads the inner optimizer's private variable list.",
     # --- blocks repeated between modules ---
     "keras_lrphase/callbacks/auto_decay.py ~ "
     "keras_lrphase/callbacks/controller_callback.py: "

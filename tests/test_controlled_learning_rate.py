@@ -10,6 +10,7 @@ import pytest
 from keras_lrphase import ControlledLearningRate
 from keras_lrphase import GradualWarmup
 from keras_lrphase import LARS
+from keras_lrphase import LARSWrapper
 from keras_lrphase import MomentumCorrection
 from keras_lrphase import TwoPhaseLR
 from keras_lrphase.backend import keras_compat
@@ -345,6 +346,82 @@ def test_momentum_correction_needs_momentum(optimizer):
                            r"velocity to rescale\)\. Received: "):
             fit(tiny_model(optimizer()), [record, callback], 2)
     assert begun == []
+
+class HeavyBall(keras.optimizers.Optimizer):
+    """A user's momentum optimizer, v = m v - lr g and w = w + v, whose
+    velocity holds the learning rate: it says so with `learning_rate_slots`."""
+
+    def __init__(self, learning_rate, momentum, declares_momentum=True):
+        super().__init__(learning_rate=learning_rate)
+        if declares_momentum:
+            self.momentum = momentum
+        self.decay = momentum
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self.velocity = self.add_optimizer_variables(variables, "velocity")
+
+    def update_step(self, gradient, variable, learning_rate):
+        velocity = self.velocity[keras_compat.variable_index(self, variable)]
+        self.assign(velocity, velocity * self.decay - gradient * learning_rate)
+        self.assign_add(variable, velocity)
+
+    def learning_rate_slots(self):
+        return list(getattr(self, "velocity", []))
+
+
+@pytest.mark.parametrize("make, slots", [
+    (lambda: HeavyBall(0.1, momentum=0.5), lambda o: o.velocity),
+    (lambda: keras.optimizers.SGD(0.1, momentum=0.5), lambda o: o.momentums),
+    (lambda: LARS(0.1, momentum=0.5), lambda o: o.velocities),
+    (lambda: LARSWrapper(keras.optimizers.SGD(0.1, momentum=0.5)),
+     lambda o: o.inner_optimizer.momentums),
+], ids=["declared", "keras_sgd", "lars", "lars_wrapper_sgd"])
+def test_momentum_correction_rescales_the_slots_that_hold_the_rate(make, slots):
+    optimizer = make()
+    w = keras.Variable(np.array([[1.0, -2.0], [0.5, 3.0]], F32))
+    g = np.array([[0.3, 0.1], [-0.2, 0.7]], F32)
+    optimizer.apply([keras.ops.convert_to_tensor(g)], [w])
+    (velocity,) = slots(optimizer)
+    before = keras.ops.convert_to_numpy(velocity)
+    assert np.all(before != 0)
+    control = ControlledLearningRate.install(optimizer)
+    control.enter_epoch(1)
+    control.scale_by("decay", 0.25)
+    control.enter_epoch(2)
+    assert control.correct_momentum(2) == 0.25
+    # A power of two: the rescaled float32 velocity is exact.
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(velocity),
+                                  before * F32(0.25))
+    assert control.correct_momentum(2) == 1.0  # idempotent per step
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(velocity),
+                                  before * F32(0.25))
+
+
+def test_momentum_correction_refuses_an_optimizer_that_declares_no_slots():
+    adam = keras.optimizers.Adam(0.1)
+    adam.build([keras.Variable(np.ones(2, F32))])
+    control = ControlledLearningRate.install(adam)
+    control.enter_epoch(1)
+    control.scale_by("decay", 0.5)
+    control.enter_epoch(2)
+    with pytest.raises(ValueError, match=r"Argument `optimizer` must keep its "
+                       r"learning rate in slots it declares with "
+                       r"`learning_rate_slots\(\)`.*Received: optimizer=<"):
+        control.correct_momentum(2)
+    # MomentumCorrection refuses it before the first epoch:
+    with pytest.raises(ValueError, match=r"`learning_rate_slots\(\)` for "
+                       r"MomentumCorrection.*its optimizer is Adam"):
+        fit(tiny_model(keras.optimizers.Adam(0.1)), [MomentumCorrection()], 1)
+    # Declaring slots without their decay per update is refused too.
+    with pytest.raises(ValueError, match=r"HeavyBall defines "
+                       r"`learning_rate_slots\(\)` but no float attribute "
+                       r"`momentum`"):
+        fit(tiny_model(HeavyBall(0.1, 0.5, declares_momentum=False)),
+            [MomentumCorrection()], 1)
+
 
 def test_errors():
     controlled = ControlledLearningRate.install(keras.optimizers.SGD(0.1))

@@ -21,6 +21,9 @@ from keras_lrphase.callbacks import AtomicBackupAndRestore
 from keras_lrphase.callbacks import GradualWarmup
 from keras_lrphase.callbacks import TwoPhaseLR
 from keras_lrphase.callbacks.freeze_layers import FreezeLayers
+from keras_lrphase.schedules.controlled_learning_rate import (
+    ControlledLearningRate,
+)
 from keras_lrphase.optimizers.lars import LARS
 from keras_lrphase.optimizers.lars_wrapper import LARSWrapper
 from scripted_training import PAPER_RULES
@@ -435,6 +438,47 @@ def test_a_fit_stopped_during_the_freeze_does_not_leak_into_the_next():
     assert history.history["frozen_layers"] == [0]
     assert not np.array_equal(values(model.get_layer("fc2").trainable_variables)[0], fc2[0])
     assert "apply" not in vars(model.optimizer)
+
+
+def test_the_freeze_is_kept_by_the_optimizers_one_control():
+    # One object per optimizer holds every change the package makes to it:
+    # the freeze is its `ControlledLearningRate`'s, and outlives a new
+    # learning rate given between two `fit` calls.
+    optimizer = keras.optimizers.SGD(0.1, momentum=0.9)
+    model = net(optimizer)
+    freeze = FreezeLayers(2, ["fc*"])
+    seen = []
+
+    def record(epoch, logs):
+        frozen = ControlledLearningRate.install(optimizer, scaled=False).frozen
+        seen.append([v.path for v in frozen.skipped()])
+
+    recorder = keras.callbacks.LambdaCallback(on_epoch_begin=record)
+    with pytest.warns(UserWarning, match="not released in this `fit`"):
+        fit(model, [freeze, recorder], 1)
+    optimizer.learning_rate = 0.05
+    fit(model, [freeze, recorder], 3, initial_epoch=1)
+    paths = [v.path for v in freeze.frozen_variables]
+    assert len(paths) == 4 and all(is_frozen(v) for v in freeze.frozen_variables)
+    assert seen == [paths, paths, []]  # epochs 0 and 1 frozen, 2 released
+    assert not ControlledLearningRate.install(optimizer).frozen.users
+
+
+def test_a_callable_learning_rate_is_frozen_too():
+    # A plain callable learning rate cannot be scaled by the LR controllers,
+    # but the freeze does not scale it: it is accepted.
+    model = net(keras.optimizers.SGD(lambda: 0.1))
+    start = {v.path: keras.ops.convert_to_numpy(v).copy()
+             for v in model.trainable_variables}
+    after = []
+    record = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, l: after.append(
+        {v.path: keras.ops.convert_to_numpy(v).copy()
+         for v in model.trainable_variables}))
+    fit(model, [FreezeLayers(1, ["fc*"]), record], 2)
+    for path, value in start.items():
+        frozen = any(f"net/{name}/" in path for name in FROZEN)
+        assert np.array_equal(after[0][path], value) == frozen, path
+        assert not np.array_equal(after[1][path], value), path
 
 
 @pytest.mark.jax

@@ -425,7 +425,9 @@ def test_lars_wrapper_on_torch_matches_numpy_reference(runs, arrays):
         1e-8, clip=True))
     plain = sgd_reference(w0, grads, [LR] * 4, 0.9, COEFFICIENT, 1e-8)
     assert_trajectory(first("wrapper_in_loss_scale"), plain)
-    assert_trajectory(first("inner_applied_directly"), plain)
+    # Wrapping leaves the inner optimizer as it was: alone, it is plain SGD.
+    assert_trajectory(first("inner_applied_directly"), sgd_reference(
+        w0, grads, [LR] * 4, 0.9, COEFFICIENT, 1e-8, adapt=False))
 
 
 def test_lars_wrapper_around_adam_on_torch(runs, arrays):

@@ -24,11 +24,9 @@ Keras changes one of these, this is the one module to update.
 * `call_accepts_training`, `optimizer_variables_to_train`,
   `variable_index`: what `LARSWrapper` and the Hessian restriction read of
   a model's call signature and an optimizer's variable bookkeeping.
-* `wrap_update_rule`, `update_rule_wrapped`: a gradient transform
-  installed in front of an optimizer's update rule, where the backend
-  applies it: `update_step` on TensorFlow and JAX, the collective
-  `_backend_update_step` on torch (Keras' torch optimizers update all
-  variables at once with `torch._foreach_*` and never call `update_step`).
+* `learning_rate_slots`: the slot variables that hold an optimizer's
+  learning rate (momentum correction): what the optimizer declares with
+  its own `learning_rate_slots()` method, or Keras' `SGD`'s `momentums`.
 * `compiled_loss`: Keras' `CompileLoss`, the loss exactly as `fit`
   computes it (label reshaping, the `"crossentropy"` shorthand).
 * `print_msg`: Keras' own printer (respects `keras.config.disable_interactive_logging`).
@@ -168,53 +166,33 @@ def variable_index(optimizer, variable):
     return optimizer._get_variable_index(variable)
 
 
-def wrap_update_rule(optimizer, transform):
-    """Rescales every gradient with `transform` before `optimizer` uses it.
+def learning_rate_slots(optimizer):
+    """The slot variables that hold the optimizer's learning rate, or None.
 
-    `transform(gradient, variable, learning_rate)` returns the gradient the
-    update rule receives. It runs after the optimizer's cross-replica
-    summation, loss-scale unscaling and clipping, with the learning rate
-    of that step, once per variable and step. The hook is an attribute of
-    this optimizer instance; its class is untouched.
+    Momentum correction multiplies these by r when the learning rate
+    changes by r. An optimizer declares them with a method
+    `learning_rate_slots()` returning the variables (an empty list before
+    `build` or without momentum), and their decay per update as its float
+    attribute `momentum`: the package's `LARS` does, and so can any user
+    optimizer. Keras' `SGD` declares nothing; its velocity `momentums`
+    (v = m v - lr g, absent before `build`, empty with `momentum=0`) is
+    read here. Any other optimizer gets None (Adam's moments, for one, do
+    not hold the learning rate): no momentum correction applies to it.
     """
-    if keras.backend.backend() == "torch":
-        import torch
-
-        # Keras' torch optimizers (`TorchParallelOptimizer`) override
-        # `_backend_update_step` with one `_parallel_update_step` over all
-        # variables; the base class's version loops over `update_step`.
-        # Both receive `(grads, trainable_variables, learning_rate)`.
-        backend_update_step = optimizer._backend_update_step
-
-        def transformed_backend_update_step(
-            grads, trainable_variables, learning_rate
-        ):
-            with torch.no_grad():
-                grads = [
-                    transform(g, v, learning_rate)
-                    for g, v in zip(grads, trainable_variables)
-                ]
-                return backend_update_step(
-                    grads, trainable_variables, learning_rate
-                )
-
-        object.__setattr__(
-            optimizer, "_backend_update_step", transformed_backend_update_step
-        )
-        return
-    update_step = optimizer.update_step
-
-    def transformed_update_step(gradient, variable, learning_rate):
-        gradient = transform(gradient, variable, learning_rate)
-        return update_step(gradient, variable, learning_rate)
-
-    object.__setattr__(optimizer, "update_step", transformed_update_step)
-
-
-def update_rule_wrapped(optimizer):
-    """Whether `wrap_update_rule` was already applied to `optimizer`."""
-    own = vars(optimizer)
-    return "update_step" in own or "_backend_update_step" in own
+    owner = learning_rate_owner(optimizer)
+    declared = getattr(owner, "learning_rate_slots", None)
+    if callable(declared):
+        if not isinstance(getattr(owner, "momentum", None), (int, float)):
+            raise ValueError(
+                f"{type(owner).__name__} defines `learning_rate_slots()` "
+                "but no float attribute `momentum` (the decay of those "
+                "slots per update), which momentum correction needs. "
+                f"Received: optimizer={owner!r}"
+            )
+        return list(declared())
+    if isinstance(owner, keras.optimizers.SGD):
+        return list(getattr(owner, "momentums", None) or [])
+    return None
 
 
 def set_initial_epoch(model, epoch):

@@ -155,8 +155,9 @@ class ControllerCallback(ResumableCallback):
         ):
             fail(
                 "momentum_correction", True,
-                "applies to keras.optimizers.SGD and keras_lrphase.LARS "
-                "(their velocity holds the learning rate); the optimizer is "
+                "applies to keras.optimizers.SGD, keras_lrphase.LARS and "
+                "optimizers that define `learning_rate_slots()` (their "
+                "velocity holds the learning rate); the optimizer is "
                 f"{type(model.optimizer).__name__}",
             )
         if self.momentum_correction:

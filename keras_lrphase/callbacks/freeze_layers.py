@@ -1,7 +1,6 @@
 """Freezing the fully-connected layers for the first epochs (Gotmare et al.)."""
 
 import fnmatch
-import weakref
 
 import keras
 
@@ -10,6 +9,9 @@ from keras_lrphase._validation import check_integer
 from keras_lrphase._validation import fail
 from keras_lrphase.backend import keras_compat
 from keras_lrphase.hessian.distillation import all_layers
+from keras_lrphase.schedules.controlled_learning_rate import (
+    ControlledLearningRate,
+)
 
 
 class FreezeLayers(keras.callbacks.Callback):
@@ -54,7 +56,10 @@ class FreezeLayers(keras.callbacks.Callback):
     (gradient, variable) lists before Keras clips, decays, accumulates and
     updates. The filter is read when the train step is traced: the step is
     traced with the frozen variables left out at the start of the freeze
-    and once more at the release, and does no extra work per step.
+    and once more at the release, and does no extra work per step. The
+    freeze is held by the optimizer's `ControlledLearningRate` (its
+    `frozen` part), the one object per optimizer through which the
+    package's callbacks change it.
     Gradient accumulation, `LARS`, `LARSWrapper` and `LossScaleOptimizer`
     (mixed precision) need nothing special: they all reach the same
     `apply`. The alternatives do not hold up: setting
@@ -183,7 +188,8 @@ class FreezeLayers(keras.callbacks.Callback):
                 f"but `fit` runs epochs={epochs}: they are not released in "
                 f"this `fit` (a later `fit` with initial_epoch={epochs} "
                 "continues the freeze).")
-        self._freezes = _Freezes.of(self.model.optimizer)
+        self._freezes = ControlledLearningRate.install(
+            self.model.optimizer, scaled=False).frozen
         self._freezes.join(self, self.model)
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -288,67 +294,6 @@ class FreezeLayers(keras.callbacks.Callback):
                 f"{self.model.name!r}: nothing would train during the "
                 "freeze. Pass the layers to freeze with `layers`."
             )
-
-
-class _Freezes:
-    """The variables the `FreezeLayers` of one optimizer keep frozen.
-
-    One per optimizer that owns slots, installed as a filter on its `apply`
-    while at least one `FreezeLayers` of a `fit` uses it, and removed after.
-    """
-
-    _by_optimizer = weakref.WeakKeyDictionary()
-
-    def __init__(self, optimizer):
-        self.optimizer = optimizer
-        self.users = []
-        self.installed = False
-
-    @classmethod
-    def of(cls, optimizer):
-        optimizer = keras_compat.learning_rate_owner(optimizer)
-        freezes = cls._by_optimizer.get(optimizer)
-        if freezes is None:
-            freezes = cls._by_optimizer[optimizer] = cls(optimizer)
-        return freezes
-
-    def join(self, user, model):
-        # Every `on_train_begin` of a `fit` comes before its first
-        # `on_epoch_begin`: a user frozen now belongs to a `fit` that an
-        # exception stopped, and the train step was traced with its freeze.
-        stale = [other for other in self.users if other.frozen]
-        for other in stale:
-            other.frozen = False
-            self.users.remove(other)
-        user.frozen = False
-        if not self.installed:
-            keras_compat.filter_applied_variables(self.optimizer, self.skipped)
-            self.installed = True
-        if user not in self.users:
-            self.users.append(user)
-        if stale:
-            self.changed(model)
-
-    def leave(self, user, model, retrace):
-        if user in self.users:
-            self.users.remove(user)
-        if not self.users and self.installed:
-            keras_compat.filter_applied_variables(self.optimizer, None)
-            self.installed = False
-        if retrace:
-            keras_compat.drop_train_function(model)
-
-    def skipped(self):
-        """The variables left out of the updates, read at trace time."""
-        return [
-            variable for user in self.users if user.frozen
-            for variable in user.frozen_variables
-        ]
-
-    def changed(self, model):
-        """Makes the next train step see the current frozen variables."""
-        if getattr(model, "train_function", None) is not None:
-            keras_compat.trace_train_function_anew(model)
 
 
 def _check_layers(layers):

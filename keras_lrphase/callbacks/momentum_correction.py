@@ -65,8 +65,9 @@ class MomentumCorrection(ResumableCallback):
         optimizer = getattr(model, "optimizer", None)
         if optimizer is None or not supports_momentum_correction(optimizer):
             fail("model", model,
-                 "must be compiled with keras.optimizers.SGD or keras_lrphase.LARS "
-                 "for MomentumCorrection (their velocity holds the learning "
+                 "must be compiled with keras.optimizers.SGD, keras_lrphase.LARS "
+                 "or an optimizer that defines `learning_rate_slots()` for "
+                 "MomentumCorrection (their velocity holds the learning "
                  f"rate); its optimizer is {type(optimizer).__name__}")
         check_momentum("model", model, optimizer, "for MomentumCorrection ")
         self._control = ControlledLearningRate.install(optimizer)

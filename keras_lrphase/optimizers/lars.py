@@ -158,6 +158,15 @@ class LARS(keras.optimizers.Optimizer):
             for v in variables
         ]
 
+    def learning_rate_slots(self):
+        """The velocities: they hold the learning rate (momentum correction).
+
+        `ControlledLearningRate.correct_momentum` multiplies them by r when
+        the learning rate changes by r. Empty before `build` and with
+        `momentum=0`.
+        """
+        return list(getattr(self, "velocities", None) or [])
+
     def _apply_weight_decay(self, variables):
         # Weight decay is part of `update_step`; never decoupled.
         return

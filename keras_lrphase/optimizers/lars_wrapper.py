@@ -28,24 +28,26 @@ class LARSWrapper(InnerOptimizerDelegation, keras.optimizers.Optimizer):
     g = ratio * g    # then the inner optimizer's own update rule
     ```
 
-    The ratio is computed from the gradient the inner optimizer's update rule
-    receives, i.e. after cross-replica summation, loss-scale unscaling and
-    the inner optimizer's clipping, and `lr` is the learning rate of that
-    step (schedules and `ControlledLearningRate` factors included). Weight
-    decay, momentum and clipping stay the inner optimizer's business.
+    The wrapper delegates, as `keras.optimizers.LossScaleOptimizer` does: its
+    own `apply` and `stateless_apply` rescale the gradients and hand them to
+    the inner optimizer's `apply` and `stateless_apply`. The optimizer passed
+    in is left as it was: used on its own, it updates without the ratio. The
+    ratio is computed from the gradient the inner optimizer is about to
+    unscale (divided by the inner `loss_scale_factor`, if any) and, under a
+    `tf.distribute` strategy, summed across replicas (one extra all-reduce
+    per step), so that it is the same on every replica; `lr` is the inner
+    learning rate of that step (schedules and `ControlledLearningRate`
+    factors included). Weight decay, momentum and clipping stay the inner
+    optimizer's business; its clipping (`clipnorm`, `clipvalue`,
+    `global_clipnorm`) applies to the rescaled gradient. An inner optimizer
+    with `gradient_accumulation_steps` is refused: it would accumulate the
+    rescaled micro-batch gradients, not rescale the accumulated one.
 
-    The wrapper takes the wrapped optimizer over: it installs the rescaling
-    in front of that optimizer's update rule (`update_step`; on torch, the
-    step that updates all variables at once, since Keras' torch optimizers
-    bypass `update_step`), so it applies even when the inner optimizer's
-    `apply` is called directly. It delegates
-    `learning_rate`, `iterations`, `variables` and `loss_scale_factor` to it
-    and exposes it as `inner_optimizer`, so
+    `learning_rate`, `iterations`, `variables` and `loss_scale_factor` are
+    the inner optimizer's, and `inner_optimizer` is the wrapped object, so
     `keras.optimizers.LossScaleOptimizer` can wrap a `LARSWrapper` and
-    `ControlledLearningRate.install` reaches the inner learning rate. Works
-    under `tf.distribute` strategies (the ratio is computed from the summed
-    gradient, identically on every replica). Supported on the TensorFlow,
-    JAX and torch backends.
+    `ControlledLearningRate.install` reaches the inner learning rate.
+    Supported on the TensorFlow, JAX and torch backends.
 
     Args:
         optimizer: `keras.optimizers.Optimizer`. The optimizer to wrap. Wrap
@@ -111,10 +113,14 @@ class LARSWrapper(InnerOptimizerDelegation, keras.optimizers.Optimizer):
         exclusion = _exclusions.check_exclusion(
             exclude_from_adaptation, "exclude_from_adaptation"
         )
-        if keras_compat.update_rule_wrapped(optimizer):
+        if optimizer.gradient_accumulation_steps:
             raise ValueError(
-                "Argument `optimizer` is already wrapped by another "
-                f"LARSWrapper. Received: optimizer={optimizer!r}"
+                "Argument `optimizer` must not accumulate gradients: it would "
+                "accumulate the rescaled micro-batch gradients instead of "
+                "rescaling the accumulated one. Use `LARS` with "
+                "`gradient_accumulation_steps` instead. Received: "
+                f"optimizer={optimizer!r} with gradient_accumulation_steps="
+                f"{optimizer.gradient_accumulation_steps}"
             )
         super().__init__(learning_rate=0.0, name=name)
         self.inner_optimizer = optimizer
@@ -123,12 +129,6 @@ class LARSWrapper(InnerOptimizerDelegation, keras.optimizers.Optimizer):
         self.epsilon = epsilon
         self._adaptation_exclusion = exclusion
         self._adapts = None
-        # The inner rule runs after the inner optimizer's cross-replica
-        # summation, unscaling and clipping, so rescaling there sees the
-        # final gradient on every replica. The hook is installed once (not
-        # around each `apply`): under `tf.distribute` replicas call `apply`
-        # from several threads and the update runs in a merge call.
-        keras_compat.wrap_update_rule(optimizer, self._rescale)
 
     # -- building and applying -------------------------------------------
     def build(self, var_list):
@@ -140,12 +140,12 @@ class LARSWrapper(InnerOptimizerDelegation, keras.optimizers.Optimizer):
         self._adapts = self._adaptation_mask()
 
     def _adaptation_mask(self):
-        """Per inner-optimizer variable index: whether its ratio applies."""
+        """Per variable index: whether its ratio applies."""
         return [
             not _exclusions.is_excluded(
                 self._adaptation_exclusion, v, "exclude_from_adaptation"
             )
-            for v in keras_compat.optimizer_variables_to_train(self.inner_optimizer)
+            for v in keras_compat.optimizer_variables_to_train(self)
         ]
 
     def apply(self, grads, trainable_variables=None):
@@ -160,17 +160,75 @@ class LARSWrapper(InnerOptimizerDelegation, keras.optimizers.Optimizer):
             with keras.name_scope(self.name, caller=self):
                 self.build(list(trainable_variables))
             self.built = True
+        if trainable_variables is None:
+            variables = keras_compat.optimizer_variables_to_train(self)
+        else:
+            variables = list(trainable_variables)
+        indices = [keras_compat.variable_index(self, v) for v in variables]
+        grads = self._rescaled(list(grads), variables, indices)
         self.inner_optimizer.apply(grads, trainable_variables)
 
-    def _rescale(self, gradient, variable, learning_rate):
-        """`gradient` times the trust ratio of `variable`."""
-        if self._adapts is None:  # the inner optimizer was applied directly
-            self._adapts = self._adaptation_mask()
-        index = keras_compat.variable_index(self.inner_optimizer, variable)
-        if not self._adapts[index]:
-            return gradient
+    def stateless_apply(self, optimizer_variables, grads, trainable_variables):
+        """`apply` without side effects (JAX): new variable values.
+
+        `optimizer_variables` matches `self.variables`: the wrapper's own
+        variables, then the inner optimizer's, which the inner optimizer's
+        `stateless_apply` updates.
+        """
+        if not self.built:
+            raise ValueError(
+                f"To call `stateless_apply`, {type(self).__name__} must be "
+                "built (i.e. its variables must have been created). You can "
+                "build it via `optimizer.build(trainable_variables)`."
+            )
+        own = len(super().variables)
+        # `LossScaleOptimizer` passes the variables themselves, inside its
+        # own stateless scope: their values are read there.
+        optimizer_variables = [ops.convert_to_tensor(v)
+                               for v in optimizer_variables]
+        # The learning rate (a schedule of the step, the package's in-graph
+        # scaling) is read from the variables' values passed in.
+        mapping = list(zip(self.variables, optimizer_variables))
+        with keras.StatelessScope(state_mapping=mapping):
+            grads = self._rescaled(list(grads), list(trainable_variables),
+                                   range(len(trainable_variables)))
+        new_trainable, new_inner = self.inner_optimizer.stateless_apply(
+            list(optimizer_variables[own:]), grads, trainable_variables
+        )
+        return new_trainable, list(optimizer_variables[:own]) + new_inner
+
+    def _rescaled(self, grads, weights, indices):
+        """Each gradient times the trust ratio of its variable.
+
+        `weights` are the variables (or, in `stateless_apply`, their
+        values) and `indices` their positions in the built variable list.
+        """
+        scale = self.inner_optimizer.loss_scale_factor
+        seen = [None if g is None else dense_gradient(g, w)
+                for g, w in zip(grads, weights)]
+        if scale is not None:
+            seen = [None if g is None else ops.divide(g, scale) for g in seen]
+        seen = _summed_across_replicas(seen)
+        learning_rate = self.inner_optimizer.learning_rate if self.clip else None
+        built = keras_compat.optimizer_variables_to_train(self)
+        out = []
+        for g, s, w, i in zip(grads, seen, weights, indices):
+            # A variable with `overwrite_with_gradient` (float8 scales)
+            # receives its new value as the gradient: never rescaled.
+            if g is None or not self._adapts[i] or getattr(
+                    built[i], "overwrite_with_gradient", False):
+                out.append(g)
+                continue
+            ratio = self._ratio(s, w, learning_rate)
+            g = dense_gradient(g, w)
+            out.append(ops.multiply(g, ops.cast(ratio, g.dtype)))
+        return out
+
+    def _ratio(self, gradient, variable, learning_rate):
+        """The trust ratio of one variable, as a scalar."""
         dtype = variable.dtype
-        gradient = ops.cast(dense_gradient(gradient, variable), dtype)
+        variable = ops.stop_gradient(ops.convert_to_tensor(variable))
+        gradient = ops.cast(ops.stop_gradient(gradient), dtype)
         w_norm = ops.sqrt(ops.sum(ops.square(variable)))
         g_norm = ops.sqrt(ops.sum(ops.square(gradient)))
         ratio = ops.divide(
@@ -190,13 +248,12 @@ class LARSWrapper(InnerOptimizerDelegation, keras.optimizers.Optimizer):
                 ops.ones_like(ratio),
             )
         # With epsilon = 0 the unused branch may hold 0/0; `where` drops it.
-        ratio = ops.where(valid, ratio, ops.ones_like(ratio))
-        return ops.multiply(gradient, ratio)
+        return ops.where(valid, ratio, ops.ones_like(ratio))
 
     # -- delegation to the inner optimizer -------------------------------
     @property
     def variables(self):
-        return self._variables + self.inner_optimizer.variables
+        return super().variables + self.inner_optimizer.variables
 
     # -- serialisation ---------------------------------------------------
     def get_config(self):
@@ -223,3 +280,24 @@ class LARSWrapper(InnerOptimizerDelegation, keras.optimizers.Optimizer):
             config.get("exclude_from_adaptation"), custom_objects
         )
         return cls(optimizer, **config)
+
+
+def _summed_across_replicas(grads):
+    """`grads` summed over the replicas of a `tf.distribute` strategy.
+
+    Keras' optimizers sum the replicas' gradients inside their `apply`; the
+    ratio must be that of the sum, identical on every replica. Outside a
+    strategy (and on JAX and torch) `grads` are returned as they are.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return grads
+    import tensorflow as tf
+
+    if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
+        return grads
+    present = [g for g in grads if g is not None]
+    if not present:
+        return grads
+    summed = iter(tf.distribute.get_replica_context().all_reduce(
+        tf.distribute.ReduceOp.SUM, present))
+    return [None if g is None else next(summed) for g in grads]

@@ -39,6 +39,11 @@ for about 1/(1 - m) steps. `correct_momentum(step)` rescales the velocities
 at an epoch start where the learning rate in force changed since the
 previous one (a controller's decay, a step of a schedule anywhere in the
 epoch, `ReduceLROnPlateau`); the warmup ramp is not a change in this sense.
+Which slots hold the learning rate is the optimizer's to say: a method
+`learning_rate_slots()` returning them, with their decay per update as the
+float attribute `momentum` (the package's `LARS` defines it, and so can any
+optimizer); Keras' `SGD`, which cannot, is read by `keras_compat`. Other
+optimizers are refused by the callbacks that correct momentum.
 
 The control is one object per optimizer, found with
 `ControlledLearningRate.install(optimizer)`; its state (the factors and the
@@ -123,18 +128,6 @@ class ControlledLearningRate:
         current = keras_compat.current_learning_rate_object(owner)
         if isinstance(current, ScaledLearningRate):  # left by an interrupted fit
             current = current.base
-        if not isinstance(
-            current,
-            (keras.Variable, keras.optimizers.schedules.LearningRateSchedule),
-        ):
-            fail(
-                "optimizer",
-                optimizer,
-                "must have a float learning rate or a "
-                "keras.optimizers.schedules.LearningRateSchedule (a plain "
-                "callable cannot be scaled in the train step); its learning "
-                f"rate is {current!r}",
-            )
         self.owner = owner
         self.base = current
         self.factors = {}
@@ -146,18 +139,27 @@ class ControlledLearningRate:
         self._records = []
         self._corrected_step = None
         self._warmups = weakref.WeakSet()
+        self.frozen = FrozenVariables(owner)
 
     # -- one object per optimizer --------------------------------------------
     @classmethod
-    def install(cls, optimizer):
+    def install(cls, optimizer, *, scaled=True):
         """Returns the optimizer's control, creating it once.
 
-        Nothing changes in the optimizer until a `fit` needs the in-graph
-        scaling (see `refresh`).
+        The one object per optimizer through which the package's callbacks
+        change how it trains: its learning rate (the factors, the warmup
+        ramp, momentum correction) and the variables `FreezeLayers` leaves
+        out of its updates (`frozen`). Nothing changes in the optimizer
+        until a `fit` needs the in-graph scaling (see `refresh`) or a
+        freeze.
 
         Args:
             optimizer: A `keras.optimizers.Optimizer`, or a wrapper exposing
                 `inner_optimizer` (`LossScaleOptimizer`, `LARSWrapper`).
+            scaled: Bool. Whether the caller scales the learning rate, which
+                then must be a float or a `LearningRateSchedule` (a plain
+                callable cannot be scaled in the train step). `FreezeLayers`
+                passes `False`. Defaults to `True`.
         """
         owner = keras_compat.learning_rate_owner(optimizer)
         control = _CONTROLS.get(owner)
@@ -165,9 +167,29 @@ class ControlledLearningRate:
         if control is None or (
             current is not control.base and current is not control._wrapper
         ):  # new, or the user gave the optimizer another learning rate
+            previous = control
             control = cls(owner)
+            if previous is not None:  # the freezes outlive the learning rate
+                control.frozen = previous.frozen
             _CONTROLS[owner] = control
+        if scaled and not control.scalable:
+            fail(
+                "optimizer",
+                optimizer,
+                "must have a float learning rate or a "
+                "keras.optimizers.schedules.LearningRateSchedule (a plain "
+                "callable cannot be scaled in the train step); its learning "
+                f"rate is {control.base!r}",
+            )
         return control
+
+    @property
+    def scalable(self):
+        """Whether the base is a float variable or a schedule (not a callable)."""
+        return isinstance(
+            self.base,
+            (keras.Variable, keras.optimizers.schedules.LearningRateSchedule),
+        )
 
     @property
     def is_float(self):
@@ -593,12 +615,22 @@ class ControlledLearningRate:
         a constant gradient gives the velocity it would have had, corrected
         at step k (the part of v made before k has decayed by m**n).
 
-        Idempotent per step. Applies to Keras' `SGD` and the package's
-        `LARS` (directly or inside `LossScaleOptimizer` / `LARSWrapper`).
+        Idempotent per step. Applies to the slots the optimizer declares
+        with `learning_rate_slots()` (the package's `LARS`, any optimizer
+        that defines it) and to Keras' `SGD`'s `momentums`, directly or
+        inside `LossScaleOptimizer` / `LARSWrapper`; see
+        `velocity_variables`. For any other optimizer it raises
+        `ValueError` rather than correcting nothing.
 
         Returns:
             The ratio applied (1.0 when the learning rate did not change).
         """
+        velocities = velocity_variables(self.owner)
+        if velocities is None:
+            fail("optimizer", self.owner,
+                 "must keep its learning rate in slots it declares with "
+                 "`learning_rate_slots()` (as keras_lrphase.LARS does) or be "
+                 "keras.optimizers.SGD, for momentum correction")
         if self._corrected_step == step:
             return 1.0
         self._corrected_step = step
@@ -616,7 +648,7 @@ class ControlledLearningRate:
             ratio *= drop / (drop + decayed * (1.0 - drop))
         if ratio == 1.0:
             return 1.0
-        for velocity in velocity_variables(self.owner) or ():
+        for velocity in velocities:
             velocity.assign(velocity * ops.cast(ratio, velocity.dtype))
         return ratio
 
@@ -642,6 +674,63 @@ class ControlledLearningRate:
         self._records = [(int(s), float(v)) for s, v in state["records"]][-2:]
 
 
+class FrozenVariables:
+    """The variables the `FreezeLayers` callbacks leave out of the updates.
+
+    Part of the optimizer's `ControlledLearningRate` (`frozen`), so that one
+    object per optimizer holds every change the package makes to it. While
+    at least one `FreezeLayers` of a `fit` uses it, a filter in front of the
+    `apply` of the optimizer that owns the slots leaves the frozen
+    variables out (`keras_compat.filter_applied_variables`); it is removed
+    when the last one leaves.
+    """
+
+    def __init__(self, owner):
+        self.owner = owner
+        self.users = []
+        self.installed = False
+
+    def join(self, user, model):
+        """Adds the `FreezeLayers` `user` (its `on_train_begin`)."""
+        # Every `on_train_begin` of a `fit` comes before its first
+        # `on_epoch_begin`: a user frozen now belongs to a `fit` that an
+        # exception stopped, and the train step was traced with its freeze.
+        stale = [other for other in self.users if other.frozen]
+        for other in stale:
+            other.frozen = False
+            self.users.remove(other)
+        user.frozen = False
+        if not self.installed:
+            keras_compat.filter_applied_variables(self.owner, self.skipped)
+            self.installed = True
+        if user not in self.users:
+            self.users.append(user)
+        if stale:
+            self.changed(model)
+
+    def leave(self, user, model, retrace):
+        """Removes `user` (its `on_train_end`), and the filter after the last."""
+        if user in self.users:
+            self.users.remove(user)
+        if not self.users and self.installed:
+            keras_compat.filter_applied_variables(self.owner, None)
+            self.installed = False
+        if retrace:
+            keras_compat.drop_train_function(model)
+
+    def skipped(self):
+        """The variables left out of the updates, read at trace time."""
+        return [
+            variable for user in self.users if user.frozen
+            for variable in user.frozen_variables
+        ]
+
+    def changed(self, model):
+        """Makes the next train step see the current frozen variables."""
+        if keras_compat.train_function(model) is not None:
+            keras_compat.trace_train_function_anew(model)
+
+
 def last_step_learning_rate(optimizer):
     """The learning rate of the optimizer's last completed step, as a float.
 
@@ -653,7 +742,7 @@ def last_step_learning_rate(optimizer):
     """
     owner = keras_compat.learning_rate_owner(optimizer)
     control = _CONTROLS.get(owner)
-    if control is not None:
+    if control is not None and control.scalable:
         return control.last_step_value()
     rate = keras_compat.current_learning_rate_object(owner)
     if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
@@ -665,23 +754,20 @@ def last_step_learning_rate(optimizer):
 
 
 def velocity_variables(optimizer):
-    """The velocity variables that hold the learning rate, or raises.
+    """The slot variables that hold the learning rate, or None.
 
-    Keras' `SGD` (`momentums`, empty when `momentum=0`) and the package's
-    `LARS` (`velocities`).
+    What the optimizer declares with its `learning_rate_slots()` method
+    (the package's `LARS`, or any optimizer that defines it, with its decay
+    per update as the float attribute `momentum`), and for Keras' `SGD`
+    its `momentums` (`keras_compat.learning_rate_slots`). None for any
+    other optimizer: there is then nothing to correct, and the callbacks
+    that correct momentum refuse it.
     """
-    from keras_lrphase.optimizers.lars import LARS
-
-    owner = keras_compat.learning_rate_owner(optimizer)
-    if isinstance(owner, keras.optimizers.SGD):
-        return list(getattr(owner, "momentums", []) or [])
-    if isinstance(owner, LARS):
-        return list(getattr(owner, "velocities", []) or [])
-    return None
+    return keras_compat.learning_rate_slots(optimizer)
 
 
 def supports_momentum_correction(optimizer):
-    """Whether `velocity_variables` knows the optimizer's velocities."""
+    """Whether the optimizer's velocities (`velocity_variables`) are known."""
     return velocity_variables(optimizer) is not None
 
 
