@@ -21,10 +21,8 @@ Script usage: `KERAS_BACKEND=<name> python test_hessian_spectrum.py
 <inputs.npz>`; the last line of stdout is one JSON object.
 """
 
-import importlib.util
 import json
 import os
-import subprocess
 import sys
 import threading
 
@@ -37,6 +35,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import spectrum_references as ref  # noqa: E402
+from backend_processes import installed_backends  # noqa: E402
+from backend_processes import run_on_backends  # noqa: E402
 from keras_lrphase.distributed.reduction import MetricReducer  # noqa: E402
 from keras_lrphase.hessian import HessianOperator  # noqa: E402
 from keras_lrphase.hessian import hessian_density  # noqa: E402
@@ -55,10 +55,6 @@ K = 4
 
 def _loss():
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-
-def _installed(module):
-    return importlib.util.find_spec(module) is not None
 
 
 # == the estimators on dense matrices ==========================================
@@ -243,25 +239,8 @@ def runs(tmp_path_factory, arrays):
     folder = tmp_path_factory.mktemp("spectrum")
     path = folder / "inputs.npz"
     np.savez(path, **arrays)
-    processes = {}
-    for backend in [b for b in ("tensorflow", "jax", "torch") if _installed(b)]:
-        env = dict(os.environ, KERAS_BACKEND=backend, JAX_PLATFORMS="cpu",
-                   TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS="1")
-        processes[backend] = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), str(path)],
-            env=env, cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True)
-    results = {}
-    for backend, process in processes.items():
-        try:
-            stdout, stderr = process.communicate(timeout=600)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            stdout, stderr = process.communicate()
-        assert process.returncode == 0, f"{backend}: {stderr[-3000:]}"
-        results[backend] = json.loads(stdout.strip().splitlines()[-1])
-        assert results[backend]["backend"] == backend
-    return results
+    return run_on_backends(__file__, [path], installed_backends(),
+                           timeout=600)
 
 
 def _weights(arrays, name):

@@ -133,3 +133,89 @@ def test_landscape_notebook_connects_two_solutions():
     assert namespace["log_large"]["margin_mean_iqr"][-1] == pytest.approx(
         direct["margin_mean_iqr"], rel=1e-5)
     assert f"'margin_median': {round(direct['margin_median'], 4)}" in text
+
+
+def test_spectrum_notebook_measures_the_dense_spectrum_across_the_phases():
+    import numpy as np
+    import scipy.sparse.linalg
+
+    from keras_lrphase.hessian import HessianOperator
+
+    namespace, text = execute("spectrum.ipynb")
+    sample = namespace["sample"]
+    # The top eigenvalues printed for the trained models are the dense
+    # Hessian's (output layer: 650 weights) and SciPy's eigsh on the
+    # package's products (every weight), not the package's own Lanczos.
+    for label, model in namespace["models"].items():
+        tops = namespace["tops"][label]
+        dense = HessianOperator(model, sample, layer="logits").dense()
+        assert tops["logits"] == pytest.approx(
+            np.linalg.eigvalsh(dense)[-1], rel=1e-4)
+        operator = HessianOperator(model, sample).as_linear_operator()
+        largest = scipy.sparse.linalg.eigsh(operator, k=1, which="LA",
+                                            tol=1e-8)[0][0]
+        assert tops["all"] == pytest.approx(largest, rel=1e-4)
+        spectrum = namespace["spectra"][label]
+        assert spectrum.eigenvalues.values[0] == pytest.approx(largest, rel=1e-4)
+        assert np.trapezoid(spectrum.density.density, spectrum.density.grid) \
+            == pytest.approx(1.0, abs=1e-3)
+    # What the text says: the large batch's spectrum lies further out.
+    small, large = namespace["spectra"]["batch 16"], namespace["spectra"]["batch 700"]
+    assert large.eigenvalues.values[0] > 2 * small.eigenvalues.values[0]
+    assert large.trace.value > small.trace.value
+
+    # The two-phase run: the monitor measured epochs 3, 6, ..., 60 (1-based),
+    # on both sides of the switch, and where TwoPhaseLR computed its
+    # eigenvalue (from the switch on) it is the monitor's output-layer one.
+    two_phase, history = namespace["two_phase"], namespace["history"].history
+    records = namespace["records"]
+    epochs = [record["epoch"] for record in records]
+    assert epochs == list(range(3, 61, 3))
+    switch = two_phase.switch_epoch
+    assert two_phase.controller.phase == "convergence"
+    assert epochs[0] < switch < epochs[-1]
+    mine = np.asarray(history["logits/hessian_eigenvalue_1"])
+    theirs = np.asarray(history["hessian_max_eigenvalue"])
+    both = ~np.isnan(mine) & ~np.isnan(theirs)
+    compared = np.flatnonzero(both) + 1  # 1-based epochs
+    assert set(compared) >= {e for e in epochs if e > switch}
+    assert compared.min() >= switch
+    np.testing.assert_allclose(mine[both], theirs[both], rtol=1e-4)
+    assert np.isnan(theirs[:switch - 1]).all()
+    # A record holds what History logged for its epoch.
+    for record in records:
+        for layer, prefix in (("all", ""), ("logits", "logits/")):
+            logged = [history[f"{prefix}hessian_eigenvalue_{i}"][record["epoch"] - 1]
+                      for i in (1, 2, 3)]
+            np.testing.assert_allclose(
+                record["layers"][layer]["eigenvalues"], logged, rtol=1e-6)
+    # The last record against the final model's dense output-layer Hessian.
+    dense = HessianOperator(namespace["model"], sample, layer="logits").dense()
+    np.testing.assert_allclose(records[-1]["layers"]["logits"]["eigenvalues"],
+                               np.linalg.eigvalsh(dense)[::-1][:3], rtol=1e-4)
+    assert f"switch epoch: {switch}" in text
+
+
+@pytest.mark.parametrize("backend", [
+    pytest.param("jax", marks=pytest.mark.jax),
+    pytest.param("torch", marks=pytest.mark.torch),
+])
+def test_spectrum_notebook_on_another_backend(backend):
+    # The test above, in a process whose Keras runs on `backend` (the
+    # backend is fixed when Keras is imported).
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed")
+    test = (f"{__file__}::"
+            "test_spectrum_notebook_measures_the_dense_spectrum_across_the_phases")
+    env = dict(os.environ, KERAS_BACKEND=backend, JAX_PLATFORMS="cpu",
+               TF_CPP_MIN_LOG_LEVEL="3")
+    process = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m",
+         "slow", test], env=env, capture_output=True, text=True, timeout=1200)
+    assert process.returncode == 0, (process.stdout + process.stderr)[-4000:]
+    assert "1 passed" in process.stdout

@@ -13,21 +13,19 @@ Script usage: `KERAS_BACKEND=<name> python test_torch_backend.py
 
 import importlib.util
 import json
-import os
-import subprocess
 import sys
 
 import keras
 import numpy as np
 import pytest
 
+from backend_processes import installed_backends
+from backend_processes import run_on_backends
 from scripted_training import PAPER_RULES
 
 # `backend_neutral`: passes with any Keras backend in the test process and
 # without TensorFlow (the subprocesses cover the backends installed).
 pytestmark = [pytest.mark.torch, pytest.mark.backend_neutral]
-
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 # The MLP whose Hessian every backend estimates: 6 inputs, 5 tanh units,
 # 4 logits, softmax cross-entropy on 48 samples.
@@ -316,30 +314,8 @@ def runs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("backends")
     inputs = folder / "inputs.npz"
     np.savez(inputs, **_inputs())
-    backends = [b for b in ("tensorflow", "jax", "torch") if _installed(b)]
-    processes = {}
-    for backend in backends:
-        # One intra-op thread: the tensors are tiny, and torch's thread
-        # pool costs ten times the work on a shared, busy CPU.
-        env = dict(os.environ, KERAS_BACKEND=backend, JAX_PLATFORMS="cpu",
-                   TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS="1")
-        argv = [sys.executable, os.path.abspath(__file__), str(inputs)]
-        processes[backend] = subprocess.Popen(
-            argv + (["--all"] if backend == "torch" else []),
-            env=env, cwd=HERE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True,
-        )
-    results = {}
-    for backend, process in processes.items():
-        try:
-            stdout, stderr = process.communicate(timeout=300)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            stdout, stderr = process.communicate()
-        assert process.returncode == 0, f"{backend}: {stderr[-3000:]}"
-        results[backend] = json.loads(stdout.strip().splitlines()[-1])
-        assert results[backend]["backend"] == backend
-    return results
+    return run_on_backends(__file__, [inputs], installed_backends(),
+                           timeout=300, extra={"torch": ["--all"]})
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,18 @@ def _get(density, name):
     return getattr(density, name, None)
 
 
+def _finish(figure, path, title, axes=None):
+    """Titles the figure (or its one `axes`) and saves it at `path`."""
+    if title:
+        if axes is None:
+            figure.suptitle(title)
+        else:
+            axes.set_title(title)
+    if path is not None:
+        figure.savefig(path, dpi=120)
+    return figure
+
+
 def plot_hessian_density(densities, path=None, *, eigenvalues=None,
                          sigma=None, points=2000, title=None, log=True,
                          figsize=(7.0, 4.0)):
@@ -109,11 +121,7 @@ def plot_hessian_density(densities, path=None, *, eigenvalues=None,
     axes.set_ylabel("density (log scale)" if log else "density")
     if eigenvalues or any(label is not None for label in densities):
         axes.legend(fontsize=8)
-    if title:
-        axes.set_title(title)
-    if path is not None:
-        figure.savefig(path, dpi=120)
-    return figure
+    return _finish(figure, path, title, axes)
 
 
 def plot_eigenvalue_trajectories(records, path=None, *, layers=None, k=None,
@@ -195,11 +203,7 @@ def plot_eigenvalue_trajectories(records, path=None, *, layers=None, k=None,
         axes.set_ylabel("eigenvalue")
         axes.legend(fontsize=7, ncol=min(count, 5), loc="upper right")
     axes_list[-1].set_xlabel("epoch")
-    if title:
-        figure.suptitle(title)
-    if path is not None:
-        figure.savefig(path, dpi=120)
-    return figure
+    return _finish(figure, path, title)
 
 
 def plot_layer_eigenvalues(values, path=None, *, title=None, log=True,
@@ -244,8 +248,4 @@ def plot_layer_eigenvalues(values, path=None, *, title=None, log=True,
         axes.set_yscale("log")
     axes.set_ylabel("largest eigenvalue")
     axes.legend(fontsize=8)
-    if title:
-        axes.set_title(title)
-    if path is not None:
-        figure.savefig(path, dpi=120)
-    return figure
+    return _finish(figure, path, title, axes)
