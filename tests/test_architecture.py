@@ -42,9 +42,6 @@ ALLOWED = {
     "keras_lrphase/training/plots.py: plot_curves":
         "one plotting function per panel not yet split out.",
     # --- private attributes outside backend/keras_compat.py ---
-    "keras_lrphase/analysis/weight_space.py: ._user_loss":
-        "Keras' private loss of a compiled model; a keras_compat helper "
-        "is to read it.",
     "keras_lrphase/callbacks/backup_and_restore.py: ._training_metadata_path":
         "subclass of keras.callbacks.BackupAndRestore reads its parent's "
         "private file paths.",

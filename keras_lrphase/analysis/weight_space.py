@@ -219,8 +219,7 @@ def accuracy_kind(model, loss_object, x, y):
         return None
     if classes == 1:
         losses = keras.tree.flatten(getattr(model, "loss", None))
-        user = getattr(loss_object, "_user_loss", None)
-        losses += keras.tree.flatten(user) if user is not None else []
+        losses += keras_compat.user_losses(loss_object)
         logits = any(getattr(l, "from_logits", False) for l in losses)
         return "binary_logits" if logits else "binary"
     if y.ndim == 2 and y.shape[-1] == classes:

@@ -127,6 +127,20 @@ def compiled_loss(model, loss=None):
     return CompileLoss(loss)
 
 
+def user_losses(loss_object):
+    """The loss objects a user passed to compile, flattened.
+
+    `compiled_loss` returns Keras' `CompileLoss`, which keeps what the user
+    gave (a string, a `keras.losses.Loss`, a structure of them) as its
+    private `_user_loss`; anything else is returned as it is. Used to read
+    a loss's `from_logits`. Returns `[]` for None.
+    """
+    if loss_object is None:
+        return []
+    user = getattr(loss_object, "_user_loss", loss_object)
+    return keras.tree.flatten(user) if user is not None else []
+
+
 def functional_graph(model):
     """The Functional graph of a Functional or Sequential model, or None."""
     graph = getattr(model, "_functional", None) or model
