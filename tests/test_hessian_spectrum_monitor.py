@@ -229,3 +229,20 @@ def test_public_names():
                  "top_hessian_eigenvalues"):
         assert getattr(keras_lrphase, name) is getattr(keras_lrphase.hessian,
                                                        name)
+
+
+def test_trajectory_events_without_epochs_draw_nothing(tmp_path):
+    # A two-phase run without decays gives `{"decays": []}` and one that
+    # never switched a switch epoch of None: no line and no label for them,
+    # one dashed line per epoch for the others.
+    x, y = _data()
+    folder = tmp_path / "spectrum"
+    _model().fit(x, y, batch_size=16, epochs=4, verbose=0,
+                 callbacks=[_monitor(str(folder))])
+    figure = plot_eigenvalue_trajectories(
+        str(folder), events={"decays": [], "switch": None, "decay": [2, 4]})
+    for axes in figure.axes:
+        dashed = [line.get_xdata()[0] for line in axes.lines
+                  if line.get_linestyle() == "--"]
+        assert dashed == [2, 4]
+        assert [text.get_text() for text in axes.texts] == [" decay"]

@@ -142,6 +142,8 @@ def plot_eigenvalue_trajectories(records, path=None, *, layers=None, k=None,
         k: Int or None. Eigenvalues per layer drawn (None: all recorded).
             Defaults to `None`.
         events: Dict `{label: epoch}` or `{label: [epochs]}`, or None.
+            An event whose epoch is None or whose list is empty is not
+            drawn.
             Defaults to `None`.
         title: String or None. Defaults to `None`.
         figsize_per_layer: Tuple. Size of each panel in inches. Defaults to
@@ -194,9 +196,13 @@ def plot_eigenvalue_trajectories(records, path=None, *, layers=None, k=None,
                       linewidth=1.2, color=shades(0.85 * i / max(count - 1, 1)),
                       label=f"$\\lambda_{{{i + 1}}}$")
         for label, at in (events or {}).items():
-            for epoch in np.atleast_1d(at):
+            # None (no switch yet) or [] (no decay): nothing to mark.
+            at = [] if at is None else list(np.atleast_1d(at))
+            if not at:
+                continue
+            for epoch in at:
                 axes.axvline(epoch, color="0.4", linestyle="--", linewidth=1)
-            axes.text(np.atleast_1d(at)[0], 0.98, f" {label}",
+            axes.text(at[0], 0.98, f" {label}",
                       transform=axes.get_xaxis_transform(), fontsize=8,
                       va="top", color="0.3")
         axes.set_title(name, fontsize=10)
