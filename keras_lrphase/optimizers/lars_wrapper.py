@@ -204,15 +204,16 @@ class LARSWrapper(InnerOptimizerDelegation, keras.optimizers.Optimizer):
         values) and `indices` their positions in the built variable list.
         """
         scale = self.inner_optimizer.loss_scale_factor
-        seen = [None if g is None else dense_gradient(g, w)
-                for g, w in zip(grads, weights)]
+        dense = [None if g is None else dense_gradient(g, w)
+                 for g, w in zip(grads, weights)]
+        seen = dense
         if scale is not None:
             seen = [None if g is None else ops.divide(g, scale) for g in seen]
         seen = _summed_across_replicas(seen)
         learning_rate = self.inner_optimizer.learning_rate if self.clip else None
         built = keras_compat.optimizer_variables_to_train(self)
         out = []
-        for g, s, w, i in zip(grads, seen, weights, indices):
+        for g, d, s, w, i in zip(grads, dense, seen, weights, indices):
             # A variable with `overwrite_with_gradient` (float8 scales)
             # receives its new value as the gradient: never rescaled.
             if g is None or not self._adapts[i] or getattr(
@@ -220,8 +221,7 @@ class LARSWrapper(InnerOptimizerDelegation, keras.optimizers.Optimizer):
                 out.append(g)
                 continue
             ratio = self._ratio(s, w, learning_rate)
-            g = dense_gradient(g, w)
-            out.append(ops.multiply(g, ops.cast(ratio, g.dtype)))
+            out.append(ops.multiply(d, ops.cast(ratio, d.dtype)))
         return out
 
     def _ratio(self, gradient, variable, learning_rate):
