@@ -6,7 +6,9 @@ The script runs on JAX, as on the GPU machine, which has no TensorFlow.
 
 import os
 import shutil
+import signal
 import subprocess
+import time
 
 import pytest
 
@@ -44,17 +46,36 @@ def test_a_stopped_call_continues_on_a_fresh_folder_from_its_archive(tmp_path):
     variables = dict(PRESET="demo", EPOCHS="2", JOBS="3",
                      DATA=str(tmp_path / "unused"))
 
-    # Stopped after 6 s, one run at a time: a fast machine has finished a
-    # few of the 9 runs (2 s each there), a slow one none. (With 3 at once
-    # and 30 s, a fast machine finished them all.)
-    stopped = _call(first, 0.1, **dict(variables, JOBS="1"))
-    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-    assert "demo not finished (status 124)" in stopped.stdout
+    # The time limit: 0.02 minutes is up before the first run can finish
+    # (starting Python and compiling take longer on any machine).
+    timed_out = _call(tmp_path / "timed-out", 0.02, **variables)
+    assert timed_out.returncode == 0, timed_out.stdout + timed_out.stderr
+    assert "demo not finished (status 124)" in timed_out.stdout
+    assert (tmp_path / "timed-out" / "demo.tar.gz").exists()
+
+    # Stopped as a machine taken back stops it (SIGINT), once the first of
+    # the 9 runs has finished and before the last can have: the stop does
+    # not depend on the machine's speed.
+    first.mkdir()
+    env = dict(os.environ, KERAS_BACKEND="jax", **dict(variables, JOBS="1"))
+    call = subprocess.Popen(["bash", SCRIPT, str(first), "8"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    marker = first / "demo" / "small-batch" / "seed0" / "summary.json"
+    deadline = time.monotonic() + 300
+    while not marker.exists() and call.poll() is None:
+        assert time.monotonic() < deadline, "the first run did not finish"
+        time.sleep(0.2)
+    call.send_signal(signal.SIGINT)
+    stdout, stderr = call.communicate(timeout=120)
+    assert call.returncode == 0, stdout + stderr
+    assert "demo not finished (status 130)" in stdout, stdout + stderr
     assert not (first / "demo" / "table.md").exists()
     progress = (first / "progress.md").read_text()
     assert progress.startswith("## demo\n")
     finished_first = [line.split(" | ")[0].lstrip("| ").replace("/seed", " (seed ")
                       + ")" for line in progress.splitlines() if "(done)" in line]
+    assert "small-batch (seed 0)" in finished_first and len(finished_first) < 9
 
     second.mkdir()
     shutil.copy(first / "demo.tar.gz", second / "demo.tar.gz")
