@@ -41,17 +41,6 @@ ALLOWED = {
         "one plotting function per panel not yet split out.",
     "keras_lrphase/training/plots.py: plot_curves":
         "one plotting function per panel not yet split out.",
-    # --- private attributes outside backend/keras_compat.py ---
-    "keras_lrphase/callbacks/backup_and_restore.py: ._training_metadata_path":
-        "subclass of keras.callbacks.BackupAndRestore reads its parent's "
-        "private file paths.",
-    "keras_lrphase/callbacks/backup_and_restore.py: ._weights_path":
-        "subclass of keras.callbacks.BackupAndRestore reads its parent's "
-        "private file paths.",
-    "keras_lrphase/optimizers/lars.py: ._get_variable_index":
-        "keras.Optimizer subclass calls its base class's private helper.",
-    "keras_lrphase/optimizers/lars.py: ._use_weight_decay":
-        "keras.Optimizer subclass calls its base class's private helper.",
     # --- blocks repeated between modules ---
     "keras_lrphase/callbacks/auto_decay.py ~ "
     "keras_lrphase/callbacks/controller_callback.py: "
@@ -63,19 +52,6 @@ ALLOWED = {
     "9 lines from `def __init__ (`":
         "the callback's signature lists its controller's arguments, so "
         "that help() and the API pages show them.",
-    "keras_lrphase/distributed/distributed_optimizer.py ~ "
-    "keras_lrphase/optimizers/lars_wrapper.py: "
-    "10 lines from `if not self . built :`":
-        "both wrappers build themselves in apply(); one delegating base "
-        "in optimizers/inner_optimizer.py comes with LARSWrapper's "
-        "delegation (issue 29, section 3).",
-    "keras_lrphase/distributed/distributed_optimizer.py ~ "
-    "keras_lrphase/optimizers/lars_wrapper.py: "
-    "6 lines from `def get_config ( self ) :`":
-        "the wrappers' get_config; to the same delegating base.",
-    "keras_lrphase/distributed/distributed_optimizer.py ~ "
-    "keras_lrphase/optimizers/lars_wrapper.py: 8 lines from `) ,`":
-        "the wrappers' from_config; to the same delegating base.",
 }
 
 

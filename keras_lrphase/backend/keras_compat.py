@@ -180,6 +180,24 @@ def variable_index(optimizer, variable):
     return optimizer._get_variable_index(variable)
 
 
+def uses_weight_decay(optimizer, variable):
+    """Whether `optimizer`'s weight decay applies to `variable`.
+
+    Keras' own decision (`exclude_from_weight_decay`), which an optimizer
+    subclass that applies the decay in its `update_step` must follow.
+    """
+    return optimizer._use_weight_decay(variable)
+
+
+def backup_file_paths(callback):
+    """`(weights, metadata)`: the files of a `keras.callbacks.BackupAndRestore`.
+
+    The paths Keras' callback reads and writes in its `backup_dir`; a
+    subclass that writes them itself must use the same ones.
+    """
+    return callback._weights_path, callback._training_metadata_path
+
+
 def learning_rate_slots(optimizer):
     """The slot variables that hold the optimizer's learning rate, or None.
 

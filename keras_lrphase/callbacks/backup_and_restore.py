@@ -91,6 +91,8 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
                          double_checkpoint=False,
                          delete_checkpoint=delete_checkpoint)
         self._temp_path = os.path.join(self.backup_dir, "writing.weights.h5")
+        self._weights_file, self._metadata_file = (
+            keras_compat.backup_file_paths(self))
         self._store = None
         self._key = STATE_NAME
 
@@ -105,7 +107,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
 
     def on_train_begin(self, logs=None):
         self._store.seal()
-        for temp in (self._temp_path, self._training_metadata_path + ".tmp"):
+        for temp in (self._temp_path, self._metadata_file + ".tmp"):
             if os.path.exists(temp):
                 os.remove(temp)  # a write that a kill cut short
         self._load_model()
@@ -117,7 +119,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
                 f"before you call `fit()`. Model {self.model.name!r} is "
                 "unbuilt: call it on a batch of data first."
             )
-        if not os.path.exists(self._weights_path):
+        if not os.path.exists(self._weights_file):
             # Not the epoch a `fit` resumed by an earlier BackupAndRestore
             # started at (Keras keeps it on the model): this fit's own.
             keras_compat.set_initial_epoch(self.model, None)
@@ -125,7 +127,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         optimizer = self.model.optimizer
         if optimizer is not None and not optimizer.built:
             optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(self._weights_path)
+        self.model.load_weights(self._weights_file)
         saved = self._store.loaded.get(self._key)
         if saved is None:  # a checkpoint written by Keras' own callback
             saved = {"epoch": self._keras_metadata_epoch()}
@@ -136,7 +138,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
 
     def _keras_metadata_epoch(self):
         """The epoch in `training_metadata.json`, or an error with the repair."""
-        path = self._training_metadata_path
+        path = self._metadata_file
         try:
             with open(path) as f:
                 epoch = json.load(f)["epoch"]
@@ -186,11 +188,11 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         os.makedirs(self.backup_dir, exist_ok=True)
         self.model.save_weights(self._temp_path, overwrite=True)
         _fsync(self._temp_path)
-        os.replace(self._temp_path, self._weights_path)
-        metadata = self._training_metadata_path + ".tmp"
+        os.replace(self._temp_path, self._weights_file)
+        metadata = self._metadata_file + ".tmp"
         with open(metadata, "w") as f:
             json.dump({"epoch": self._current_epoch, "batch": 0}, f)
-        os.replace(metadata, self._training_metadata_path)
+        os.replace(metadata, self._metadata_file)
 
 
 def _fsync(path):

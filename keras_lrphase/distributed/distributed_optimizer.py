@@ -98,16 +98,7 @@ class DistributedOptimizer(InnerOptimizerDelegation, keras.optimizers.Optimizer)
         grads = list(grads)
         if not grads:
             return
-        if not self.built:
-            if trainable_variables is None:
-                raise ValueError(
-                    "When passing `grads` without `variables`, the optimizer "
-                    "must already be built on a list of variables. "
-                    "Call `optimizer.build(trainable_variables)` first."
-                )
-            with keras.name_scope(self.name, caller=self):
-                self.build(list(trainable_variables))
-            self.built = True
+        self._build_at_first_apply(trainable_variables)
         self.inner_optimizer.apply(average_gradients(grads), trainable_variables)
 
     def scale_loss(self, loss):
@@ -117,23 +108,6 @@ class DistributedOptimizer(InnerOptimizerDelegation, keras.optimizers.Optimizer)
     @property
     def variables(self):
         return self.inner_optimizer.variables
-
-    # -- serialisation ---------------------------------------------------
-    def get_config(self):
-        return {
-            "name": self.name,
-            "optimizer": keras.saving.serialize_keras_object(
-                self.inner_optimizer
-            ),
-        }
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        optimizer = keras.saving.deserialize_keras_object(
-            config.pop("optimizer"), custom_objects=custom_objects
-        )
-        return cls(optimizer, **config)
 
 
 def average_gradients(grads):

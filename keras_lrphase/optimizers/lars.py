@@ -9,6 +9,7 @@ from keras_lrphase._validation import check_bool
 from keras_lrphase._validation import check_learning_rate
 from keras_lrphase._validation import check_number
 from keras_lrphase._validation import check_positive
+from keras_lrphase.backend import keras_compat
 from keras_lrphase.optimizers import _exclusions
 
 
@@ -151,7 +152,7 @@ class LARS(keras.optimizers.Optimizer):
         ]
         self._decays = [
             self.weight_decay > 0
-            and self._use_weight_decay(v)
+            and keras_compat.uses_weight_decay(self, v)
             and not _exclusions.is_excluded(
                 self._decay_exclusion, v, "exclude_from_weight_decay"
             )
@@ -173,7 +174,7 @@ class LARS(keras.optimizers.Optimizer):
 
     def update_step(self, gradient, variable, learning_rate):
         """Applies the LARS update to one variable."""
-        index = self._get_variable_index(variable)
+        index = keras_compat.variable_index(self, variable)
         dtype = variable.dtype
         lr = ops.cast(learning_rate, dtype)
         gradient = ops.cast(dense_gradient(gradient, variable), dtype)

@@ -150,16 +150,7 @@ class LARSWrapper(InnerOptimizerDelegation, keras.optimizers.Optimizer):
 
     def apply(self, grads, trainable_variables=None):
         """Applies `grads` through the inner optimizer, rescaled per layer."""
-        if not self.built:
-            if trainable_variables is None:
-                raise ValueError(
-                    "When passing `grads` without `variables`, the optimizer "
-                    "must already be built on a list of variables. "
-                    "Call `optimizer.build(trainable_variables)` first."
-                )
-            with keras.name_scope(self.name, caller=self):
-                self.build(list(trainable_variables))
-            self.built = True
+        self._build_at_first_apply(trainable_variables)
         if trainable_variables is None:
             variables = keras_compat.optimizer_variables_to_train(self)
         else:
@@ -257,29 +248,23 @@ class LARSWrapper(InnerOptimizerDelegation, keras.optimizers.Optimizer):
 
     # -- serialisation ---------------------------------------------------
     def get_config(self):
-        return {
-            "name": self.name,
-            "optimizer": keras.saving.serialize_keras_object(
-                self.inner_optimizer
-            ),
+        config = super().get_config()
+        config.update({
             "trust_coefficient": self.trust_coefficient,
             "clip": self.clip,
             "epsilon": self.epsilon,
             "exclude_from_adaptation": _exclusions.serialize_exclusion(
                 self._adaptation_exclusion, "exclude_from_adaptation"
             ),
-        }
+        })
+        return config
 
     @classmethod
-    def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        optimizer = keras.saving.deserialize_keras_object(
-            config.pop("optimizer"), custom_objects=custom_objects
-        )
+    def _arguments_from_config(cls, config, custom_objects):
         config["exclude_from_adaptation"] = _exclusions.deserialize_exclusion(
             config.get("exclude_from_adaptation"), custom_objects
         )
-        return cls(optimizer, **config)
+        return config
 
 
 def _summed_across_replicas(grads):
