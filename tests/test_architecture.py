@@ -30,17 +30,6 @@ checker = _load_checker()
 
 # Violations not yet fixed: key (as the checker prints it) -> reason.
 ALLOWED = {
-    # --- application functions over 80 lines (issue 29, section 2) ---
-    "keras_lrphase/training/compare_report.py: write_compare_outputs":
-        "one writer per output file not yet split out.",
-    "keras_lrphase/training/heuristics_study.py: write_similarity_outputs":
-        "one writer per output file not yet split out.",
-    "keras_lrphase/training/landscape_study.py: write_landscape_outputs":
-        "one writer per output file not yet split out.",
-    "keras_lrphase/training/plots.py: _compare_row":
-        "one plotting function per panel not yet split out.",
-    "keras_lrphase/training/plots.py: plot_curves":
-        "one plotting function per panel not yet split out.",
     # --- blocks repeated between modules ---
     "keras_lrphase/callbacks/auto_decay.py ~ "
     "keras_lrphase/callbacks/controller_callback.py: "

@@ -39,88 +39,126 @@ def write_compare_outputs(preset, results, out, seconds, epochs_override=None):
     """
     with_paper = any(group.run.paper is not None for group in results)
     seeds = max((len(group.summaries) for group in results), default=1)
-    lines = [f"# {preset.name}", "", preset.description, ""]
-    if results:
-        first = results[0].summaries[0]
-        d = first["dataset"]
-        lines.append(
-            f"Data: {d['name']} from {d['source']} ({d['train_examples']} "
-            f"train / {d['test_examples']} validation examples); backend "
-            f"{first['backend']}; total time {_total_minutes(results, seconds):.1f} "
-            "min."
-            + (f" Epoch budget overridden to {epochs_override}."
-               if epochs_override else ""))
-        if seeds > 1:
-            lines.append(f"Accuracies: mean +- standard deviation over {seeds} "
-                         "seeds; decay epochs of the first seed.")
-        lines.append("")
-    header = ["configuration", "batch", "LR", "LR decay", "decay epochs",
-              "LARS", "best val. acc.", "final val. acc."]
     finals = {group.run.label: [s["final_val_accuracy"]
                                 for s in group.summaries]
               for group in results}
     compared = seeds > 1 and any(
         (group.run.versus or preset.reference) in finals for group in results)
-    if compared:
-        header.append("p (Welch, final)")
-    if with_paper:
-        header.append("paper")
+    header = ["configuration", "batch", "LR", "LR decay", "decay epochs",
+              "LARS", "best val. acc.", "final val. acc."]
+    header += ["p (Welch, final)"] * compared + ["paper"] * with_paper
     header += ["epochs", "time"]
+    lines = _heading_lines(preset, results, seeds, seconds, epochs_override)
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
-    histories, losses, seeds_rows, marks = {}, {}, {}, {}
     for group in results:
-        run, config, summaries = group.run, group.config, group.summaries
-        first = summaries[0]
-        if config.schedule == "step" and not config.decay_epochs:
-            policy = "constant"
-        elif config.schedule == "step":
-            policy = f"step-wise (beta = {config.decay_factor:g})"
-        elif config.schedule == "two-phase":
-            policy = f"adaptive (beta = {config.decay_factor:g})"
-        elif config.schedule == "autodecay":
-            policy = f"AutoDecay (x{config.decay_factor:g})"
-        else:
-            policy = (f"cosine restarts ({config.restart_epochs}, "
-                      f"x{config.restart_mult:g})")
-        decays = "/".join(str(e) for e in first["decay_epochs"]) or "-"
-        if config.schedule in ("two-phase", "autodecay"):
-            decays = f"adaptive ({decays})"
-        if config.momentum_correction:
-            policy += ", momentum corr."
-        batch = str(config.batch_size)
-        if config.accumulate > 1:
-            batch += f" ({config.accumulate} x {config.batch_size // config.accumulate})"
-        cells = [run.label, batch, f"{config.lr:g}", policy, decays,
-                 f"{config.lars:g}" if config.lars is not None else "-",
-                 _mean_pct([s["best_val_accuracy"] for s in summaries]),
-                 _mean_pct([s["final_val_accuracy"] for s in summaries])]
-        if compared:
-            cells.append(_p_value_cell(run, preset, finals))
-        if with_paper:
-            cells.append(f"{run.paper:.2f}%" if run.paper is not None else "-")
-        minutes = sum(s["train_wall_time_s"] for s in summaries) / 60
-        cells += [_epochs_cell([s["epochs_completed"] for s in summaries]),
-                  f"{minutes:.1f} min"]
+        cells = _row_cells(group, preset, finals, compared, with_paper)
         lines.append("| " + " | ".join(cells) + " |")
-        seed_histories = [EpochRecorder.read(os.path.join(f, HISTORY_FILE))
-                          for f in group.folders]
-        histories[run.label] = _mean_history(seed_histories)
-        seeds_rows[run.label] = seed_histories
-        marks[run.label] = first
-        losses[run.label] = [[row["loss"] for row in rows]
-                             for rows in seed_histories]
     lines.append("")
+    histories = {group.run.label: [
+        EpochRecorder.read(os.path.join(f, HISTORY_FILE))
+        for f in group.folders] for group in results}
     verdicts = _seed_verdicts(results, preset, finals, seeds)
-    if verdicts:
-        lines += ["What the seeds show (final validation accuracy):", ""]
-        lines += [f"- {sentence}" for sentence in verdicts]
-        lines.append("")
     answer = []
     if preset.question is not None:
         from keras_lrphase.training.study_findings import answer_from_results
 
+        losses = {label: [[row["loss"] for row in rows] for rows in runs]
+                  for label, runs in histories.items()}
         answer = answer_from_results(preset.question, results, losses)
+    lines += _closing_lines(preset, verdicts, answer, compared, with_paper,
+                            seeds)
+    with open(os.path.join(out, "table.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    if matplotlib_installed():
+        plot_compare({label: _mean_history(runs)
+                      for label, runs in histories.items()},
+                     os.path.join(out, "compare.png"),
+                     title=preset.description,
+                     budgets={group.run.label: group.config.epochs
+                              for group in results},
+                     seeds=histories,
+                     marks={group.run.label: group.summaries[0]
+                            for group in results})
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump({group.run.label: {
+                       "paper": group.run.paper,
+                       "runs": [dict(s, folder=folder) for s, folder in zip(
+                           group.summaries, group.folders)]}
+                   for group in results}, f, indent=2)
+        f.write("\n")
+    return verdicts, answer
+
+
+def _heading_lines(preset, results, seeds, seconds, epochs_override):
+    """The title, description, data and seeds lines above the table."""
+    lines = [f"# {preset.name}", "", preset.description, ""]
+    if not results:
+        return lines
+    first = results[0].summaries[0]
+    d = first["dataset"]
+    lines.append(
+        f"Data: {d['name']} from {d['source']} ({d['train_examples']} "
+        f"train / {d['test_examples']} validation examples); backend "
+        f"{first['backend']}; total time {_total_minutes(results, seconds):.1f} "
+        "min."
+        + (f" Epoch budget overridden to {epochs_override}."
+           if epochs_override else ""))
+    if seeds > 1:
+        lines.append(f"Accuracies: mean +- standard deviation over {seeds} "
+                     "seeds; decay epochs of the first seed.")
+    lines.append("")
+    return lines
+
+
+def _policy_cell(config):
+    """The "LR decay" cell: the schedule and its factor."""
+    if config.schedule == "step" and not config.decay_epochs:
+        policy = "constant"
+    elif config.schedule == "step":
+        policy = f"step-wise (beta = {config.decay_factor:g})"
+    elif config.schedule == "two-phase":
+        policy = f"adaptive (beta = {config.decay_factor:g})"
+    elif config.schedule == "autodecay":
+        policy = f"AutoDecay (x{config.decay_factor:g})"
+    else:
+        policy = (f"cosine restarts ({config.restart_epochs}, "
+                  f"x{config.restart_mult:g})")
+    if config.momentum_correction:
+        policy += ", momentum corr."
+    return policy
+
+
+def _row_cells(group, preset, finals, compared, with_paper):
+    """The cells of one configuration's row of `table.md`."""
+    run, config, summaries = group.run, group.config, group.summaries
+    decays = "/".join(str(e) for e in summaries[0]["decay_epochs"]) or "-"
+    if config.schedule in ("two-phase", "autodecay"):
+        decays = f"adaptive ({decays})"
+    batch = str(config.batch_size)
+    if config.accumulate > 1:
+        batch += f" ({config.accumulate} x {config.batch_size // config.accumulate})"
+    cells = [run.label, batch, f"{config.lr:g}", _policy_cell(config), decays,
+             f"{config.lars:g}" if config.lars is not None else "-",
+             _mean_pct([s["best_val_accuracy"] for s in summaries]),
+             _mean_pct([s["final_val_accuracy"] for s in summaries])]
+    if compared:
+        cells.append(_p_value_cell(run, preset, finals))
+    if with_paper:
+        cells.append(f"{run.paper:.2f}%" if run.paper is not None else "-")
+    minutes = sum(s["train_wall_time_s"] for s in summaries) / 60
+    cells += [_epochs_cell([s["epochs_completed"] for s in summaries]),
+              f"{minutes:.1f} min"]
+    return cells
+
+
+def _closing_lines(preset, verdicts, answer, compared, with_paper, seeds):
+    """The lines under the table: verdicts, the question, the notes."""
+    lines = []
+    if verdicts:
+        lines += ["What the seeds show (final validation accuracy):", ""]
+        lines += [f"- {sentence}" for sentence in verdicts]
+        lines.append("")
     if answer:
         lines += ["The question:", ""] + answer + [""]
     if compared:
@@ -135,22 +173,7 @@ def write_compare_outputs(preset, results, out, seconds, epochs_override=None):
                  "(two-phase: where the controller decayed it). Curves of "
                  "each run: <run>/curves.png; overlaid: compare.png"
                  + (" (means over seeds)." if seeds > 1 else "."))
-    with open(os.path.join(out, "table.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    if matplotlib_installed():
-        plot_compare(histories, os.path.join(out, "compare.png"),
-                     title=preset.description,
-                     budgets={group.run.label: group.config.epochs
-                              for group in results},
-                     seeds=seeds_rows, marks=marks)
-    with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump({group.run.label: {
-                       "paper": group.run.paper,
-                       "runs": [dict(s, folder=folder) for s, folder in zip(
-                           group.summaries, group.folders)]}
-                   for group in results}, f, indent=2)
-        f.write("\n")
-    return verdicts, answer
+    return lines
 
 
 def mechanics_lines(results):

@@ -264,35 +264,20 @@ def write_similarity_outputs(results, out, data_of, images=IMAGES):
                                             data_of(config), images_of(config))
                 lines.append(_warmup_line(name, found))
                 if isinstance(found, dict):
-                    png = f"similarity_{_slug(name)}.png"
-                    first, last = found["epochs"]
-                    _save(plot_layer_similarity(
-                        found["matrix"], found["layers"], found["layers"],
-                        label_a=f"layer at epoch {first}",
-                        label_b=f"layer after epoch {last}",
-                        title=f"{name}: SVCCA, epoch {first} vs {last}"),
-                        os.path.join(out, png))
                     diagonals[name] = found
-                    record["warmup"][name] = _listed(dict(found, png=png))
+                    record["warmup"][name] = _listed(dict(
+                        found, png=_warmup_heatmap(found, name, out)))
             versus = by_label.get(run.versus) if run.teacher else None
             if run.teacher and versus is None:
                 lines.append(f"{name}: no {run.versus!r} run to compare the "
                              "distilled student with (its `versus`)")
             elif run.teacher:
-                teacher = (summary.get("teacher") or {}).get("path",
-                                                             config.teacher)
-                independent = versus.folders[min(seed, len(versus.folders) - 1)]
-                found = distillation_similarity(
-                    teacher, os.path.join(folder, "model.keras"),
-                    os.path.join(independent, "model.keras"),
-                    images_of(config))
-                lines.append(_distillation_line(name, run.versus, found))
-                if isinstance(found, dict):
-                    record["distillation"][name] = _listed(dict(
-                        found, independent_run=_name(run.versus, summary, seeds),
-                        teacher_model=teacher,
-                        png=_distillation_plots(found, name, run.versus, out,
-                                                qualified)))
+                line, found = _distillation_outputs(
+                    group, seed, versus, images_of(config), out, qualified,
+                    seeds)
+                lines.append(line)
+                if found is not None:
+                    record["distillation"][name] = found
     if diagonals:
         _plot_diagonals(diagonals, os.path.join(out, LAYERS_PLOT))
     with open(os.path.join(out, JSON_FILE), "w") as f:
@@ -305,6 +290,40 @@ def write_similarity_outputs(results, out, data_of, images=IMAGES):
 
 
 # -- helpers -------------------------------------------------------------------
+def _warmup_heatmap(found, name, out):
+    """Writes a run's SVCCA heatmap between its two snapshots; its file name."""
+    png = f"similarity_{_slug(name)}.png"
+    first, last = found["epochs"]
+    _save(plot_layer_similarity(
+        found["matrix"], found["layers"], found["layers"],
+        label_a=f"layer at epoch {first}",
+        label_b=f"layer after epoch {last}",
+        title=f"{name}: SVCCA, epoch {first} vs {last}"),
+        os.path.join(out, png))
+    return png
+
+
+def _distillation_outputs(group, seed, versus, images, out, qualified, seeds):
+    """`(line, record)` of one distilled student against its teacher and the
+    independent run (`versus`) of the same seed (or its last); `record` is
+    None when the similarity could not be computed."""
+    run, config = group.run, group.config
+    summary, folder = group.summaries[seed], group.folders[seed]
+    name = _name(run.label, summary, seeds)
+    teacher = (summary.get("teacher") or {}).get("path", config.teacher)
+    independent = versus.folders[min(seed, len(versus.folders) - 1)]
+    found = distillation_similarity(
+        teacher, os.path.join(folder, "model.keras"),
+        os.path.join(independent, "model.keras"), images)
+    line = _distillation_line(name, run.versus, found)
+    if not isinstance(found, dict):
+        return line, None
+    return line, _listed(dict(
+        found, independent_run=_name(run.versus, summary, seeds),
+        teacher_model=teacher,
+        png=_distillation_plots(found, name, run.versus, out, qualified)))
+
+
 def _similarity(model_a, model_b, images, layers_a, layers_b):
     if not all(np.all(np.isfinite(w)) for model in (model_a, model_b)
                for w in model.get_weights()):

@@ -352,33 +352,9 @@ def write_landscape_outputs(results, out, data_of, *, reference=REFERENCE,
         Gotmare et al., ICLR 2019, Figures 1 and 2; the two-phase paper's
         Figure 1 (see the module docstring).
     """
-    import keras
-
     curve_epochs = CURVE_EPOCHS if curve_epochs is None else curve_epochs
     images = IMAGES if images is None else images
     seeds = max((len(group.summaries) for group in results), default=1)
-    by_label = {group.run.label: group for group in results}
-    splits = {}
-
-    def splits_of(config):
-        key = (config.dataset, config.data_dir, config.train_size,
-               config.test_size)
-        if key not in splits:
-            splits[key] = normalized_splits(data_of(config))
-        return splits[key]
-
-    evaluators = {}
-
-    def evaluator_of(config, model):
-        # One per architecture and data: traced once for all its paths.
-        key = (config.model, config.dataset, config.data_dir,
-               config.train_size, config.test_size)
-        if key not in evaluators:
-            evaluators[key] = path_evaluator(model, *splits_of(config))
-            record["settings"]["path_train_images"] = int(
-                len(evaluators[key].splits["train"][1]))
-        return evaluators[key]
-
     record = {"settings": {
         "curve": CURVE, "curve_epochs": curve_epochs,
         "curve_batch_size": BATCH_SIZE, "curve_points": CURVE_POINTS,
@@ -387,99 +363,11 @@ def write_landscape_outputs(results, out, data_of, *, reference=REFERENCE,
                                     "path_train_images training images"),
         "reference": reference},
         "curves": {}, "segments": {}, "margins": {}}
-    lines = []
-
-    # Figure 1: reference -> each variant that saved its model.
-    if reference not in by_label:
-        lines.append(f"curves: no {reference!r} run")
-    else:
-        ref_folders = by_label[reference].folders
-        for group in results:
-            run, config = group.run, group.config
-            if run.label == reference or not config.save_model:
-                continue
-            for seed, (summary, folder) in enumerate(zip(group.summaries,
-                                                         group.folders)):
-                name = _name(run.label, summary, seeds)
-                k = min(seed, len(ref_folders) - 1)
-                paths = [os.path.join(f, "model.keras")
-                         for f in (ref_folders[k], folder)]
-                missing = [p for p in paths if not os.path.isfile(p)]
-                if missing:
-                    lines.append(f"curve to {name}: no model file {missing[0]}")
-                    continue
-                model_a, model_b = (keras.saving.load_model(p, compile=False)
-                                    for p in paths)
-                if not _finite(model_a, model_b):
-                    lines.append(f"curve to {name}: the weights are not "
-                                 "finite (a run diverged)")
-                    continue
-                train, test = splits_of(config)
-                found = connect_runs(model_a, model_b, train,
-                                     evaluator_of(config, model_a),
-                                     epochs=curve_epochs)
-                found["models"] = paths
-                record["curves"][name] = found
-                seg, bez = found["segment"], found[CURVE]
-                lines.append(
-                    f"curve {reference} -> {name}: barrier on the segment "
-                    f"{seg['barrier']:.3f} (lowest test accuracy "
-                    f"{100 * seg['min_test_accuracy']:.1f}%), on the "
-                    f"{CURVE} curve {bez['barrier']:.3f} "
-                    f"({100 * bez['min_test_accuracy']:.1f}%)")
-
-    # Figure 2: snapshots of the non-two-phase runs.
-    from keras_lrphase.training.heuristics_study import snapshot_model
-
-    for group in results:
-        run, config = group.run, group.config
-        if config.schedule == "two-phase" or len(config.snapshot_epochs or ()) < 2:
-            continue
-        jumps, kind = events(config)
-        for summary, folder in zip(group.summaries, group.folders):
-            name = _name(run.label, summary, seeds)
-            saved = _snapshots(folder, summary)
-            epochs = [e for e in sorted(saved) if e >= 1]
-            if len(epochs) < 2:
-                lines.append(f"segments of {name}: fewer than two snapshots")
-                continue
-            data = data_of(config)
-            models = {e: snapshot_model(config, data, saved[e]) for e in epochs}
-            evaluate = evaluator_of(config, models[epochs[0]])
-            pairs = []
-            # Consecutive snapshots, then each earlier one to the last
-            # (the paper's {w30, w150}, {w70, w150}).
-            for a, b in list(zip(epochs, epochs[1:])) + [
-                    (e, epochs[-1]) for e in epochs[:-2]]:
-                found = segment_between(models[a], models[b], evaluate)
-                crossed = [e for e in jumps if a <= e < b]
-                found.update(epochs=[a, b], crosses=crossed, event=kind)
-                pairs.append(found)
-            record["segments"][name] = {"schedule": config.schedule,
-                                        "events": jumps, "event": kind,
-                                        "pairs": pairs}
-            lines.append(f"segments of {name} ({config.schedule}): barriers "
-                         + ", ".join(f"{p['epochs'][0]}-{p['epochs'][1]} "
-                                     f"{p['barrier']:.3f}" for p in pairs))
-
-    # Figure 3: margins per epoch of the two-phase runs.
-    for group in results:
-        run, config = group.run, group.config
-        if config.schedule != "two-phase" or not config.snapshot_epochs:
-            continue
-        for summary, folder in zip(group.summaries, group.folders):
-            name = _name(run.label, summary, seeds)
-            train, _ = splits_of(config)
-            sample = margin_sample(train, images)
-            record["settings"]["margin_images"] = int(len(sample[1]))
-            found = margin_curve(config, folder, summary, data_of(config),
-                                 sample)
-            if isinstance(found, str):
-                lines.append(f"margins of {name}: {found}")
-                continue
-            record["margins"][name] = found
-            lines.append(margin_line(name, found))
-
+    inputs = _StudyInputs(data_of, record["settings"])
+    lines = _curves_from_reference(results, reference, curve_epochs, seeds,
+                                   inputs, record["curves"])
+    lines += _snapshot_segments(results, seeds, inputs, record["segments"])
+    lines += _margin_curves(results, images, seeds, inputs, record)
     if record["curves"]:
         plot_path_curves(record["curves"], reference,
                          os.path.join(out, CURVES_PLOT), CURVE)
@@ -497,6 +385,146 @@ def write_landscape_outputs(results, out, data_of, *, reference=REFERENCE,
 
 
 # -- helpers -------------------------------------------------------------------
+class _StudyInputs:
+    """The normalized splits and path evaluators of a study, made once each.
+
+    `settings` (the record's) receives the number of training images the
+    evaluators use.
+    """
+
+    def __init__(self, data_of, settings):
+        self.data_of = data_of
+        self.settings = settings
+        self._splits = {}
+        self._evaluators = {}
+
+    def splits(self, config):
+        key = (config.dataset, config.data_dir, config.train_size,
+               config.test_size)
+        if key not in self._splits:
+            self._splits[key] = normalized_splits(self.data_of(config))
+        return self._splits[key]
+
+    def evaluator(self, config, model):
+        # One per architecture and data: traced once for all its paths.
+        key = (config.model, config.dataset, config.data_dir,
+               config.train_size, config.test_size)
+        if key not in self._evaluators:
+            self._evaluators[key] = path_evaluator(model, *self.splits(config))
+            self.settings["path_train_images"] = int(
+                len(self._evaluators[key].splits["train"][1]))
+        return self._evaluators[key]
+
+
+def _curves_from_reference(results, reference, curve_epochs, seeds, inputs,
+                           curves):
+    """Figure 1: a curve from the reference run to each run that saved its
+    model (the same seed's, or the reference's last); fills `curves`,
+    returns the summary lines."""
+    import keras
+
+    by_label = {group.run.label: group for group in results}
+    if reference not in by_label:
+        return [f"curves: no {reference!r} run"]
+    lines = []
+    ref_folders = by_label[reference].folders
+    for group in results:
+        run, config = group.run, group.config
+        if run.label == reference or not config.save_model:
+            continue
+        for seed, (summary, folder) in enumerate(zip(group.summaries,
+                                                     group.folders)):
+            name = _name(run.label, summary, seeds)
+            k = min(seed, len(ref_folders) - 1)
+            paths = [os.path.join(f, "model.keras")
+                     for f in (ref_folders[k], folder)]
+            missing = [p for p in paths if not os.path.isfile(p)]
+            if missing:
+                lines.append(f"curve to {name}: no model file {missing[0]}")
+                continue
+            model_a, model_b = (keras.saving.load_model(p, compile=False)
+                                for p in paths)
+            if not _finite(model_a, model_b):
+                lines.append(f"curve to {name}: the weights are not "
+                             "finite (a run diverged)")
+                continue
+            train, _ = inputs.splits(config)
+            found = connect_runs(model_a, model_b, train,
+                                 inputs.evaluator(config, model_a),
+                                 epochs=curve_epochs)
+            found["models"] = paths
+            curves[name] = found
+            seg, bez = found["segment"], found[CURVE]
+            lines.append(
+                f"curve {reference} -> {name}: barrier on the segment "
+                f"{seg['barrier']:.3f} (lowest test accuracy "
+                f"{100 * seg['min_test_accuracy']:.1f}%), on the "
+                f"{CURVE} curve {bez['barrier']:.3f} "
+                f"({100 * bez['min_test_accuracy']:.1f}%)")
+    return lines
+
+
+def _snapshot_segments(results, seeds, inputs, segments):
+    """Figure 2: segments between the snapshots of the runs other than
+    two-phase; fills `segments`, returns the summary lines."""
+    from keras_lrphase.training.heuristics_study import snapshot_model
+
+    lines = []
+    for group in results:
+        run, config = group.run, group.config
+        if config.schedule == "two-phase" or len(config.snapshot_epochs or ()) < 2:
+            continue
+        jumps, kind = events(config)
+        for summary, folder in zip(group.summaries, group.folders):
+            name = _name(run.label, summary, seeds)
+            saved = _snapshots(folder, summary)
+            epochs = [e for e in sorted(saved) if e >= 1]
+            if len(epochs) < 2:
+                lines.append(f"segments of {name}: fewer than two snapshots")
+                continue
+            data = inputs.data_of(config)
+            models = {e: snapshot_model(config, data, saved[e]) for e in epochs}
+            evaluate = inputs.evaluator(config, models[epochs[0]])
+            pairs = []
+            # Consecutive snapshots, then each earlier one to the last
+            # (the paper's {w30, w150}, {w70, w150}).
+            for a, b in list(zip(epochs, epochs[1:])) + [
+                    (e, epochs[-1]) for e in epochs[:-2]]:
+                found = segment_between(models[a], models[b], evaluate)
+                crossed = [e for e in jumps if a <= e < b]
+                found.update(epochs=[a, b], crosses=crossed, event=kind)
+                pairs.append(found)
+            segments[name] = {"schedule": config.schedule, "events": jumps,
+                              "event": kind, "pairs": pairs}
+            lines.append(f"segments of {name} ({config.schedule}): barriers "
+                         + ", ".join(f"{p['epochs'][0]}-{p['epochs'][1]} "
+                                     f"{p['barrier']:.3f}" for p in pairs))
+    return lines
+
+
+def _margin_curves(results, images, seeds, inputs, record):
+    """Figure 3: margins per epoch of the two-phase runs; fills
+    `record["margins"]`, returns the summary lines."""
+    lines = []
+    for group in results:
+        run, config = group.run, group.config
+        if config.schedule != "two-phase" or not config.snapshot_epochs:
+            continue
+        for summary, folder in zip(group.summaries, group.folders):
+            name = _name(run.label, summary, seeds)
+            train, _ = inputs.splits(config)
+            sample = margin_sample(train, images)
+            record["settings"]["margin_images"] = int(len(sample[1]))
+            found = margin_curve(config, folder, summary,
+                                 inputs.data_of(config), sample)
+            if isinstance(found, str):
+                lines.append(f"margins of {name}: {found}")
+                continue
+            record["margins"][name] = found
+            lines.append(margin_line(name, found))
+    return lines
+
+
 def _snapshots(folder, summary):
     saved = {int(e): os.path.join(folder, p)
              for e, p in (summary.get("snapshots") or {}).items()}

@@ -107,13 +107,9 @@ def plot_curves(rows, path, title=None, marks=None, schedule=None):
     True
     """
     plt = _pyplot()
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
-
     marks = marks or {}
     plateau = marks.get("plateau_epoch")
     switch = marks.get("switch_epoch", marks.get("exploration_epochs"))
-    epochs = [r["epoch"] for r in rows]
     fig, axes = plt.subplots(2, 2, figsize=(10, 7.5), sharex=True)
     panels = [
         (axes[0, 0], "loss", "training loss", "log"),
@@ -125,32 +121,58 @@ def plot_curves(rows, path, title=None, marks=None, schedule=None):
     converged = phase_spans(rows, CONVERGENCE)
     warmup = phase_spans(rows, WARMUP)
     for ax, key, label, scale in panels:
-        points = [(e, r[key]) for e, r in zip(epochs, rows)
-                  if not math.isnan(r[key])]
-        if points:
-            ax.plot(*zip(*points), marker="." if len(points) < 60 else None,
-                    color="C0")
-            positive = all(v > 0 for _, v in points)
-            ax.set_yscale(scale if positive else "linear")
-        else:
-            ax.text(0.5, 0.5, "not computed", ha="center", va="center",
-                    transform=ax.transAxes, color="grey")
-        for first, last in converged:
-            ax.axvspan(first - 0.5, last + 0.5, color="grey", alpha=0.15,
-                       lw=0)
-        for first, last in warmup:
-            ax.axvspan(first - 0.5, last + 0.5, color="gold", alpha=0.2,
-                       lw=0)
-        if plateau is not None:
-            ax.axvline(_after(plateau), color="C3", ls="--", lw=1)
-            end = switch if switch is not None else (epochs[-1] if epochs else plateau)
-            if end > plateau:
-                ax.axvspan(_after(plateau), _after(end), color="C9",
-                           alpha=0.12, lw=0)
+        _curve_panel(ax, rows, key, scale)
+        _phase_bands(ax, rows, converged, warmup, plateau, switch)
         ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
     for ax in axes[1]:
         ax.set_xlabel("epoch")
+    legend = _curve_legend(warmup, plateau, switch, converged, schedule)
+    _title(fig, title)
+    top = 0.955 if title else 0.995
+    if legend:
+        fig.legend(handles=legend, loc="upper center", ncol=len(legend),
+                   fontsize=8, frameon=False,
+                   bbox_to_anchor=(0.5, top))
+        top -= 0.035
+    fig.tight_layout(rect=(0, 0, 1, top))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _curve_panel(ax, rows, key, scale):
+    """One column of `history.csv` against the epoch (NaN left out)."""
+    points = [(r["epoch"], r[key]) for r in rows if not math.isnan(r[key])]
+    if points:
+        ax.plot(*zip(*points), marker="." if len(points) < 60 else None,
+                color="C0")
+        positive = all(v > 0 for _, v in points)
+        ax.set_yscale(scale if positive else "linear")
+    else:
+        ax.text(0.5, 0.5, "not computed", ha="center", va="center",
+                transform=ax.transAxes, color="grey")
+    ax.grid(alpha=0.3)
+
+
+def _phase_bands(ax, rows, converged, warmup, plateau, switch):
+    """The bands of `plot_curves`: warmup, extra exploration, convergence."""
+    for first, last in converged:
+        ax.axvspan(first - 0.5, last + 0.5, color="grey", alpha=0.15, lw=0)
+    for first, last in warmup:
+        ax.axvspan(first - 0.5, last + 0.5, color="gold", alpha=0.2, lw=0)
+    if plateau is not None:
+        ax.axvline(_after(plateau), color="C3", ls="--", lw=1)
+        end = switch if switch is not None else (
+            rows[-1]["epoch"] if rows else plateau)
+        if end > plateau:
+            ax.axvspan(_after(plateau), _after(end), color="C9",
+                       alpha=0.12, lw=0)
+
+
+def _curve_legend(warmup, plateau, switch, converged, schedule):
+    """The legend entries of the bands and marks `plot_curves` drew."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
     legend = []
     if warmup:
         legend.append(Patch(color="gold", alpha=0.35, label="warmup"))
@@ -170,16 +192,7 @@ def plot_curves(rows, path, title=None, marks=None, schedule=None):
                 if schedule not in (None, "two-phase")
                 else "convergence phase")
         legend.append(Patch(color="grey", alpha=0.3, label=name))
-    _title(fig, title)
-    top = 0.955 if title else 0.995
-    if legend:
-        fig.legend(handles=legend, loc="upper center", ncol=len(legend),
-                   fontsize=8, frameon=False,
-                   bbox_to_anchor=(0.5, top))
-        top -= 0.035
-    fig.tight_layout(rect=(0, 0, 1, top))
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return legend
 
 
 def budget_groups(histories, budgets=None):
@@ -333,36 +346,12 @@ def _compare_row(axes, histories, colors, styles, with_eigenvalues, seeds,
                     label=label, color=color, ls=style)
         loss_ax.plot(epochs, [r["loss"] for r in rows], label=label,
                      color=color, ls=style)
-        runs = seeds.get(label) or []
-        if len(runs) > 1:
-            length = min(len(run) for run in runs)
-            for ax, key in ((acc_ax, "val_accuracy"), (loss_ax, "loss")):
-                band = [(epochs[i], [run[i][key] for run in runs])
-                        for i in range(length)]
-                band = [(e, c) for e, c in band
-                        if all(math.isfinite(v) for v in c)]
-                if band:
-                    ax.fill_between([e for e, _ in band],
-                                    [min(c) for _, c in band],
-                                    [max(c) for _, c in band], color=color,
-                                    alpha=0.15, lw=0)
+        _seed_bands(acc_ax, loss_ax, epochs, seeds.get(label) or [], color)
         if with_eigenvalues:
-            points = [(r["epoch"], r["hessian_max_eigenvalue"]) for r in rows
-                      if math.isfinite(r.get("hessian_max_eigenvalue",
-                                             math.nan))]
-            if points:
-                axes[2].plot(*zip(*points), label=label, color=color,
-                             ls=style)
-                eigenvalue_curves += 1
-        if marks is None:
-            decay = first_decay_epoch(rows)
-            after = [] if decay is None else [decay - 1]
-            switch = None
-        else:
-            summary = marks.get(label) or {}
-            after = list(summary.get("decay_epochs") or [])
-            switch = summary.get("switch_epoch",
-                                 summary.get("exploration_epochs"))
+            eigenvalue_curves += _eigenvalue_curve(axes[2], rows, label,
+                                                   color, style)
+        after, switch = _run_marks(rows, None if marks is None
+                                   else marks.get(label) or {})
         for epoch in after:
             for ax in (acc_ax, loss_ax):
                 ax.axvline(_after(epoch), color=color, ls=":", lw=1)
@@ -371,6 +360,55 @@ def _compare_row(axes, histories, colors, styles, with_eigenvalues, seeds,
             for ax in (acc_ax, loss_ax):
                 ax.axvline(_after(switch), color=color, ls="-.", lw=1.2)
             switches += 1
+    _label_compare_axes(axes, histories, seeds, with_eigenvalues,
+                        eigenvalue_curves)
+    notes = _compare_notes(histories, marks, decays, switches)
+    if notes:
+        loss_ax.text(0.01, 0.02, "\n".join(notes), ha="left",
+                     va="bottom", fontsize=8, color="dimgrey",
+                     transform=loss_ax.transAxes)
+
+
+def _seed_bands(acc_ax, loss_ax, epochs, runs, color):
+    """The range over seeds of accuracy and loss, where there are several."""
+    if len(runs) < 2:
+        return
+    length = min(len(run) for run in runs)
+    for ax, key in ((acc_ax, "val_accuracy"), (loss_ax, "loss")):
+        band = [(epochs[i], [run[i][key] for run in runs])
+                for i in range(length)]
+        band = [(e, c) for e, c in band if all(math.isfinite(v) for v in c)]
+        if band:
+            ax.fill_between([e for e, _ in band], [min(c) for _, c in band],
+                            [max(c) for _, c in band], color=color,
+                            alpha=0.15, lw=0)
+
+
+def _eigenvalue_curve(ax, rows, label, color, style):
+    """Plots a run's computed eigenvalues; 1 if there were any, else 0."""
+    points = [(r["epoch"], r["hessian_max_eigenvalue"]) for r in rows
+              if math.isfinite(r.get("hessian_max_eigenvalue", math.nan))]
+    if not points:
+        return 0
+    ax.plot(*zip(*points), label=label, color=color, ls=style)
+    return 1
+
+
+def _run_marks(rows, summary):
+    """`(decays, switch)`: the epochs after which a run's LR decayed and its
+    two-phase switch, from its `summary` (None: the first LR decay of
+    `rows`)."""
+    if summary is None:
+        decay = first_decay_epoch(rows)
+        return ([] if decay is None else [decay - 1]), None
+    return (list(summary.get("decay_epochs") or []),
+            summary.get("switch_epoch", summary.get("exploration_epochs")))
+
+
+def _label_compare_axes(axes, histories, seeds, with_eigenvalues,
+                        eigenvalue_curves):
+    """Axis labels, scales and titles of one row of `plot_compare`."""
+    acc_ax, loss_ax = axes[0], axes[1]
     acc_ax.set_ylabel("validation accuracy")
     limits = _accuracy_limits(histories, seeds)
     if limits is not None:
@@ -391,6 +429,10 @@ def _compare_row(axes, histories, colors, styles, with_eigenvalues, seeds,
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     acc_ax.legend(fontsize=8, loc="lower right")
+
+
+def _compare_notes(histories, marks, decays, switches):
+    """The lines of the note in the loss panel: marks, coinciding runs."""
     notes = []
     if decays:
         notes.append("dotted: LR decays" if marks is not None
@@ -405,7 +447,4 @@ def _compare_row(axes, histories, colors, styles, with_eigenvalues, seeds,
                 notes.append(f"{a} and {b} coincide up to epoch {differ - 1}")
     if marks is not None and (decays or switches):
         notes.append("(marks: first seed)")
-    if notes:
-        loss_ax.text(0.01, 0.02, "\n".join(notes), ha="left",
-                     va="bottom", fontsize=8, color="dimgrey",
-                     transform=loss_ax.transAxes)
+    return notes
