@@ -114,6 +114,27 @@ def test_train_step_decay_converts_epochs_to_micro_steps(image_dir, tmp_path):
     assert summary["steps_per_epoch"] == 2
 
 
+def test_train_cosine_decay_with_warmup_finishes_and_follows_keras_schedule(
+        image_dir, tmp_path):
+    # 24 images in batches of 12: 2 steps per epoch; 1 warmup epoch, then
+    # the cosine over the remaining 3 epochs (6 steps).
+    out = _train(image_dir, tmp_path, "--batch-size", "12", "--epochs", "4",
+                 "--warmup-epochs", "1", "--lr", "0.2", "--schedule", "cosine",
+                 "--hessian-every", "0")
+    _, rows = _read_history(os.path.join(out, "history.csv"))
+    # The rate of each epoch's last step (1, 3, 5, 7), from Keras'
+    # CosineDecay formula: a linear warmup from 0.2 / 2 to 0.2 over steps
+    # 0-1, then 0.2 * (1 + cos(pi * (step - 2) / 6)) / 2.
+    expected = [0.1 + 0.1 * 1 / 2] + [
+        0.2 * 0.5 * (1 + np.cos(np.pi * (step - 2) / 6)) for step in (3, 5, 7)]
+    np.testing.assert_allclose([float(r["learning_rate"]) for r in rows],
+                               expected, rtol=1e-5)
+    with open(os.path.join(out, "summary.json")) as f:
+        summary = json.load(f)
+    assert summary["epochs_completed"] == 4
+    assert os.path.exists(os.path.join(out, "curves.png"))
+
+
 def test_train_autodecay_with_stage_checkpoints_and_momentum_correction(
         image_dir, tmp_path):
     stages = tmp_path / "stages"

@@ -254,3 +254,27 @@ def test_table_md_of_the_stages_preset_answers_its_question(tmp_path):
     assert answer[4].startswith("- GD decay 150: the training loss fell by "
                                 "0.0100 +- 0.0000 in epoch 3")
     assert answer[4].endswith("No stage transition shown by these seeds.")
+
+
+def test_table_md_names_each_schedule_of_cifar10_cpu_in_its_lr_decay_column(
+        tmp_path):
+    preset = get_preset("cifar10-cpu")
+    results = []
+    for run, config in preset.configs(data_dir=str(tmp_path)):
+        folder = str(tmp_path / run.label.replace(" ", "-"))
+        group = RunGroup(run, config.resolved())
+        group.summaries.append(_fake_run(folder, [2.0, 1.5, 1.2, 1.1], 0.5,
+                                         0.5))
+        group.folders.append(folder)
+        results.append(group)
+    write_compare_outputs(preset, results, str(tmp_path), 10.0)
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[3]
+            for line in (tmp_path / "table.md").read_text().splitlines()
+            if line.startswith("| ") and not line.startswith("| configuration")}
+    assert rows == {
+        "small-batch": "step-wise (beta = 0.1)",
+        "large-batch": "step-wise (beta = 0.1)",
+        "two-phase": "adaptive (beta = 0.5)",
+        "two-phase (paper rules)": "adaptive (beta = 0.5)",
+        "two-phase (noise-aware decays)": "adaptive (beta = 0.5)",
+        "cosine": "cosine to 0 (Keras CosineDecay, warmup 3 epochs)"}

@@ -121,6 +121,10 @@ def _policy_cell(config):
         policy = f"adaptive (beta = {config.decay_factor:g})"
     elif config.schedule == "autodecay":
         policy = f"AutoDecay (x{config.decay_factor:g})"
+    elif config.schedule == "cosine":
+        policy = ("cosine to 0 (Keras CosineDecay, warmup "
+                  f"{config.warmup_epochs} epochs)" if config.warmup_epochs
+                  else "cosine to 0 (Keras CosineDecay)")
     else:
         policy = (f"cosine restarts ({config.restart_epochs}, "
                   f"x{config.restart_mult:g})")

@@ -543,6 +543,9 @@ def curves_title(config, dataset):
     'two-phase (seed 1): small-cnn on digits, batch 512, lr 0.8'
     >>> curves_title(RunConfig(schedule="step", epochs=8).resolved(), "digits")
     'small-cnn on digits, batch 128, lr 0.1, step decay after epochs 4, 6 (seed 0)'
+    >>> curves_title(RunConfig(name="cosine", schedule="cosine").resolved(),
+    ...              "digits")
+    'cosine (seed 0): small-cnn on digits, batch 128, lr 0.1'
     """
     schedule = {
         "step": ("step decay after epochs "
@@ -550,6 +553,7 @@ def curves_title(config, dataset):
                 if config.decay_epochs else "constant learning rate",
         "two-phase": "two-phase",
         "autodecay": "AutoDecay",
+        "cosine": "cosine decay",
         "cosine-restarts": "cosine restarts",
     }[config.schedule]
     setting = (f"{config.model} on {dataset}, batch {config.batch_size}, "
