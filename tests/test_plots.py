@@ -232,3 +232,24 @@ def test_compare_draws_seed_bands_every_decay_the_switch_and_a_zoomed_accuracy(
     # The accuracy axis spans the last half: 0.93 (seed 2's low) to 0.95.
     low, high = fig["ylim"][0]
     assert 0.9 < low < 0.93 and 0.95 < high <= 0.96
+
+
+def test_compare_names_each_group_of_coinciding_runs_once(tmp_path,
+                                                            monkeypatch):
+    seen = _drawn(monkeypatch)
+    base = [dict(epoch=e, phase="exploration", loss=2.0 / e,
+                 val_accuracy=0.1 * e, learning_rate=0.1,
+                 hessian_max_eigenvalue=2.0) for e in range(1, 13)]
+
+    def parted(after, factor):
+        return [dict(r, loss=r["loss"] * (factor if r["epoch"] > after else 1))
+                for r in base]
+
+    # a, b and c part after epoch 8 (each its own way); d after epoch 5.
+    histories = {"a": base, "b": parted(8, 0.9), "c": parted(8, 0.8),
+                 "d": parted(5, 0.7)}
+    plot_compare(histories, str(tmp_path / "c.png"), title="t")
+    (fig,) = seen
+    # No LR decays (a constant rate): only the two groups are noted.
+    assert fig["texts"] == ["all runs coincide up to epoch 5\n"
+                            "a, b and c coincide up to epoch 8"]

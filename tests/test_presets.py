@@ -10,7 +10,7 @@ pytestmark = pytest.mark.backend_neutral
 
 def test_preset_names():
     assert PRESET_NAMES == ("demo", "cifar10-cpu", "cifar10-excursion-cpu",
-                            "cifar10-table2",
+                            "digits-excursion", "cifar10-table2",
                             "cifar10-lr-search", "cifar10-autodecay-cpu",
                             "cifar10-momentum-cpu", "cifar10-table1",
                             "cifar100-table3", "svhn-table4", "imagenet-table5",
@@ -371,7 +371,7 @@ def test_paper_table_presets_run_two_phase_with_the_paper_rules(name):
 
 
 def test_cpu_rows_name_the_rules_they_run():
-    for name in ("cifar10-cpu", "cifar10-excursion-cpu"):
+    for name in ("cifar10-cpu", "cifar10-excursion-cpu", "digits-excursion"):
         rules = {label: (config.plateau_rule, config.decay_rule)
                  for label, (_, config) in _table(name).items()
                  if config.schedule == "two-phase"}

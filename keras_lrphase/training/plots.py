@@ -315,6 +315,38 @@ def _first_difference(a, b):
     return None
 
 
+def _coinciding_runs(histories):
+    """One line per group of runs whose curves are identical up to an epoch.
+
+    Runs that coincide pairwise up to the same epoch N (and, through each
+    other, form one group) are named together: "a, b and c coincide up to
+    epoch N"; "all runs" when the group is every run. Groups that part
+    within 2 epochs are not named.
+    """
+    labels = list(histories)
+    groups = {}  # last common epoch -> list of sets of labels
+    for i, a in enumerate(labels):
+        for b in labels[i + 1:]:
+            differ = _first_difference(histories[a], histories[b])
+            if differ is None or differ <= 2:
+                continue
+            sets = groups.setdefault(differ - 1, [])
+            joined = [g for g in sets if a in g or b in g]
+            merged = {a, b}.union(*joined)
+            sets[:] = [g for g in sets if g not in joined] + [merged]
+    lines = []
+    for epoch in sorted(groups):
+        for group in groups[epoch]:
+            names = [label for label in labels if label in group]
+            if len(names) == len(labels) > 2:
+                said = "all runs coincide"
+            else:
+                said = (", ".join(names[:-1]) + " and " + names[-1]
+                        + " coincide")
+            lines.append(f"{said} up to epoch {epoch}")
+    return lines
+
+
 def _accuracy_limits(histories, seeds):
     """The accuracy axis: the values of the last half of training."""
     values = []
@@ -364,9 +396,10 @@ def _compare_row(axes, histories, colors, styles, with_eigenvalues, seeds,
                         eigenvalue_curves)
     notes = _compare_notes(histories, marks, decays, switches)
     if notes:
-        loss_ax.text(0.01, 0.02, "\n".join(notes), ha="left",
-                     va="bottom", fontsize=8, color="dimgrey",
-                     transform=loss_ax.transAxes)
+        # Upper right: where a falling loss curve leaves room.
+        loss_ax.text(0.99, 0.98, "\n".join(notes), ha="right", va="top",
+                     fontsize=7, color="dimgrey", transform=loss_ax.transAxes,
+                     bbox=dict(facecolor="white", alpha=0.8, lw=0))
 
 
 def _seed_bands(acc_ax, loss_ax, epochs, runs, color):
@@ -439,12 +472,7 @@ def _compare_notes(histories, marks, decays, switches):
                      else "dotted: first LR decay")
     if switches:
         notes.append("dash-dot: two-phase switch")
-    labels = list(histories)
-    for i, a in enumerate(labels):
-        for b in labels[i + 1:]:
-            differ = _first_difference(histories[a], histories[b])
-            if differ is not None and differ > 2:
-                notes.append(f"{a} and {b} coincide up to epoch {differ - 1}")
+    notes += _coinciding_runs(histories)
     if marks is not None and (decays or switches):
         notes.append("(marks: first seed)")
     return notes
