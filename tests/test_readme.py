@@ -71,18 +71,23 @@ def test_readme_links_lead_to_pages_and_headings_that_exist():
 def test_readme_keeps_the_two_phase_study_tables_of_the_results_pages():
     study = _section(README.read_text(), "## Two-phase and the unstable start")
     tables = _tables(study)
-    # The rules, the cifar10-cpu table and the excursion table, in order.
+    # The rules, the cifar10-cpu table and the two excursion tables, in
+    # order.
     assert [t[0] for t in tables] == [
         "| argument | default | the paper's rule |",
         "| configuration | batch | LR | decay epochs | best val. acc. "
         "| final val. acc. | p (Welch, final) |",
+        "| row | final val. acc. (10 seeds) | p vs step decay "
+        "| plateau / switch after epoch | decays per run |",
         "| row | final val. acc. (seeds 0 / 1 / 2) | mean | plateau / switch "
         "| decays after epochs |"]
     assert tables[1] in _tables((ROOT / "docs/results/cifar10-cpu.md").read_text())
-    assert tables[2] in _tables((ROOT / "docs/results/excursion.md").read_text())
+    excursion = _tables((ROOT / "docs/results/excursion.md").read_text())
+    assert tables[2] in excursion and tables[3] in excursion
     # Their commands and what they do not show.
     assert ("keras-lrphase compare --preset cifar10-cpu --seeds 5 --jobs 5"
             in study)
     assert "--preset cifar10-excursion-cpu" in study
+    assert "--preset digits-excursion" in study
     assert "the table does not show the paper's" in study
     assert "*not* reproduced" in study
