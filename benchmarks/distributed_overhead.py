@@ -26,6 +26,7 @@ import argparse
 import importlib.util
 import json
 import os
+import pathlib
 import shutil
 import statistics
 import subprocess
@@ -163,7 +164,7 @@ def launch(args, argv):
     subprocess.run([sys.executable, *common, "--role", "single"], env=env,
                    check=True)
     if args.smoke and importlib.util.find_spec("horovod") is None:
-        single = json.load(open(os.path.join(out, "single0.json")))
+        single = json.loads(pathlib.Path(os.path.join(out, "single0.json")).read_text())
         shutil.rmtree(out)
         print(f"smoke run: 1 process {single['images_per_s']:.0f} images/s; "
               "Horovod is not installed, so the 2-rank run is skipped (the "
@@ -175,8 +176,8 @@ def launch(args, argv):
     subprocess.run([horovodrun, "-np", "2", "-H", "localhost:2", "--gloo",
                     sys.executable, *common, "--role", "rank"], env=env,
                    check=True)
-    single = json.load(open(os.path.join(out, "single0.json")))
-    ranks = [json.load(open(os.path.join(out, f"rank{r}.json"))) for r in (0, 1)]
+    single = json.loads(pathlib.Path(os.path.join(out, "single0.json")).read_text())
+    ranks = [json.loads(pathlib.Path(os.path.join(out, f"rank{r}.json")).read_text()) for r in (0, 1)]
     shutil.rmtree(out)
     # The slower rank sets the pace.
     two = {k: max(r[k] for r in ranks) for k in

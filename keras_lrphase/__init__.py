@@ -102,4 +102,6 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_PUBLIC))
+    # The deprecated names are served, not listed (listing them would make
+    # every `dir()`-walking tool trigger their warning).
+    return sorted(set(globals()) | (set(_PUBLIC) - _DEPRECATED))

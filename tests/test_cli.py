@@ -1,6 +1,7 @@
 import csv
 import json
 import os
+import pathlib
 import re
 import subprocess
 import sys
@@ -178,13 +179,13 @@ def test_compare_demo_quick(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert [l.split(":")[0] for l in lines if "best val accuracy" in l] == [
         "[1/2] large-batch", "[2/2] two-phase"]
-    table = open(os.path.join(out, "table.md")).read().splitlines()
+    table = pathlib.Path(os.path.join(out, "table.md")).read_text().splitlines()
     rows = [l for l in table if l.startswith("| ") and "---" not in l]
     assert rows[0].startswith("| configuration | batch | LR |")
     assert "paper" not in rows[0]
     assert rows[1].startswith("| large-batch | 512 | 0.8 | step-wise (beta = 0.1) | 1 |")
     assert rows[2].startswith("| two-phase | 512 | 0.8 | adaptive (beta = 0.5) |")
-    results = json.load(open(os.path.join(out, "results.json")))
+    results = json.loads(pathlib.Path(os.path.join(out, "results.json")).read_text())
     assert set(results) == {"large-batch", "two-phase"}
     (large,) = results["large-batch"]["runs"]
     assert large["config"]["epochs"] == 2
@@ -202,12 +203,12 @@ def test_compare_with_seeds_reports_mean_and_std(tmp_path, capsys):
                  "--only", "large-batch,two-phase", "--seeds", "2",
                  "--verbose", "0"]) == 0
     assert sorted(os.listdir(os.path.join(out, "large-batch"))) == ["seed0", "seed1"]
-    results = json.load(open(os.path.join(out, "results.json")))
+    results = json.loads(pathlib.Path(os.path.join(out, "results.json")).read_text())
     runs = results["large-batch"]["runs"]
     assert [r["config"]["seed"] for r in runs] == [0, 1]
     finals = [100 * r["final_val_accuracy"] for r in runs]
     mean, std = np.mean(finals), np.std(finals, ddof=1)
-    table = open(os.path.join(out, "table.md")).read()
+    table = pathlib.Path(os.path.join(out, "table.md")).read_text()
     row = [l for l in table.splitlines() if l.startswith("| large-batch")][0]
     assert f"| {mean:.2f} +- {std:.2f}% | - |" in row  # the reference row
     # Welch's test of two-phase's final accuracies against large-batch's.
@@ -300,7 +301,7 @@ def test_train_on_jax_backend(image_dir, tmp_path):
          "--verbose", "0", "--out", out],
         capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    summary = json.load(open(os.path.join(out, "summary.json")))
+    summary = json.loads(pathlib.Path(os.path.join(out, "summary.json")).read_text())
     assert summary["backend"] == "jax" and summary["epochs_completed"] == 2
     _, rows = _read_history(os.path.join(out, "history.csv"))
     np.testing.assert_allclose(float(rows[0]["learning_rate"]),
@@ -483,7 +484,7 @@ def test_compare_ends_with_what_two_phase_did_and_the_preset_that_measures_the_g
                  "--only", "two-phase", "--seeds", "1", "--verbose", "0"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "" not in lines  # no blank lines
-    summary = json.load(open(os.path.join(out, "two-phase", "summary.json")))
+    summary = json.loads(pathlib.Path(os.path.join(out, "two-phase", "summary.json")).read_text())
     assert summary["plateau_epoch"] is None  # 2 epochs: still falling
     assert lines[-4:-2] == [
         "What two-phase did (epochs counted from 1):",

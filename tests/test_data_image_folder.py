@@ -30,7 +30,8 @@ def _write_folder(root, classes=("cat", "dog", "emu"), per_class=(3, 2), size=(4
                 labels.append(label)
         expected[split] = (np.stack(images), np.array(labels))
     # A non-image file is ignored.
-    open(os.path.join(root, "train", classes[0], "notes.txt"), "w").write("x")
+    with open(os.path.join(root, "train", classes[0], "notes.txt"), "w") as f:
+        f.write("x")
     return expected
 
 

@@ -10,6 +10,7 @@ in `tests/test_horovod.py` (the Horovod job of `.ci/run`).
 import csv
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -184,7 +185,7 @@ def test_the_cli_with_two_jax_processes(tmp_path):
     assert summary["exploration_epochs"] is not None  # the switch happened
     # Rank 1 writes its history only, equal to rank 0's.
     assert sorted(os.listdir(out / "workers" / "rank1")) == ["history.csv"]
-    rows = [list(csv.DictReader(open(path))) for path in (
+    rows = [list(csv.DictReader(pathlib.Path(path).read_text().splitlines())) for path in (
         out / "history.csv", out / "workers" / "rank1" / "history.csv")]
     for row0, row1 in zip(*rows):
         for column in ("loss", "learning_rate", "phase",

@@ -77,7 +77,8 @@ def killed_run(workdir, backend, kills, duration, seed, backup="package"):
         time.sleep(rng.uniform(0.0, duration))
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
-        if process.wait() != -signal.SIGKILL:  # it finished before the kill
+        process.communicate()  # reaps it and closes its stderr pipe
+        if process.returncode != -signal.SIGKILL:  # it finished before the kill
             break
         killed += 1
     if not os.path.exists(os.path.join(workdir, "result.json")):

@@ -1,6 +1,7 @@
 """`WeightSnapshots`: exact copies of the weights, also across a resume."""
 
 import os
+import pathlib
 
 import keras
 import numpy as np
@@ -87,7 +88,7 @@ def test_a_resumed_fit_keeps_the_snapshots_of_the_uninterrupted_one(tmp_path):
     # A stale snapshot of a future epoch is removed when the run starts.
     os.makedirs(folder)
     stale = os.path.join(folder, "epoch3.weights.h5")
-    open(stale, "w").write("not a snapshot")
+    pathlib.Path(stale).write_text("not a snapshot")
     with pytest.raises(KeyboardInterrupt):
         _model().fit(x, y, batch_size=8, epochs=3, verbose=0, shuffle=False,
                      callbacks=[AtomicBackupAndRestore(backup),

@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -74,7 +75,7 @@ def test_cli_trains_on_jax_without_tensorflow_and_resumes_a_compare(tmp_path):
         "--schedule", "two-phase", "--plateau-patience", "1",
         "--hessian-batch-size", "16", "--verbose", "0", "--out", out)
     assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.load(open(os.path.join(out, "summary.json")))
+    summary = json.loads(pathlib.Path(os.path.join(out, "summary.json")).read_text())
     assert summary["backend"] == "jax" and summary["epochs_completed"] == 2
     assert summary["config"]["pipeline"] == "numpy"
     assert np.isfinite(summary["final_loss"])
