@@ -307,6 +307,21 @@ CIFAR10_CPU = Preset(
     minutes_estimated=True,
 )
 
+def _excursion_runs(min_delta):
+    """The rows of the excursion studies: step decay, then two-phase with
+    the paper's rules, with the package's defaults and with noise-aware
+    decays, all with the plateau threshold `min_delta`."""
+    return (
+        PresetRun("step decay", dict(schedule="step")),
+        PresetRun("two-phase (paper rules)", dict(
+            schedule="two-phase", min_delta=min_delta, **PAPER_RULES)),
+        PresetRun("two-phase", dict(schedule="two-phase",
+                                    min_delta=min_delta)),
+        PresetRun("two-phase (noise-aware decays)", dict(
+            schedule="two-phase", min_delta=min_delta, **NOISE_AWARE_DECAYS)),
+    )
+
+
 # The post-warmup instability of the full-scale Table 2 run, at CPU scale:
 # the cifar10-cpu setting at lr 6.4 (16 x its linear-scaling rate 0.4, the
 # number Table 2 uses at batch 8192). After the 3-epoch warmup the loss
@@ -322,14 +337,7 @@ CIFAR10_EXCURSION_CPU = Preset(
         "paper's rules, with the package's defaults and with noise-aware "
         "decays; 3 seeds."),
     common=dict(CIFAR10_CPU.common, batch_size=512, lr=6.4),
-    runs=(
-        PresetRun("step decay", dict(schedule="step")),
-        PresetRun("two-phase (paper rules)", dict(
-            schedule="two-phase", min_delta=0.03, **PAPER_RULES)),
-        PresetRun("two-phase", dict(schedule="two-phase", min_delta=0.03)),
-        PresetRun("two-phase (noise-aware decays)", dict(
-            schedule="two-phase", min_delta=0.03, **NOISE_AWARE_DECAYS)),
-    ),
+    runs=_excursion_runs(min_delta=0.03),
     requires_data_dir=True,
     notes=(
         "cifar10-cpu's large-batch setting (ResNet-8, 5,000 images, batch "
@@ -360,14 +368,7 @@ DIGITS_EXCURSION = Preset(
         "two-phase with the paper's rules, with the package's defaults and "
         "with noise-aware decays; 10 seeds."),
     common=dict(DEMO.common, batch_size=512, lr=3.2),
-    runs=(
-        PresetRun("step decay", dict(schedule="step")),
-        PresetRun("two-phase (paper rules)", dict(
-            schedule="two-phase", min_delta=0.005, **PAPER_RULES)),
-        PresetRun("two-phase", dict(schedule="two-phase", min_delta=0.005)),
-        PresetRun("two-phase (noise-aware decays)", dict(
-            schedule="two-phase", min_delta=0.005, **NOISE_AWARE_DECAYS)),
-    ),
+    runs=_excursion_runs(min_delta=0.005),
     notes=(
         "The demo's setting (small CNN on scikit-learn's 8x8 digits, batch "
         "512, 5 warmup epochs, 100 epochs, weight decay 5e-4) at lr 3.2 "
