@@ -46,7 +46,10 @@ def write_compare_outputs(preset, results, out, seconds, epochs_override=None):
         (group.run.versus or preset.reference) in finals for group in results)
     header = ["configuration", "batch", "LR", "LR decay", "decay epochs",
               "LARS", "best val. acc.", "final val. acc."]
-    header += ["p (Welch, final)"] * compared + ["paper"] * with_paper
+    if compared:
+        header.append("p (Welch, final)")
+    if with_paper:
+        header.append("paper")
     header += ["epochs", "time"]
     lines = _heading_lines(preset, results, seeds, seconds, epochs_override)
     lines.append("| " + " | ".join(header) + " |")
